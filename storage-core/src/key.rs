@@ -1,0 +1,476 @@
+//! Keys: the typed keys callers use ([`TokenKey`], [`ClientKey`]) and the one structured
+//! [`StorageKey`] every backend stores under.
+//!
+//! The token key and its encoding follow the Python `mcp-agent` token store exactly, so that a
+//! Redis shared with mcp-agent sees the same keys: four parts, each percent-encoded with no
+//! safe characters (Python's `quote(part, safe="")`), joined with `:`. Everything else we store
+//! (client registrations, PKCE states, leases, store metadata) is encoded with a leading marker
+//! segment that starts with `#`, a character `quote` always escapes, so no such key can ever be
+//! parsed as an mcp-agent token key.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Upper bound on the encoded length of a key. Long enough for 2 KB URLs in every part after
+/// percent-encoding, short enough that no backend path or attribute limit is reached.
+pub const MAX_ENCODED_KEY_LEN: usize = 16 * 1024;
+
+/// Identifies one token set: whose it is, for which protected resource, from which
+/// authorization server, with which scopes. Field meanings match mcp-agent's `TokenStoreKey`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TokenKey {
+    /// Who the token belongs to (e.g. `"{issuer}:{subject}"`, or a fixed id for a one-user client).
+    pub user_key: String,
+    /// The canonical resource (MCP server) URL.
+    pub resource: String,
+    /// The canonical authorization server (issuer), when known.
+    pub authorization_server: Option<String>,
+    /// Sorted, de-duplicated, space-joined scopes.
+    pub scope_fingerprint: String,
+}
+
+/// The `user_key` used by [`TokenKey::for_server`] for single-user clients. It is the same
+/// synthetic identity mcp-agent uses for pre-configured tokens.
+pub const DEFAULT_USER_KEY: &str = "mcp-agent:preconfigured-tokens";
+
+impl TokenKey {
+    /// A key with every part canonicalised: the resource and authorization server URLs via
+    /// [`canonical_url`], the scopes via [`scope_fingerprint`].
+    pub fn new<S: AsRef<str>>(
+        user_key: impl Into<String>,
+        resource: &str,
+        authorization_server: Option<&str>,
+        scopes: impl IntoIterator<Item = S>,
+    ) -> Self {
+        TokenKey {
+            user_key: user_key.into(),
+            resource: canonical_url(resource),
+            authorization_server: authorization_server
+                .map(canonical_url)
+                .filter(|s| !s.is_empty()),
+            scope_fingerprint: scope_fingerprint(scopes),
+        }
+    }
+
+    /// The key a plain one-user client uses: just the MCP server URL.
+    ///
+    /// ```
+    /// use token_store_core::TokenKey;
+    /// let key = TokenKey::for_server("HTTPS://MCP.Example.com/mcp/?x=1#f");
+    /// assert_eq!(key.resource, "https://mcp.example.com/mcp");
+    /// ```
+    pub fn for_server(resource: &str) -> Self {
+        Self::new(DEFAULT_USER_KEY, resource, None, std::iter::empty::<&str>())
+    }
+
+    /// The same key with another user.
+    pub fn with_user(mut self, user_key: impl Into<String>) -> Self {
+        self.user_key = user_key.into();
+        self
+    }
+
+    /// The same key with an authorization server (canonicalised).
+    pub fn with_authorization_server(mut self, issuer: &str) -> Self {
+        self.authorization_server = Some(canonical_url(issuer)).filter(|s| !s.is_empty());
+        self
+    }
+
+    /// The same key with a scope set (fingerprinted).
+    pub fn with_scopes<S: AsRef<str>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
+        self.scope_fingerprint = scope_fingerprint(scopes);
+        self
+    }
+
+    /// The storage key of this token key.
+    pub fn storage_key(&self) -> StorageKey {
+        StorageKey {
+            kind: KeyKind::Token,
+            parts: vec![
+                self.user_key.clone(),
+                self.resource.clone(),
+                self.authorization_server.clone().unwrap_or_default(),
+                self.scope_fingerprint.clone(),
+            ],
+        }
+    }
+
+    /// The token key of a storage key of kind [`KeyKind::Token`].
+    pub fn from_storage_key(key: &StorageKey) -> Option<Self> {
+        match (key.kind, key.parts.as_slice()) {
+            (KeyKind::Token, [user, resource, issuer, scopes]) => Some(TokenKey {
+                user_key: user.clone(),
+                resource: resource.clone(),
+                authorization_server: Some(issuer.clone()).filter(|s| !s.is_empty()),
+                scope_fingerprint: scopes.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for TokenKey {
+    // Keys are not secret, but a compact form reads better in logs than the derived one.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenKey({})", self.storage_key())
+    }
+}
+
+impl fmt::Display for TokenKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.storage_key(), f)
+    }
+}
+
+/// Identifies one OAuth client registration (the result of dynamic client registration).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ClientKey {
+    /// The authorization server (issuer) the client is registered with, canonicalised.
+    pub authorization_server: String,
+    /// Which application registered it, so several apps can share a store. Often empty.
+    pub application: String,
+}
+
+impl ClientKey {
+    /// The registration of the default application at `authorization_server`.
+    pub fn new(authorization_server: &str) -> Self {
+        ClientKey {
+            authorization_server: canonical_url(authorization_server),
+            application: String::new(),
+        }
+    }
+
+    /// The same key for a named application.
+    pub fn with_application(mut self, application: impl Into<String>) -> Self {
+        self.application = application.into();
+        self
+    }
+
+    /// The storage key of this client key.
+    pub fn storage_key(&self) -> StorageKey {
+        StorageKey {
+            kind: KeyKind::Client,
+            parts: vec![self.authorization_server.clone(), self.application.clone()],
+        }
+    }
+
+    /// The client key of a storage key of kind [`KeyKind::Client`].
+    pub fn from_storage_key(key: &StorageKey) -> Option<Self> {
+        match (key.kind, key.parts.as_slice()) {
+            (KeyKind::Client, [issuer, app]) => Some(ClientKey {
+                authorization_server: issuer.clone(),
+                application: app.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What a storage key holds. Backends may lay kinds out differently (tables, path prefixes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum KeyKind {
+    /// An OAuth token record (four parts, mcp-agent layout).
+    Token,
+    /// An OAuth client registration (two parts: issuer, application).
+    Client,
+    /// A one-time PKCE/CSRF authorization state (one part: the state value's digest).
+    State,
+    /// A refresh lease (one part: the lease name).
+    Lease,
+    /// Store metadata, e.g. the encryption layer's key check (one part: the entry name).
+    Meta,
+}
+
+impl KeyKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [KeyKind; 5] = [
+        KeyKind::Token,
+        KeyKind::Client,
+        KeyKind::State,
+        KeyKind::Lease,
+        KeyKind::Meta,
+    ];
+
+    /// The `#` marker segment of non-token kinds, `None` for tokens.
+    pub fn marker(self) -> Option<&'static str> {
+        match self {
+            KeyKind::Token => None,
+            KeyKind::Client => Some("#client"),
+            KeyKind::State => Some("#state"),
+            KeyKind::Lease => Some("#lease"),
+            KeyKind::Meta => Some("#meta"),
+        }
+    }
+
+    /// A short lowercase name, for tables, directories and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Token => "token",
+            KeyKind::Client => "client",
+            KeyKind::State => "state",
+            KeyKind::Lease => "lease",
+            KeyKind::Meta => "meta",
+        }
+    }
+
+    /// The kind named by [`KeyKind::as_str`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// How many parts a key of this kind has.
+    pub fn arity(self) -> usize {
+        match self {
+            KeyKind::Token => 4,
+            KeyKind::Client => 2,
+            KeyKind::State | KeyKind::Lease | KeyKind::Meta => 1,
+        }
+    }
+
+    fn from_marker(marker: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.marker() == Some(marker))
+    }
+}
+
+/// The structured key every backend stores under: a kind and its parts.
+///
+/// [`StorageKey::encode`] gives the one canonical string form (mcp-agent's layout for tokens),
+/// which backends use as a Redis key suffix, as AEAD associated data, and to sort and page.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StorageKey {
+    kind: KeyKind,
+    parts: Vec<String>,
+}
+
+impl StorageKey {
+    /// A key of `kind` with `parts`; fails when the number of parts does not fit the kind or
+    /// the encoded key would be too long.
+    pub fn new(kind: KeyKind, parts: Vec<String>) -> Result<Self> {
+        if parts.len() != kind.arity() {
+            return Err(Error::invalid_key(format!(
+                "a {} key has {} parts, not {}",
+                kind.as_str(),
+                kind.arity(),
+                parts.len()
+            )));
+        }
+        let key = StorageKey { kind, parts };
+        key.validate()?;
+        Ok(key)
+    }
+
+    /// A one-part key (state, lease, meta).
+    pub fn single(kind: KeyKind, name: impl Into<String>) -> Result<Self> {
+        Self::new(kind, vec![name.into()])
+    }
+
+    /// What this key holds.
+    pub fn kind(&self) -> KeyKind {
+        self.kind
+    }
+
+    /// The raw (unencoded) parts.
+    pub fn parts(&self) -> &[String] {
+        &self.parts
+    }
+
+    /// Checks the limits every backend shares: bounded length, no NUL.
+    pub fn validate(&self) -> Result<()> {
+        if self.parts.iter().any(|p| p.contains('\0')) {
+            return Err(Error::invalid_key("key parts must not contain NUL"));
+        }
+        let len = self.encode().len();
+        if len > MAX_ENCODED_KEY_LEN {
+            return Err(Error::invalid_key(format!(
+                "encoded key is {len} bytes, at most {MAX_ENCODED_KEY_LEN}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The canonical string form: for tokens exactly mcp-agent's suffix after the prefix
+    /// (`quote(user):quote(resource):quote(issuer):quote(scopes)`), for other kinds the same
+    /// preceded by the kind's `#` marker.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Some(marker) = self.kind.marker() {
+            out.push_str(marker);
+            out.push(':');
+        }
+        for (i, part) in self.parts.iter().enumerate() {
+            if i > 0 {
+                out.push(':');
+            }
+            percent_encode_into(part, &mut out);
+        }
+        out
+    }
+
+    /// Parses [`StorageKey::encode`]'s form back. Returns `None` for strings that are not one
+    /// of our keys (foreign keys under a shared prefix are skipped, not errors).
+    pub fn decode(encoded: &str) -> Option<Self> {
+        let mut segments: Vec<&str> = encoded.split(':').collect();
+        let kind = match segments.first().copied() {
+            Some(first) if first.starts_with('#') => {
+                let kind = KeyKind::from_marker(first)?;
+                segments.remove(0);
+                kind
+            }
+            _ => KeyKind::Token,
+        };
+        if segments.len() != kind.arity() {
+            return None;
+        }
+        let parts = segments
+            .into_iter()
+            .map(percent_decode)
+            .collect::<Option<Vec<_>>>()?;
+        let key = StorageKey { kind, parts };
+        // Only the canonical encoding maps back; "%41" vs "A" would otherwise alias.
+        (key.encode() == encoded).then_some(key)
+    }
+}
+
+impl fmt::Debug for StorageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StorageKey({})", self.encode())
+    }
+}
+
+impl fmt::Display for StorageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.encode())
+    }
+}
+
+/// Canonicalises a resource or issuer URL as mcp-agent does: scheme and host lower-cased,
+/// query and fragment dropped, trailing `/` removed. Strings that are not URLs are only
+/// trimmed of surrounding white space and trailing `/`.
+///
+/// ```
+/// use token_store_core::canonical_url;
+/// assert_eq!(canonical_url("HTTPS://Api.Example.COM:8443/MCP/?q=1#x"), "https://api.example.com:8443/MCP");
+/// ```
+pub fn canonical_url(raw: &str) -> String {
+    let raw = raw.trim();
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return raw.trim_end_matches('/').to_owned();
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    format!(
+        "{}://{}{}",
+        scheme.to_ascii_lowercase(),
+        authority.to_lowercase(),
+        path.trim_end_matches('/')
+    )
+}
+
+/// The scope fingerprint mcp-agent uses: scopes trimmed, empty ones dropped, de-duplicated,
+/// sorted, joined with one space.
+///
+/// ```
+/// use token_store_core::scope_fingerprint;
+/// assert_eq!(scope_fingerprint(["write", " read", "write", ""]), "read write");
+/// ```
+pub fn scope_fingerprint<S: AsRef<str>>(scopes: impl IntoIterator<Item = S>) -> String {
+    let set: std::collections::BTreeSet<String> = scopes
+        .into_iter()
+        .map(|s| s.as_ref().trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    set.into_iter().collect::<Vec<_>>().join(" ")
+}
+
+/// Python's `urllib.parse.quote(part, safe="")`: every byte of the UTF-8 form except
+/// `A-Z a-z 0-9 _ . - ~` becomes `%XX` (upper-case hex).
+pub fn percent_encode(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    percent_encode_into(part, &mut out);
+    out
+}
+
+fn percent_encode_into(part: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in part.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 0x0f) as usize] as char);
+        }
+    }
+}
+
+/// The inverse of [`percent_encode`]; `None` for malformed escapes or non-UTF-8 results.
+pub fn percent_decode(encoded: &str) -> Option<String> {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = encoded.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_key_encoding_matches_mcp_agent() {
+        let key = TokenKey::new(
+            "mcp-agent:preconfigured-tokens",
+            "https://api.example.com/mcp",
+            Some("https://auth.example.com"),
+            ["write", "read"],
+        );
+        assert_eq!(
+            key.storage_key().encode(),
+            "mcp-agent%3Apreconfigured-tokens:https%3A%2F%2Fapi.example.com%2Fmcp:https%3A%2F%2Fauth.example.com:read%20write"
+        );
+    }
+
+    #[test]
+    fn encode_decode_round_trip_for_every_kind() {
+        let odd = "ü :/%#\u{1F600}\t";
+        for kind in KeyKind::ALL {
+            let parts = (0..kind.arity()).map(|i| format!("{odd}{i}")).collect();
+            let key = StorageKey::new(kind, parts).unwrap();
+            assert_eq!(StorageKey::decode(&key.encode()), Some(key.clone()));
+        }
+    }
+
+    #[test]
+    fn other_kinds_never_parse_as_tokens() {
+        let client = ClientKey::new("https://as.example").storage_key();
+        let decoded = StorageKey::decode(&client.encode()).unwrap();
+        assert_eq!(decoded.kind(), KeyKind::Client);
+        assert!(TokenKey::from_storage_key(&decoded).is_none());
+        // A foreign key under the prefix is not ours.
+        assert_eq!(StorageKey::decode("a:b"), None);
+        assert_eq!(StorageKey::decode("a:b:c:%4"), None);
+        // Non-canonical escapes are not accepted as aliases.
+        assert_eq!(StorageKey::decode("%41:b:c:d"), None);
+    }
+
+    #[test]
+    fn nul_and_oversized_keys_are_rejected() {
+        assert!(StorageKey::single(KeyKind::Meta, "a\0b").is_err());
+        assert!(StorageKey::single(KeyKind::Meta, "%".repeat(MAX_ENCODED_KEY_LEN)).is_err());
+    }
+}

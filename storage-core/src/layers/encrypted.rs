@@ -1,0 +1,140 @@
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::crypto::{Cipher, KdfParams, KeyHeader, KeySource, SEAL_OVERHEAD};
+use crate::error::{Error, Result};
+use crate::key::{KeyKind, StorageKey};
+use crate::raw::{
+    Capabilities, ListEntry, ListFilter, Precondition, PutOptions, RawRecord, RawStore,
+    SecretBytes, Version,
+};
+
+/// The name of the meta record that holds the [`KeyHeader`] in the wrapped store.
+const HEADER_ENTRY: &str = "encryption";
+
+/// Keeps only XChaCha20-Poly1305 ciphertext in the wrapped store. Each value is bound to its
+/// storage key (associated data), so a value copied to another key fails as
+/// [`Error::Integrity`]. Keys stay readable (backends index and list by them); put nothing
+/// secret in a key.
+///
+/// The key derivation header (Argon2id parameters, salt, key check) is kept in the wrapped
+/// store itself as a `Meta` record, so every process opening the store derives the same key,
+/// and a wrong key or passphrase fails at [`Encrypted::open`] with [`Error::WrongKey`].
+pub struct Encrypted<R> {
+    inner: R,
+    cipher: Cipher,
+}
+
+impl<R: fmt::Debug> fmt::Debug for Encrypted<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Encrypted").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+fn aad(key: &StorageKey) -> Vec<u8> {
+    let mut aad = b"token-store/v1/value\0".to_vec();
+    aad.extend_from_slice(key.encode().as_bytes());
+    aad
+}
+
+impl<R: RawStore> Encrypted<R> {
+    /// Wraps `inner`, deriving the key from `source` (new stores use default Argon2id
+    /// parameters). Argon2id runs once here, on a blocking thread.
+    pub async fn open(inner: R, source: KeySource) -> Result<Self> {
+        Self::open_with_params(inner, source, KdfParams::DEFAULT).await
+    }
+
+    /// Like [`Encrypted::open`], with the Argon2id parameters a new store gets.
+    pub async fn open_with_params(inner: R, source: KeySource, params: KdfParams) -> Result<Self> {
+        let backend = inner.backend();
+        let header_key = StorageKey::single(KeyKind::Meta, HEADER_ENTRY)?;
+        loop {
+            if let Some(found) = inner.get(&header_key).await? {
+                let header: KeyHeader = serde_json::from_slice(&found.value).map_err(|e| {
+                    Error::Corrupt {
+                        backend,
+                        key: header_key.to_string(),
+                        message: format!("bad key header: {e}"),
+                        source: None,
+                    }
+                })?;
+                let source = source.clone();
+                let cipher = blocking(move || header.unlock(backend, &source)).await?;
+                return Ok(Encrypted { inner, cipher });
+            }
+            let src = source.clone();
+            let (header, cipher) = blocking(move || KeyHeader::create(&src, params)).await?;
+            let bytes = serde_json::to_vec(&header)
+                .map_err(|e| Error::invalid_input(format!("key header: {e}")))?;
+            match inner
+                .put(&header_key, &bytes, &PutOptions::new(Precondition::IfAbsent))
+                .await
+            {
+                Ok(_) => return Ok(Encrypted { inner, cipher }),
+                // Another process created the header first: use theirs.
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Wraps `inner` with an already unlocked cipher (no header is read or written).
+    pub fn with_cipher(inner: R, cipher: Cipher) -> Self {
+        Encrypted { inner, cipher }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::backend("crypto", "key derivation task failed", Some(Box::new(e))))?
+}
+
+#[async_trait]
+impl<R: RawStore> RawStore for Encrypted<R> {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut c = self.inner.capabilities();
+        c.encrypted_at_rest = true;
+        c.max_value_size = c.max_value_size.saturating_sub(SEAL_OVERHEAD);
+        c
+    }
+
+    async fn get(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
+        let Some(found) = self.inner.get(key).await? else {
+            return Ok(None);
+        };
+        let value = self
+            .cipher
+            .open(&aad(key), &found.value)
+            .map_err(|e| e.into_error(self.backend(), key.to_string()))?;
+        Ok(Some(RawRecord {
+            value: SecretBytes::new(value.to_vec()),
+            ..found
+        }))
+    }
+
+    async fn put(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
+        let max = self.capabilities().max_value_size;
+        crate::raw::check_size(self.backend(), key, value.len(), max)?;
+        let sealed = self.cipher.seal(&aad(key), value)?;
+        self.inner.put(key, &sealed, options).await
+    }
+
+    async fn delete(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
+        self.inner.delete(key, precondition).await
+    }
+
+    async fn list(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
+        self.inner.list(kind, filter).await
+    }
+}

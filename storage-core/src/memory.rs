@@ -1,0 +1,133 @@
+//! The in-memory reference store: fully conforming, nothing persists.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+
+use crate::error::Result;
+use crate::key::{KeyKind, StorageKey};
+use crate::raw::{
+    Capabilities, ListEntry, ListFilter, Precondition, PutOptions, RawRecord, RawStore,
+    SecretBytes, Version, check_precondition, check_size,
+};
+
+const BACKEND: &str = "memory";
+const MAX_VALUE: usize = 16 * 1024 * 1024;
+
+struct Entry {
+    value: SecretBytes,
+    version: Version,
+    expires: Option<(Instant, SystemTime)>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|(at, _)| at > now)
+    }
+}
+
+/// A store in process memory. Clones share the same records.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    records: Mutex<HashMap<StorageKey, Entry>>,
+    // A store-wide counter, so a deleted and re-created key never repeats an old version.
+    next_version: AtomicU64,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryStore")
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn next_version(&self) -> Version {
+        Version::new(format!("m{}", self.inner.next_version.fetch_add(1, Ordering::Relaxed) + 1))
+    }
+}
+
+#[async_trait]
+impl RawStore for MemoryStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut c = Capabilities::default();
+        c.atomic_cas = true;
+        c.ttl = true;
+        c.max_value_size = MAX_VALUE;
+        c
+    }
+
+    async fn get(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
+        let records = self.inner.records.lock().await;
+        Ok(records
+            .get(key)
+            .filter(|e| e.live(Instant::now()))
+            .map(|e| RawRecord {
+                value: e.value.clone(),
+                version: e.version.clone(),
+                expires_at: e.expires.map(|(_, at)| at),
+            }))
+    }
+
+    async fn put(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
+        key.validate()?;
+        check_size(BACKEND, key, value.len(), MAX_VALUE)?;
+        let mut records = self.inner.records.lock().await;
+        let now = Instant::now();
+        let current = records.get(key).filter(|e| e.live(now)).map(|e| &e.version);
+        check_precondition(BACKEND, key, &options.precondition, current)?;
+        let version = self.next_version();
+        let expires = options
+            .ttl
+            .map(|ttl| (now + ttl, SystemTime::now() + ttl));
+        records.insert(
+            key.clone(),
+            Entry {
+                value: SecretBytes::new(value.to_vec()),
+                version: version.clone(),
+                expires,
+            },
+        );
+        Ok(version)
+    }
+
+    async fn delete(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
+        let mut records = self.inner.records.lock().await;
+        let now = Instant::now();
+        let current = records.get(key).filter(|e| e.live(now)).map(|e| &e.version);
+        check_precondition(BACKEND, key, precondition, current)?;
+        let existed = current.is_some();
+        records.remove(key);
+        Ok(existed)
+    }
+
+    async fn list(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
+        let mut records = self.inner.records.lock().await;
+        let now = Instant::now();
+        // Listing is a natural time to sweep: expired entries would otherwise linger.
+        records.retain(|_, e| e.live(now));
+        Ok(records
+            .keys()
+            .filter(|k| k.kind() == kind && filter.matches(k))
+            .cloned()
+            .map(ListEntry::Key)
+            .collect())
+    }
+}

@@ -1,0 +1,352 @@
+//! The typed [`TokenStore`] API, implemented once for every [`RawStore`].
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::error::{Error, Result};
+use crate::key::{ClientKey, KeyKind, StorageKey, TokenKey};
+use crate::raw::{
+    Capabilities, ListEntry, ListFilter, Precondition, PutOptions, RawStore, Version,
+};
+use crate::record::{AuthState, ClientRegistration, TokenRecord, Versioned, unix_now};
+
+/// A page request for [`TokenStore::list`].
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Query {
+    /// Which keys.
+    pub filter: ListFilter,
+    /// Continue after this cursor (from [`Page::next`]).
+    pub after: Option<String>,
+    /// At most this many keys; `None` for all.
+    pub limit: Option<usize>,
+}
+
+impl Query {
+    /// All keys matching `filter`, unpaged.
+    pub fn new(filter: ListFilter) -> Self {
+        Query {
+            filter,
+            after: None,
+            limit: None,
+        }
+    }
+
+    /// The same query limited to `limit` keys per page.
+    pub fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// The same query continuing after `cursor`.
+    pub fn after(mut self, cursor: Option<String>) -> Self {
+        self.after = cursor;
+        self
+    }
+}
+
+/// One page of keys, sorted by their encoded form.
+#[derive(Clone, Debug)]
+pub struct Page<K> {
+    /// The keys.
+    pub keys: Vec<K>,
+    /// The cursor of the next page, `None` on the last.
+    pub next: Option<String>,
+    /// Entries the backend could not read (location, reason); listed, never fatal.
+    pub unreadable: Vec<(String, String)>,
+}
+
+/// The typed token store every backend offers.
+///
+/// Implemented for every [`RawStore`]; use it as `Arc<dyn TokenStore>`.
+///
+/// ```
+/// # async fn demo() -> token_store_core::Result<()> {
+/// use token_store_core::{MemoryStore, Precondition, TokenKey, TokenRecord, TokenStore};
+/// let store = MemoryStore::new();
+/// let key = TokenKey::for_server("https://mcp.example.com/mcp");
+/// let v1 = store.put(&key, &TokenRecord::new("at-1"), Precondition::IfAbsent).await?;
+/// let read = store.get(&key).await?.expect("stored");
+/// assert_eq!(read.version, v1);
+/// // A stale writer loses:
+/// store.put(&key, &TokenRecord::new("at-2"), Precondition::IfVersion(v1.clone())).await?;
+/// assert!(store.put(&key, &TokenRecord::new("at-3"), Precondition::IfVersion(v1)).await.is_err());
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+/// ```
+#[async_trait]
+pub trait TokenStore: Send + Sync + fmt::Debug {
+    /// The backend's short name.
+    fn backend_name(&self) -> &'static str;
+
+    /// What the backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Reads a token record and its version.
+    async fn get(&self, key: &TokenKey) -> Result<Option<Versioned<TokenRecord>>>;
+
+    /// Writes a token record under a precondition, with the default expiry: as long as the
+    /// refresh token may live when the server said so, otherwise until deleted.
+    async fn put(
+        &self,
+        key: &TokenKey,
+        record: &TokenRecord,
+        precondition: Precondition,
+    ) -> Result<Version>;
+
+    /// Writes a token record with explicit options (precondition and TTL).
+    async fn put_with(
+        &self,
+        key: &TokenKey,
+        record: &TokenRecord,
+        options: &PutOptions,
+    ) -> Result<Version>;
+
+    /// Deletes a token record under a precondition; returns whether it existed.
+    async fn delete(&self, key: &TokenKey, precondition: Precondition) -> Result<bool>;
+
+    /// Lists token keys, a page at a time.
+    async fn list(&self, query: &Query) -> Result<Page<TokenKey>>;
+
+    /// Reads a client registration.
+    async fn get_client(&self, key: &ClientKey) -> Result<Option<Versioned<ClientRegistration>>>;
+
+    /// Writes a client registration under a precondition.
+    async fn put_client(
+        &self,
+        key: &ClientKey,
+        registration: &ClientRegistration,
+        precondition: Precondition,
+    ) -> Result<Version>;
+
+    /// Deletes a client registration; returns whether it existed.
+    async fn delete_client(&self, key: &ClientKey, precondition: Precondition) -> Result<bool>;
+
+    /// Lists client registration keys.
+    async fn list_clients(&self) -> Result<Page<ClientKey>>;
+
+    /// Saves a pending authorization under its CSRF `state` value for at most `ttl`.
+    async fn save_state(&self, state: &str, auth: &AuthState, ttl: Duration) -> Result<()>;
+
+    /// Returns and deletes the pending authorization for `state`, at most once even when
+    /// several callers race (on backends with atomic compare-and-swap).
+    async fn take_state(&self, state: &str) -> Result<Option<AuthState>>;
+
+    /// Deletes expired pending authorizations; returns how many.
+    async fn purge_expired_states(&self) -> Result<usize>;
+}
+
+/// What a pending authorization is stored as: its expiry travels with it so that backends
+/// without TTL still never hand out a stale state.
+#[derive(Serialize, Deserialize)]
+struct StateEnvelope {
+    expires_at: f64,
+    state: AuthState,
+}
+
+fn state_key(state: &str) -> Result<StorageKey> {
+    // The CSRF value is a bearer secret of sorts: store under its digest, not itself.
+    StorageKey::single(KeyKind::State, crate::raw::Version::of_bytes(state.as_bytes()).to_string())
+}
+
+fn decode<T: DeserializeOwned>(backend: &'static str, key: &StorageKey, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        backend,
+        key: key.to_string(),
+        // serde_json's message names a position and an expectation, never the input text.
+        message: format!("not a valid record: {e}"),
+        source: None,
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    serde_json::to_vec(value)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| Error::invalid_input(format!("record cannot be serialised: {e}")))
+}
+
+async fn get_typed<R: RawStore + ?Sized, T: DeserializeOwned>(
+    raw: &R,
+    key: &StorageKey,
+) -> Result<Option<Versioned<T>>> {
+    match raw.get(key).await? {
+        None => Ok(None),
+        Some(rec) => Ok(Some(Versioned {
+            value: decode(raw.backend(), key, &rec.value)?,
+            version: rec.version,
+        })),
+    }
+}
+
+fn page<K>(
+    entries: Vec<ListEntry>,
+    query: &Query,
+    convert: impl Fn(&StorageKey) -> Option<K>,
+) -> Page<K> {
+    let mut keys = Vec::new();
+    let mut unreadable = Vec::new();
+    for entry in entries {
+        match entry {
+            ListEntry::Key(k) if query.filter.matches(&k) => {
+                let encoded = k.encode();
+                if query.after.as_deref().is_none_or(|a| encoded.as_str() > a) {
+                    keys.push((encoded, k));
+                }
+            }
+            ListEntry::Key(_) => {}
+            ListEntry::Unreadable { location, reason } => unreadable.push((location, reason)),
+        }
+    }
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    keys.dedup_by(|a, b| a.0 == b.0);
+    let mut next = None;
+    if let Some(limit) = query.limit
+        && keys.len() > limit
+    {
+        keys.truncate(limit);
+        next = keys.last().map(|(e, _)| e.clone());
+    }
+    Page {
+        keys: keys.iter().filter_map(|(_, k)| convert(k)).collect(),
+        next,
+        unreadable,
+    }
+}
+
+#[async_trait]
+impl<R: RawStore + ?Sized> TokenStore for R {
+    fn backend_name(&self) -> &'static str {
+        self.backend()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        RawStore::capabilities(self)
+    }
+
+    async fn get(&self, key: &TokenKey) -> Result<Option<Versioned<TokenRecord>>> {
+        get_typed(self, &key.storage_key()).await
+    }
+
+    async fn put(
+        &self,
+        key: &TokenKey,
+        record: &TokenRecord,
+        precondition: Precondition,
+    ) -> Result<Version> {
+        let ttl = record
+            .refresh_token
+            .as_ref()
+            .and(record.refresh_expires_at)
+            .map(|at| Duration::from_secs_f64((at - unix_now()).max(1.0)));
+        let options = PutOptions::new(precondition).with_ttl(ttl);
+        TokenStore::put_with(self, key, record, &options).await
+    }
+
+    async fn put_with(
+        &self,
+        key: &TokenKey,
+        record: &TokenRecord,
+        options: &PutOptions,
+    ) -> Result<Version> {
+        let storage_key = key.storage_key();
+        storage_key.validate()?;
+        let bytes = encode(record)?;
+        RawStore::put(self, &storage_key, &bytes, options).await
+    }
+
+    async fn delete(&self, key: &TokenKey, precondition: Precondition) -> Result<bool> {
+        RawStore::delete(self, &key.storage_key(), &precondition).await
+    }
+
+    async fn list(&self, query: &Query) -> Result<Page<TokenKey>> {
+        let entries = RawStore::list(self, KeyKind::Token, &query.filter).await?;
+        Ok(page(entries, query, TokenKey::from_storage_key))
+    }
+
+    async fn get_client(&self, key: &ClientKey) -> Result<Option<Versioned<ClientRegistration>>> {
+        get_typed(self, &key.storage_key()).await
+    }
+
+    async fn put_client(
+        &self,
+        key: &ClientKey,
+        registration: &ClientRegistration,
+        precondition: Precondition,
+    ) -> Result<Version> {
+        let storage_key = key.storage_key();
+        storage_key.validate()?;
+        let bytes = encode(registration)?;
+        RawStore::put(self, &storage_key, &bytes, &PutOptions::new(precondition)).await
+    }
+
+    async fn delete_client(&self, key: &ClientKey, precondition: Precondition) -> Result<bool> {
+        RawStore::delete(self, &key.storage_key(), &precondition).await
+    }
+
+    async fn list_clients(&self) -> Result<Page<ClientKey>> {
+        let entries = RawStore::list(self, KeyKind::Client, &ListFilter::all()).await?;
+        Ok(page(entries, &Query::default(), ClientKey::from_storage_key))
+    }
+
+    async fn save_state(&self, state: &str, auth: &AuthState, ttl: Duration) -> Result<()> {
+        let key = state_key(state)?;
+        let envelope = StateEnvelope {
+            expires_at: unix_now() + ttl.as_secs_f64(),
+            state: auth.clone(),
+        };
+        let bytes = encode(&envelope)?;
+        let options = PutOptions::new(Precondition::Any).with_ttl(Some(ttl));
+        RawStore::put(self, &key, &bytes, &options).await?;
+        Ok(())
+    }
+
+    async fn take_state(&self, state: &str) -> Result<Option<AuthState>> {
+        let key = state_key(state)?;
+        let Some(found) = get_typed::<_, StateEnvelope>(self, &key).await? else {
+            return Ok(None);
+        };
+        // Delete-if-unchanged is the atomic "take": of several racing callers exactly one
+        // deletes the version they all read.
+        match RawStore::delete(self, &key, &Precondition::IfVersion(found.version)).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) if e.is_conflict() => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        if found.value.expires_at <= unix_now() {
+            return Ok(None);
+        }
+        Ok(Some(found.value.state))
+    }
+
+    async fn purge_expired_states(&self) -> Result<usize> {
+        let mut purged = 0;
+        for entry in RawStore::list(self, KeyKind::State, &ListFilter::all()).await? {
+            let ListEntry::Key(key) = entry else { continue };
+            let found = match get_typed::<_, StateEnvelope>(self, &key).await {
+                Ok(Some(found)) => found,
+                Ok(None) => continue,
+                // An unreadable state can never be taken: it is garbage too.
+                Err(Error::Corrupt { .. }) => {
+                    if RawStore::delete(self, &key, &Precondition::Any).await? {
+                        purged += 1;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if found.value.expires_at <= unix_now() {
+                match RawStore::delete(self, &key, &Precondition::IfVersion(found.version)).await {
+                    Ok(true) => purged += 1,
+                    Ok(false) => {}
+                    Err(e) if e.is_conflict() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(purged)
+    }
+}
