@@ -139,7 +139,8 @@ pub fn read_or_create_key_file(path: &Path) -> Result<Zeroizing<[u8; 32]>> {
     match std::fs::File::open(path) {
         Ok(mut file) => {
             let mut buf = Zeroizing::new(Vec::new());
-            file.read_to_end(&mut buf).map_err(|e| key_file_error(path, e))?;
+            file.read_to_end(&mut buf)
+                .map_err(|e| key_file_error(path, e))?;
             if buf.len() != 32 {
                 return Err(Error::config(format!(
                     "key file {} holds {} bytes, not 32",
@@ -154,8 +155,10 @@ pub fn read_or_create_key_file(path: &Path) -> Result<Zeroizing<[u8; 32]>> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 crate::fs::create_private_dir(dir)?;
             }
-            let mut file = crate::fs::create_private_file(path).map_err(|e| key_file_error(path, e))?;
-            file.write_all(key.as_ref()).map_err(|e| key_file_error(path, e))?;
+            let mut file =
+                crate::fs::create_private_file(path).map_err(|e| key_file_error(path, e))?;
+            file.write_all(key.as_ref())
+                .map_err(|e| key_file_error(path, e))?;
             file.sync_all().map_err(|e| key_file_error(path, e))?;
         }
         Err(e) => return Err(key_file_error(path, e)),
@@ -224,8 +227,16 @@ impl KeyHeader {
         if self.kdf != source.kdf_name() {
             return Err(Error::config(format!(
                 "this store is keyed by {}, but a {} key was given",
-                if self.kdf == "raw" { "a key file" } else { "a passphrase" },
-                if source.kdf_name() == "raw" { "key file" } else { "passphrase" },
+                if self.kdf == "raw" {
+                    "a key file"
+                } else {
+                    "a passphrase"
+                },
+                if source.kdf_name() == "raw" {
+                    "key file"
+                } else {
+                    "passphrase"
+                },
             )));
         }
         let salt = match &self.salt {
@@ -322,7 +333,13 @@ impl Cipher {
         fill_random(&mut nonce)?;
         let ct = self
             .aead
-            .encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .map_err(|_| Error::backend("crypto", "encryption failed", None))?;
         let mut out = Vec::with_capacity(SEAL_OVERHEAD + plaintext.len());
         out.extend_from_slice(SEALED_MAGIC);
@@ -332,7 +349,11 @@ impl Cipher {
     }
 
     /// Decrypts a value sealed by [`Cipher::seal`] with the same `aad`.
-    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> std::result::Result<Zeroizing<Vec<u8>>, OpenError> {
+    pub fn open(
+        &self,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> std::result::Result<Zeroizing<Vec<u8>>, OpenError> {
         if sealed.len() < SEAL_OVERHEAD {
             return Err(OpenError::Malformed("shorter than its header"));
         }
@@ -343,7 +364,13 @@ impl Cipher {
         let nonce = XNonce::try_from(&sealed[SEALED_MAGIC.len()..nonce_end])
             .map_err(|_| OpenError::Malformed("bad nonce"))?;
         self.aead
-            .decrypt(&nonce, Payload { msg: &sealed[nonce_end..], aad })
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: &sealed[nonce_end..],
+                    aad,
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| OpenError::Authentication)
     }
@@ -388,7 +415,11 @@ mod tests {
     use super::*;
 
     fn fast() -> KdfParams {
-        KdfParams { m_kib: 64, t: 1, p: 1 }
+        KdfParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        }
     }
 
     #[test]
@@ -396,12 +427,21 @@ mod tests {
         let (_, c) = KeyHeader::create(&KeySource::Raw(Zeroizing::new([7u8; 32])), fast()).unwrap();
         let sealed = c.seal(b"key-a", b"secret").unwrap();
         assert_eq!(c.open(b"key-a", &sealed).unwrap().as_slice(), b"secret");
-        assert_eq!(c.open(b"key-b", &sealed).unwrap_err(), OpenError::Authentication);
+        assert_eq!(
+            c.open(b"key-b", &sealed).unwrap_err(),
+            OpenError::Authentication
+        );
         let mut flipped = sealed.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert_eq!(c.open(b"key-a", &flipped).unwrap_err(), OpenError::Authentication);
-        assert!(matches!(c.open(b"key-a", &sealed[..10]), Err(OpenError::Malformed(_))));
+        assert_eq!(
+            c.open(b"key-a", &flipped).unwrap_err(),
+            OpenError::Authentication
+        );
+        assert!(matches!(
+            c.open(b"key-a", &sealed[..10]),
+            Err(OpenError::Malformed(_))
+        ));
     }
 
     #[test]

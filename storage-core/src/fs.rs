@@ -14,13 +14,20 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-        match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        match std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+        {
             Ok(()) => {}
             Err(e) => return Err(io_config(dir, "cannot create directory", e)),
         }
         let meta = std::fs::metadata(dir).map_err(|e| io_config(dir, "cannot stat", e))?;
         if !meta.is_dir() {
-            return Err(Error::config(format!("{} is not a directory", dir.display())));
+            return Err(Error::config(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
         }
         let mode = meta.permissions().mode();
         if mode & 0o022 != 0 {

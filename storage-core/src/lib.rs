@@ -41,8 +41,8 @@ mod url;
 
 pub use error::{BoxError, Error, Result};
 pub use key::{
-    ClientKey, DEFAULT_USER_KEY, KeyKind, MAX_ENCODED_KEY_LEN, StorageKey, TokenKey,
-    canonical_url, percent_decode, percent_encode, scope_fingerprint,
+    ClientKey, DEFAULT_USER_KEY, KeyKind, MAX_ENCODED_KEY_LEN, StorageKey, TokenKey, canonical_url,
+    percent_decode, percent_encode, scope_fingerprint,
 };
 pub use memory::MemoryStore;
 pub use raw::{
@@ -50,8 +50,7 @@ pub use raw::{
     SecretBytes, Version, check_precondition, check_size,
 };
 pub use record::{
-    AuthState, ClientRegistration, RECORD_SCHEMA, Secret, TokenRecord, Versioned, to_unix,
-    unix_now,
+    AuthState, ClientRegistration, RECORD_SCHEMA, Secret, TokenRecord, Versioned, to_unix, unix_now,
 };
 pub use store::{Page, Query, TokenStore};
 pub use url::{BackendKind, StoreUrl};

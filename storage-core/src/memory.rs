@@ -56,7 +56,10 @@ impl MemoryStore {
     }
 
     fn next_version(&self) -> Version {
-        Version::new(format!("m{}", self.inner.next_version.fetch_add(1, Ordering::Relaxed) + 1))
+        Version::new(format!(
+            "m{}",
+            self.inner.next_version.fetch_add(1, Ordering::Relaxed) + 1
+        ))
     }
 }
 
@@ -66,7 +69,7 @@ impl RawStore for MemoryStore {
         BACKEND
     }
 
-    fn capabilities(&self) -> Capabilities {
+    fn raw_capabilities(&self) -> Capabilities {
         let mut c = Capabilities::default();
         c.atomic_cas = true;
         c.ttl = true;
@@ -74,7 +77,7 @@ impl RawStore for MemoryStore {
         c
     }
 
-    async fn get(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
+    async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
         let records = self.inner.records.lock().await;
         Ok(records
             .get(key)
@@ -86,7 +89,7 @@ impl RawStore for MemoryStore {
             }))
     }
 
-    async fn put(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
+    async fn write(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
         key.validate()?;
         check_size(BACKEND, key, value.len(), MAX_VALUE)?;
         let mut records = self.inner.records.lock().await;
@@ -94,9 +97,7 @@ impl RawStore for MemoryStore {
         let current = records.get(key).filter(|e| e.live(now)).map(|e| &e.version);
         check_precondition(BACKEND, key, &options.precondition, current)?;
         let version = self.next_version();
-        let expires = options
-            .ttl
-            .map(|ttl| (now + ttl, SystemTime::now() + ttl));
+        let expires = options.ttl.map(|ttl| (now + ttl, SystemTime::now() + ttl));
         records.insert(
             key.clone(),
             Entry {
@@ -108,7 +109,7 @@ impl RawStore for MemoryStore {
         Ok(version)
     }
 
-    async fn delete(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
+    async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
         let mut records = self.inner.records.lock().await;
         let now = Instant::now();
         let current = records.get(key).filter(|e| e.live(now)).map(|e| &e.version);
@@ -118,7 +119,7 @@ impl RawStore for MemoryStore {
         Ok(existed)
     }
 
-    async fn list(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
+    async fn scan(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
         let mut records = self.inner.records.lock().await;
         let now = Instant::now();
         // Listing is a natural time to sweep: expired entries would otherwise linger.

@@ -245,19 +245,19 @@ pub trait RawStore: Send + Sync + fmt::Debug + 'static {
     fn backend(&self) -> &'static str;
 
     /// What this backend can do.
-    fn capabilities(&self) -> Capabilities;
+    fn raw_capabilities(&self) -> Capabilities;
 
     /// Reads one record.
-    async fn get(&self, key: &StorageKey) -> Result<Option<RawRecord>>;
+    async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>>;
 
     /// Writes one record under a precondition; returns the new version.
-    async fn put(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version>;
+    async fn write(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version>;
 
     /// Deletes one record under a precondition; returns whether one existed.
-    async fn delete(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool>;
+    async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool>;
 
     /// Lists keys of one kind.
-    async fn list(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>>;
+    async fn scan(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>>;
 }
 
 #[async_trait]
@@ -265,20 +265,20 @@ impl<R: RawStore + ?Sized> RawStore for Arc<R> {
     fn backend(&self) -> &'static str {
         (**self).backend()
     }
-    fn capabilities(&self) -> Capabilities {
-        (**self).capabilities()
+    fn raw_capabilities(&self) -> Capabilities {
+        (**self).raw_capabilities()
     }
-    async fn get(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
-        (**self).get(key).await
+    async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
+        (**self).read(key).await
     }
-    async fn put(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
-        (**self).put(key, value, options).await
+    async fn write(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
+        (**self).write(key, value, options).await
     }
-    async fn delete(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
-        (**self).delete(key, precondition).await
+    async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
+        (**self).remove(key, precondition).await
     }
-    async fn list(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
-        (**self).list(kind, filter).await
+    async fn scan(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
+        (**self).scan(kind, filter).await
     }
 }
 
@@ -287,20 +287,20 @@ impl<R: RawStore + ?Sized> RawStore for Box<R> {
     fn backend(&self) -> &'static str {
         (**self).backend()
     }
-    fn capabilities(&self) -> Capabilities {
-        (**self).capabilities()
+    fn raw_capabilities(&self) -> Capabilities {
+        (**self).raw_capabilities()
     }
-    async fn get(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
-        (**self).get(key).await
+    async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
+        (**self).read(key).await
     }
-    async fn put(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
-        (**self).put(key, value, options).await
+    async fn write(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
+        (**self).write(key, value, options).await
     }
-    async fn delete(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
-        (**self).delete(key, precondition).await
+    async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
+        (**self).remove(key, precondition).await
     }
-    async fn list(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
-        (**self).list(kind, filter).await
+    async fn scan(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
+        (**self).scan(kind, filter).await
     }
 }
 

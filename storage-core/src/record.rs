@@ -231,9 +231,7 @@ impl TokenRecord {
         record.refresh_token = response
             .refresh_token()
             .map(|t| Secret::new(t.secret().clone()));
-        record.expires_at = response
-            .expires_in()
-            .map(|d| obtained_at + d.as_secs_f64());
+        record.expires_at = response.expires_in().map(|d| obtained_at + d.as_secs_f64());
         record.scopes = response
             .scopes()
             .map(|s| s.iter().map(|s| s.to_string()).collect())
@@ -269,7 +267,11 @@ impl TokenRecord {
         }
         if !self.scopes.is_empty() {
             response.set_scopes(Some(
-                self.scopes.iter().cloned().map(oauth2::Scope::new).collect(),
+                self.scopes
+                    .iter()
+                    .cloned()
+                    .map(oauth2::Scope::new)
+                    .collect(),
             ));
         }
         response

@@ -149,7 +149,10 @@ struct StateEnvelope {
 
 fn state_key(state: &str) -> Result<StorageKey> {
     // The CSRF value is a bearer secret of sorts: store under its digest, not itself.
-    StorageKey::single(KeyKind::State, crate::raw::Version::of_bytes(state.as_bytes()).to_string())
+    StorageKey::single(
+        KeyKind::State,
+        crate::raw::Version::of_bytes(state.as_bytes()).to_string(),
+    )
 }
 
 fn decode<T: DeserializeOwned>(backend: &'static str, key: &StorageKey, bytes: &[u8]) -> Result<T> {
@@ -172,7 +175,7 @@ async fn get_typed<R: RawStore + ?Sized, T: DeserializeOwned>(
     raw: &R,
     key: &StorageKey,
 ) -> Result<Option<Versioned<T>>> {
-    match raw.get(key).await? {
+    match raw.read(key).await? {
         None => Ok(None),
         Some(rec) => Ok(Some(Versioned {
             value: decode(raw.backend(), key, &rec.value)?,
@@ -223,7 +226,7 @@ impl<R: RawStore + ?Sized> TokenStore for R {
     }
 
     fn capabilities(&self) -> Capabilities {
-        RawStore::capabilities(self)
+        self.raw_capabilities()
     }
 
     async fn get(&self, key: &TokenKey) -> Result<Option<Versioned<TokenRecord>>> {
@@ -254,15 +257,15 @@ impl<R: RawStore + ?Sized> TokenStore for R {
         let storage_key = key.storage_key();
         storage_key.validate()?;
         let bytes = encode(record)?;
-        RawStore::put(self, &storage_key, &bytes, options).await
+        self.write(&storage_key, &bytes, options).await
     }
 
     async fn delete(&self, key: &TokenKey, precondition: Precondition) -> Result<bool> {
-        RawStore::delete(self, &key.storage_key(), &precondition).await
+        self.remove(&key.storage_key(), &precondition).await
     }
 
     async fn list(&self, query: &Query) -> Result<Page<TokenKey>> {
-        let entries = RawStore::list(self, KeyKind::Token, &query.filter).await?;
+        let entries = self.scan(KeyKind::Token, &query.filter).await?;
         Ok(page(entries, query, TokenKey::from_storage_key))
     }
 
@@ -279,16 +282,21 @@ impl<R: RawStore + ?Sized> TokenStore for R {
         let storage_key = key.storage_key();
         storage_key.validate()?;
         let bytes = encode(registration)?;
-        RawStore::put(self, &storage_key, &bytes, &PutOptions::new(precondition)).await
+        self.write(&storage_key, &bytes, &PutOptions::new(precondition))
+            .await
     }
 
     async fn delete_client(&self, key: &ClientKey, precondition: Precondition) -> Result<bool> {
-        RawStore::delete(self, &key.storage_key(), &precondition).await
+        self.remove(&key.storage_key(), &precondition).await
     }
 
     async fn list_clients(&self) -> Result<Page<ClientKey>> {
-        let entries = RawStore::list(self, KeyKind::Client, &ListFilter::all()).await?;
-        Ok(page(entries, &Query::default(), ClientKey::from_storage_key))
+        let entries = self.scan(KeyKind::Client, &ListFilter::all()).await?;
+        Ok(page(
+            entries,
+            &Query::default(),
+            ClientKey::from_storage_key,
+        ))
     }
 
     async fn save_state(&self, state: &str, auth: &AuthState, ttl: Duration) -> Result<()> {
@@ -299,7 +307,7 @@ impl<R: RawStore + ?Sized> TokenStore for R {
         };
         let bytes = encode(&envelope)?;
         let options = PutOptions::new(Precondition::Any).with_ttl(Some(ttl));
-        RawStore::put(self, &key, &bytes, &options).await?;
+        self.write(&key, &bytes, &options).await?;
         Ok(())
     }
 
@@ -310,7 +318,10 @@ impl<R: RawStore + ?Sized> TokenStore for R {
         };
         // Delete-if-unchanged is the atomic "take": of several racing callers exactly one
         // deletes the version they all read.
-        match RawStore::delete(self, &key, &Precondition::IfVersion(found.version)).await {
+        match self
+            .remove(&key, &Precondition::IfVersion(found.version))
+            .await
+        {
             Ok(true) => {}
             Ok(false) => return Ok(None),
             Err(e) if e.is_conflict() => return Ok(None),
@@ -324,14 +335,14 @@ impl<R: RawStore + ?Sized> TokenStore for R {
 
     async fn purge_expired_states(&self) -> Result<usize> {
         let mut purged = 0;
-        for entry in RawStore::list(self, KeyKind::State, &ListFilter::all()).await? {
+        for entry in self.scan(KeyKind::State, &ListFilter::all()).await? {
             let ListEntry::Key(key) = entry else { continue };
             let found = match get_typed::<_, StateEnvelope>(self, &key).await {
                 Ok(Some(found)) => found,
                 Ok(None) => continue,
                 // An unreadable state can never be taken: it is garbage too.
                 Err(Error::Corrupt { .. }) => {
-                    if RawStore::delete(self, &key, &Precondition::Any).await? {
+                    if self.remove(&key, &Precondition::Any).await? {
                         purged += 1;
                     }
                     continue;
@@ -339,7 +350,10 @@ impl<R: RawStore + ?Sized> TokenStore for R {
                 Err(e) => return Err(e),
             };
             if found.value.expires_at <= unix_now() {
-                match RawStore::delete(self, &key, &Precondition::IfVersion(found.version)).await {
+                match self
+                    .remove(&key, &Precondition::IfVersion(found.version))
+                    .await
+                {
                     Ok(true) => purged += 1,
                     Ok(false) => {}
                     Err(e) if e.is_conflict() => {}

@@ -69,7 +69,9 @@ impl StoreUrl {
         let scheme = raw
             .split_once(':')
             .map(|(s, _)| s.to_ascii_lowercase())
-            .ok_or_else(|| Error::config("a store URL starts with a scheme, e.g. file:// or redis://"))?;
+            .ok_or_else(|| {
+                Error::config("a store URL starts with a scheme, e.g. file:// or redis://")
+            })?;
         let kind = match scheme.as_str() {
             "memory" => BackendKind::Memory,
             "file" => BackendKind::File,
@@ -121,8 +123,9 @@ impl StoreUrl {
 
     /// The path of a `file://` or `sqlite://` URL, with `~/` expanded to the home directory.
     pub fn path(&self) -> Result<PathBuf> {
-        let body = crate::key::percent_decode(self.body())
-            .ok_or_else(|| Error::config("the path in the store URL is not valid percent-encoding"))?;
+        let body = crate::key::percent_decode(self.body()).ok_or_else(|| {
+            Error::config("the path in the store URL is not valid percent-encoding")
+        })?;
         if body.is_empty() {
             return Err(Error::config(format!("{}:// needs a path", self.scheme)));
         }
@@ -146,7 +149,10 @@ impl StoreUrl {
 
     /// One query parameter.
     pub fn param(&self, name: &str) -> Option<String> {
-        self.query().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.query()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
     }
 
     /// The URL with any password replaced by `***`, for messages.
@@ -155,7 +161,10 @@ impl StoreUrl {
             return self.raw.clone();
         };
         let start = self.scheme.len() + 3;
-        match before_at.get(start..).and_then(|userinfo| userinfo.split_once(':')) {
+        match before_at
+            .get(start..)
+            .and_then(|userinfo| userinfo.split_once(':'))
+        {
             Some((user, _)) => format!("{}{}:***@{}", &self.raw[..start], user, after_at),
             None if before_at.len() > start => format!("{}***@{}", &self.raw[..start], after_at),
             None => self.raw.clone(),
@@ -186,12 +195,21 @@ mod tests {
         assert!(u.is_tls());
         assert_eq!(u.param("prefix").as_deref(), Some("x"));
         assert!(!format!("{u} {u:?}").contains("hunter2"));
-        assert_eq!(u.redacted(), "rediss://user:***@redis.example:6380/0?prefix=x");
+        assert_eq!(
+            u.redacted(),
+            "rediss://user:***@redis.example:6380/0?prefix=x"
+        );
         let f = StoreUrl::parse("file:///var/lib/tok?key_file=/k").unwrap();
         assert_eq!(f.path().unwrap(), PathBuf::from("/var/lib/tok"));
         assert_eq!(f.param("key_file").as_deref(), Some("/k"));
-        assert_eq!(StoreUrl::parse("memory:").unwrap().kind(), BackendKind::Memory);
-        assert!(matches!(StoreUrl::parse("ftp://x"), Err(Error::Config { .. })));
+        assert_eq!(
+            StoreUrl::parse("memory:").unwrap().kind(),
+            BackendKind::Memory
+        );
+        assert!(matches!(
+            StoreUrl::parse("ftp://x"),
+            Err(Error::Config { .. })
+        ));
         assert!(StoreUrl::parse("sqlite://").unwrap().path().is_err());
     }
 }

@@ -28,7 +28,9 @@ pub struct Encrypted<R> {
 
 impl<R: fmt::Debug> fmt::Debug for Encrypted<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Encrypted").field("inner", &self.inner).finish_non_exhaustive()
+        f.debug_struct("Encrypted")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
     }
 }
 
@@ -50,15 +52,14 @@ impl<R: RawStore> Encrypted<R> {
         let backend = inner.backend();
         let header_key = StorageKey::single(KeyKind::Meta, HEADER_ENTRY)?;
         loop {
-            if let Some(found) = inner.get(&header_key).await? {
-                let header: KeyHeader = serde_json::from_slice(&found.value).map_err(|e| {
-                    Error::Corrupt {
+            if let Some(found) = inner.read(&header_key).await? {
+                let header: KeyHeader =
+                    serde_json::from_slice(&found.value).map_err(|e| Error::Corrupt {
                         backend,
                         key: header_key.to_string(),
                         message: format!("bad key header: {e}"),
                         source: None,
-                    }
-                })?;
+                    })?;
                 let source = source.clone();
                 let cipher = blocking(move || header.unlock(backend, &source)).await?;
                 return Ok(Encrypted { inner, cipher });
@@ -68,7 +69,11 @@ impl<R: RawStore> Encrypted<R> {
             let bytes = serde_json::to_vec(&header)
                 .map_err(|e| Error::invalid_input(format!("key header: {e}")))?;
             match inner
-                .put(&header_key, &bytes, &PutOptions::new(Precondition::IfAbsent))
+                .write(
+                    &header_key,
+                    &bytes,
+                    &PutOptions::new(Precondition::IfAbsent),
+                )
                 .await
             {
                 Ok(_) => return Ok(Encrypted { inner, cipher }),
@@ -102,15 +107,15 @@ impl<R: RawStore> RawStore for Encrypted<R> {
         self.inner.backend()
     }
 
-    fn capabilities(&self) -> Capabilities {
-        let mut c = self.inner.capabilities();
+    fn raw_capabilities(&self) -> Capabilities {
+        let mut c = self.inner.raw_capabilities();
         c.encrypted_at_rest = true;
         c.max_value_size = c.max_value_size.saturating_sub(SEAL_OVERHEAD);
         c
     }
 
-    async fn get(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
-        let Some(found) = self.inner.get(key).await? else {
+    async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
+        let Some(found) = self.inner.read(key).await? else {
             return Ok(None);
         };
         let value = self
@@ -123,18 +128,18 @@ impl<R: RawStore> RawStore for Encrypted<R> {
         }))
     }
 
-    async fn put(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
-        let max = self.capabilities().max_value_size;
+    async fn write(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
+        let max = self.raw_capabilities().max_value_size;
         crate::raw::check_size(self.backend(), key, value.len(), max)?;
         let sealed = self.cipher.seal(&aad(key), value)?;
-        self.inner.put(key, &sealed, options).await
+        self.inner.write(key, &sealed, options).await
     }
 
-    async fn delete(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
-        self.inner.delete(key, precondition).await
+    async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
+        self.inner.remove(key, precondition).await
     }
 
-    async fn list(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
-        self.inner.list(kind, filter).await
+    async fn scan(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
+        self.inner.scan(kind, filter).await
     }
 }

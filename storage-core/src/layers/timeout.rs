@@ -39,19 +39,20 @@ impl<R: RawStore> RawStore for Timeout<R> {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+    fn raw_capabilities(&self) -> Capabilities {
+        self.inner.raw_capabilities()
     }
-    async fn get(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
-        self.run("get", self.inner.get(key)).await
+    async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
+        self.run("get", self.inner.read(key)).await
     }
-    async fn put(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
-        self.run("put", self.inner.put(key, value, options)).await
+    async fn write(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
+        self.run("put", self.inner.write(key, value, options)).await
     }
-    async fn delete(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
-        self.run("delete", self.inner.delete(key, precondition)).await
+    async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
+        self.run("delete", self.inner.remove(key, precondition))
+            .await
     }
-    async fn list(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
-        self.run("list", self.inner.list(kind, filter)).await
+    async fn scan(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
+        self.run("list", self.inner.scan(kind, filter)).await
     }
 }

@@ -25,7 +25,13 @@ impl<R: RawStore> Traced<R> {
 fn log<T>(backend: &str, op: &str, kind: KeyKind, started: Instant, result: &Result<T>) {
     let micros = started.elapsed().as_micros() as u64;
     match result {
-        Ok(_) => tracing::debug!(backend, op, kind = kind.as_str(), micros, "token store call"),
+        Ok(_) => tracing::debug!(
+            backend,
+            op,
+            kind = kind.as_str(),
+            micros,
+            "token store call"
+        ),
         Err(e) => {
             tracing::warn!(backend, op, kind = kind.as_str(), micros, error = %e, "token store call failed")
         }
@@ -37,30 +43,30 @@ impl<R: RawStore> RawStore for Traced<R> {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+    fn raw_capabilities(&self) -> Capabilities {
+        self.inner.raw_capabilities()
     }
-    async fn get(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
+    async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
         let t = Instant::now();
-        let r = self.inner.get(key).await;
+        let r = self.inner.read(key).await;
         log(self.backend(), "get", key.kind(), t, &r);
         r
     }
-    async fn put(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
+    async fn write(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
         let t = Instant::now();
-        let r = self.inner.put(key, value, options).await;
+        let r = self.inner.write(key, value, options).await;
         log(self.backend(), "put", key.kind(), t, &r);
         r
     }
-    async fn delete(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
+    async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
         let t = Instant::now();
-        let r = self.inner.delete(key, precondition).await;
+        let r = self.inner.remove(key, precondition).await;
         log(self.backend(), "delete", key.kind(), t, &r);
         r
     }
-    async fn list(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
+    async fn scan(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
         let t = Instant::now();
-        let r = self.inner.list(kind, filter).await;
+        let r = self.inner.scan(kind, filter).await;
         log(self.backend(), "list", kind, t, &r);
         r
     }

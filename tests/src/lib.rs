@@ -1,0 +1,188 @@
+//! The conformance suite every token-store backend passes.
+//!
+//! A backend's integration test hands [`run`] a [`Factory`] that makes a fresh, isolated
+//! store (a temp directory, a unique Redis prefix, a unique Vault path) and, for persistent
+//! backends, a way to reopen the same data. Every case is named; a case whose capability the
+//! backend lacks is reported as not applicable by name, never silently passed.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use std::sync::Arc;
+//! use token_store_conformance::{Instance, run};
+//! let report = run("memory", || async {
+//!     Ok(Instance::new(Arc::new(token_store_core::MemoryStore::new())))
+//! })
+//! .await;
+//! report.assert_ok();
+//! # }
+//! ```
+
+mod cases;
+mod model;
+pub mod services;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use token_store_core::{RawStore, Result};
+
+pub use model::{model_check, model_check_cases};
+
+/// A boxed future, as the factory and reopen closures return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Reopens the same data as a new store handle (a new process would see this).
+pub type Reopen = Arc<dyn Fn() -> BoxFuture<'static, Result<Arc<dyn RawStore>>> + Send + Sync>;
+
+/// One fresh store under test.
+#[derive(Clone)]
+pub struct Instance {
+    /// The store.
+    pub store: Arc<dyn RawStore>,
+    /// How to open the same data again, for persistent backends.
+    pub reopen: Option<Reopen>,
+}
+
+impl Instance {
+    /// A store that cannot be reopened (persistence cases do not apply).
+    pub fn new(store: Arc<dyn RawStore>) -> Self {
+        Instance {
+            store,
+            reopen: None,
+        }
+    }
+
+    /// A store with a way to reopen its data.
+    pub fn with_reopen<F, Fut>(store: Arc<dyn RawStore>, reopen: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Arc<dyn RawStore>>> + Send + 'static,
+    {
+        Instance {
+            store,
+            reopen: Some(Arc::new(move || Box::pin(reopen()))),
+        }
+    }
+}
+
+/// Makes a fresh, empty, isolated store for each case.
+pub trait Factory: Send + Sync + 'static {
+    /// A fresh store.
+    fn create(&self) -> BoxFuture<'static, Result<Instance>>;
+}
+
+impl<F, Fut> Factory for F
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Instance>> + Send + 'static,
+{
+    fn create(&self) -> BoxFuture<'static, Result<Instance>> {
+        Box::pin(self())
+    }
+}
+
+/// How one case ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every check held.
+    Passed,
+    /// The case does not apply to this backend, and why.
+    NotApplicable(String),
+    /// A check failed.
+    Failed(String),
+}
+
+/// The results of a suite run on one backend.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The backend's name.
+    pub backend: String,
+    /// Each case's name and outcome, in run order.
+    pub outcomes: Vec<(&'static str, Outcome)>,
+}
+
+impl Report {
+    /// How many cases passed.
+    pub fn passed(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Passed))
+    }
+
+    /// How many cases failed.
+    pub fn failed(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Failed(_)))
+    }
+
+    /// How many cases did not apply.
+    pub fn not_applicable(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::NotApplicable(_)))
+    }
+
+    fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.outcomes.iter().filter(|(_, o)| f(o)).count()
+    }
+
+    /// Panics with every failure listed if any case failed (for `#[test]`s).
+    pub fn assert_ok(&self) {
+        println!("{self}");
+        assert!(
+            self.failed() == 0,
+            "conformance failures on {}:\n{self}",
+            self.backend
+        );
+        assert!(
+            self.passed() > 0,
+            "no conformance case ran on {}",
+            self.backend
+        );
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, outcome) in &self.outcomes {
+            match outcome {
+                Outcome::Passed => writeln!(f, "  ok    {}::{name}", self.backend)?,
+                Outcome::NotApplicable(why) => {
+                    writeln!(f, "  n/a   {}::{name} ({why})", self.backend)?
+                }
+                Outcome::Failed(why) => writeln!(f, "  FAIL  {}::{name}: {why}", self.backend)?,
+            }
+        }
+        write!(
+            f,
+            "conformance[{}]: {} cases run, {} passed, {} failed, {} not applicable",
+            self.backend,
+            self.passed() + self.failed(),
+            self.passed(),
+            self.failed(),
+            self.not_applicable()
+        )
+    }
+}
+
+/// Runs every case against fresh stores from `factory` and reports each by name.
+pub async fn run(backend: &str, factory: impl Factory) -> Report {
+    let factory: Arc<dyn Factory> = Arc::new(factory);
+    let mut outcomes = Vec::new();
+    for (name, case) in cases::all() {
+        let factory = factory.clone();
+        // Each case on its own task, so a panicking case fails itself, not the run.
+        let handle = tokio::spawn(async move {
+            match factory.create().await {
+                Ok(instance) => case(instance).await,
+                Err(e) => Outcome::Failed(format!("factory failed: {e}")),
+            }
+        });
+        let outcome = match handle.await {
+            Ok(o) => o,
+            Err(e) => Outcome::Failed(format!("panicked: {e}")),
+        };
+        outcomes.push((name, outcome));
+    }
+    Report {
+        backend: backend.to_owned(),
+        outcomes,
+    }
+}

@@ -1,0 +1,105 @@
+//! The whole suite and the model check on the memory store, plain and under the encryption
+//! layer.
+
+use std::sync::Arc;
+
+use token_store_conformance::{Instance, model_check, model_check_cases, run};
+use token_store_core::crypto::{KdfParams, KeySource};
+use token_store_core::layers::Encrypted;
+use token_store_core::{MemoryStore, RawStore};
+
+fn test_params() -> KdfParams {
+    // The layer's cost is not under test here; the floor is checked by the file backend.
+    KdfParams {
+        m_kib: 256,
+        t: 1,
+        p: 1,
+    }
+}
+
+async fn encrypted() -> token_store_core::Result<Arc<dyn RawStore>> {
+    let store = Encrypted::open_with_params(
+        MemoryStore::new(),
+        KeySource::passphrase("pw"),
+        test_params(),
+    )
+    .await?;
+    Ok(Arc::new(store))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_memory() {
+    run("memory", || async {
+        Ok(Instance::new(Arc::new(MemoryStore::new())))
+    })
+    .await
+    .assert_ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_memory_encrypted() {
+    run("memory+encrypted", || async {
+        Ok(Instance::new(encrypted().await?))
+    })
+    .await
+    .assert_ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_layer_keeps_only_ciphertext_and_detects_moves() {
+    use token_store_core::{Error, Precondition, TokenKey, TokenRecord, TokenStore};
+    let inner = MemoryStore::new();
+    let store =
+        Encrypted::open_with_params(inner.clone(), KeySource::passphrase("pw"), test_params())
+            .await
+            .unwrap();
+    let a = TokenKey::for_server("https://a.example");
+    let b = TokenKey::for_server("https://b.example");
+    store
+        .put(&a, &TokenRecord::new("SECRET-A"), Precondition::Any)
+        .await
+        .unwrap();
+    let raw = inner.read(&a.storage_key()).await.unwrap().unwrap();
+    assert!(
+        !raw.value.windows(8).any(|w| w == b"SECRET-A"),
+        "plaintext reached the backend"
+    );
+    // Move A's ciphertext under B: must be an integrity error, not A's token under B's key.
+    inner
+        .write(&b.storage_key(), &raw.value, &Default::default())
+        .await
+        .unwrap();
+    assert!(matches!(
+        TokenStore::get(&store, &b).await,
+        Err(Error::Integrity { .. })
+    ));
+    // A wrong passphrase fails at open.
+    let wrong =
+        Encrypted::open_with_params(inner.clone(), KeySource::passphrase("nope"), test_params())
+            .await;
+    assert!(matches!(wrong, Err(Error::WrongKey { .. })));
+    // The right one reopens and reads.
+    let again = Encrypted::open_with_params(inner, KeySource::passphrase("pw"), test_params())
+        .await
+        .unwrap();
+    let got = TokenStore::get(&again, &a).await.unwrap().unwrap();
+    assert_eq!(got.value.access_token.expose(), "SECRET-A");
+}
+
+#[test]
+fn model_memory() {
+    model_check(
+        "memory",
+        || async { Ok(Instance::new(Arc::new(MemoryStore::new()))) },
+        model_check_cases(256),
+    );
+}
+
+#[test]
+fn model_memory_encrypted() {
+    model_check(
+        "memory+encrypted",
+        || async { Ok(Instance::new(encrypted().await?)) },
+        model_check_cases(256),
+    );
+}
