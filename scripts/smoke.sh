@@ -300,6 +300,7 @@ secret_service() {
 keyutils() {
 	need TOKEN_STORE_TEST_KEYUTILS || return 1
 	# A private session keyring, as the tests use: nothing lands in root's shared @u / @s.
+	# shellcheck disable=SC2016 # the inner script expands its own "$1"
 	keyctl session - bash -c '
 		set -e
 		id=$(keyctl add user "$1" "payload-$1" @s)
