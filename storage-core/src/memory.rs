@@ -70,11 +70,12 @@ impl RawStore for MemoryStore {
     }
 
     fn raw_capabilities(&self) -> Capabilities {
-        let mut c = Capabilities::default();
-        c.atomic_cas = true;
-        c.ttl = true;
-        c.max_value_size = MAX_VALUE;
-        c
+        Capabilities {
+            atomic_cas: true,
+            ttl: true,
+            max_value_size: MAX_VALUE,
+            ..Capabilities::default()
+        }
     }
 
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {

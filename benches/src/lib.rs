@@ -1,0 +1,1 @@
+//! Benchmarks of token-store backends (filled by the benchmark issue).

@@ -1,0 +1,447 @@
+//! `tokenstore`: inspect, edit, migrate and check token stores from the command line.
+//!
+//! Tokens are shown redacted (first and last few characters) unless `--reveal` is given.
+//! Errors print one line and exit non-zero.
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use token_store::{
+    ClientRegistration, Error, ListFilter, Precondition, Query, RawStore, Secret, TokenKey,
+    TokenRecord, TokenStore, Versioned,
+};
+
+#[derive(Parser)]
+#[command(name = "tokenstore", version, about = "Inspect and manage MCP OAuth token stores")]
+struct Cli {
+    /// Store URL (memory:, file://, sqlite://, redis://, vault://, keychain:). Default: what
+    /// auto-detection picks (TOKEN_STORE_URL, else the OS keychain, else the encrypted file).
+    #[arg(long, global = true, env = "TOKEN_STORE_URL")]
+    store: Option<String>,
+
+    /// Log store calls to stderr (values are never logged).
+    #[arg(long, global = true)]
+    verbose: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show one token record.
+    Get {
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Show tokens in full.
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Store a token record read as JSON from a file or stdin (a TokenRecord, or an OAuth
+    /// token response with `expires_in`).
+    Put {
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Read from this file instead of stdin.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// Only create; fail if a record exists.
+        #[arg(long)]
+        create: bool,
+    },
+    /// List token keys (and client registrations).
+    List {
+        /// Only this user's tokens.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only tokens for this resource (canonicalised).
+        #[arg(long)]
+        resource: Option<String>,
+    },
+    /// Delete one token record.
+    Delete {
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+    /// Copy every token and client registration to another store, verifying each copy.
+    /// Safe to re-run: records already identical are left alone.
+    Migrate {
+        /// The destination store URL.
+        #[arg(long)]
+        to: String,
+    },
+    /// Show which store auto-detection picks and why, then time a put/get/CAS/delete round trip.
+    Doctor,
+}
+
+#[derive(Args)]
+struct KeyArgs {
+    /// The MCP server (resource) URL.
+    #[arg(long)]
+    server: String,
+    /// The user key (default: the single-user client id mcp-agent uses).
+    #[arg(long)]
+    user: Option<String>,
+    /// The authorization server (issuer) URL.
+    #[arg(long)]
+    issuer: Option<String>,
+    /// Scopes (repeat or space-separate).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+}
+
+impl KeyArgs {
+    fn key(&self) -> TokenKey {
+        let scopes = self.scopes.iter().flat_map(|s| s.split_whitespace());
+        TokenKey::new(
+            self.user.as_deref().unwrap_or(token_store::DEFAULT_USER_KEY),
+            &self.server,
+            self.issuer.as_deref(),
+            scopes,
+        )
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.verbose {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter("token_store=debug,token_store_core=debug")
+            .init();
+    }
+    // Two rustls providers may be compiled in (via different clients); pick one explicitly
+    // before any TLS connection is made, or rustls refuses to guess.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its sources on one line.
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = s.source();
+    }
+    line.replace('\n', " ")
+}
+
+async fn open(store: Option<&str>) -> token_store::Result<(Arc<dyn RawStore>, String, Vec<String>)> {
+    match store {
+        Some(url) => {
+            let parsed = token_store::StoreUrl::parse(url)?;
+            Ok((
+                token_store::open_raw(url).await?,
+                parsed.redacted(),
+                vec!["--store / TOKEN_STORE_URL".to_owned()],
+            ))
+        }
+        None => {
+            let s = token_store::auto().await?;
+            Ok((s.store, s.url, s.reasons))
+        }
+    }
+}
+
+async fn run(cli: Cli) -> token_store::Result<()> {
+    match cli.command {
+        Command::Doctor => doctor(cli.store.as_deref()).await,
+        command => {
+            let (store, _, _) = open(cli.store.as_deref()).await?;
+            match command {
+                Command::Get { key, reveal } => get(&*store, &key.key(), reveal).await,
+                Command::Put { key, file, create } => put(&*store, &key.key(), file, create).await,
+                Command::List { user, resource } => list(&*store, user, resource).await,
+                Command::Delete { key } => {
+                    let existed = TokenStore::delete(&*store, &key.key(), Precondition::Any).await?;
+                    println!("{}", if existed { "deleted" } else { "no such record" });
+                    Ok(())
+                }
+                Command::Migrate { to } => migrate(&*store, &to).await,
+                Command::Doctor => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+fn show(secret: &Secret, reveal: bool) -> String {
+    if reveal {
+        secret.expose().to_owned()
+    } else {
+        secret.preview()
+    }
+}
+
+async fn get(store: &dyn RawStore, key: &TokenKey, reveal: bool) -> token_store::Result<()> {
+    let Some(Versioned { value: r, version }) = TokenStore::get(store, key).await? else {
+        return Err(Error::NotFound {
+            backend: store.backend(),
+            key: key.to_string(),
+        });
+    };
+    println!("key:           {key}");
+    println!("version:       {version}");
+    println!("access_token:  {}", show(&r.access_token, reveal));
+    if let Some(rt) = &r.refresh_token {
+        println!("refresh_token: {}", show(rt, reveal));
+    }
+    println!("token_type:    {}", r.token_type);
+    println!("scopes:        {}", r.scopes.join(" "));
+    if let Some(at) = r.expires_at {
+        let left = at - token_store::unix_now();
+        if left > 0.0 {
+            println!("expires_at:    {at:.0} (in {left:.0} s)");
+        } else {
+            println!("expires_at:    {at:.0} (expired {:.0} s ago)", -left);
+        }
+    }
+    if let Some(c) = &r.client_id {
+        println!("client_id:     {c}");
+    }
+    if !r.metadata.is_empty() {
+        println!("metadata keys: {}", r.metadata.keys().cloned().collect::<Vec<_>>().join(", "));
+    }
+    Ok(())
+}
+
+fn parse_record(text: &str) -> token_store::Result<TokenRecord> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Error::invalid_input(format!("input is not JSON: {e}")))?;
+    let mut record: TokenRecord = serde_json::from_value(value.clone())
+        .map_err(|e| Error::invalid_input(format!("input is not a token record: {e}")))?;
+    // An OAuth token response carries a relative lifetime; store it as an absolute time.
+    if record.expires_at.is_none()
+        && let Some(secs) = value.get("expires_in").and_then(|v| v.as_f64())
+    {
+        record.expires_at = Some(record.obtained_at + secs);
+        record.extra.remove("expires_in");
+    }
+    if let Some(scope) = value.get("scope").and_then(|v| v.as_str())
+        && record.scopes.is_empty()
+    {
+        record.scopes = scope.split_whitespace().map(str::to_owned).collect();
+        record.extra.remove("scope");
+    }
+    Ok(record)
+}
+
+async fn put(
+    store: &dyn RawStore,
+    key: &TokenKey,
+    file: Option<std::path::PathBuf>,
+    create: bool,
+) -> token_store::Result<()> {
+    let mut text = String::new();
+    match file {
+        Some(path) => {
+            text = std::fs::read_to_string(&path).map_err(|e| Error::Config {
+                message: format!("cannot read {}", path.display()),
+                source: Some(Box::new(e)),
+            })?;
+        }
+        None => {
+            std::io::stdin().read_to_string(&mut text).map_err(|e| Error::Config {
+                message: "cannot read stdin".to_owned(),
+                source: Some(Box::new(e)),
+            })?;
+        }
+    }
+    let record = parse_record(&text)?;
+    let precondition = if create { Precondition::IfAbsent } else { Precondition::Any };
+    let version = TokenStore::put(store, key, &record, precondition).await?;
+    println!("stored {key} (version {version})");
+    Ok(())
+}
+
+async fn list(
+    store: &dyn RawStore,
+    user: Option<String>,
+    resource: Option<String>,
+) -> token_store::Result<()> {
+    let mut filter = ListFilter::all();
+    filter.user_key = user;
+    filter.resource = resource.as_deref().map(token_store::canonical_url);
+    let page = TokenStore::list(store, &Query::new(filter)).await?;
+    println!("{:<40} {:<50} {:<30} scopes", "user", "resource", "issuer");
+    for k in &page.keys {
+        println!(
+            "{:<40} {:<50} {:<30} {}",
+            k.user_key,
+            k.resource,
+            k.authorization_server.as_deref().unwrap_or("-"),
+            k.scope_fingerprint
+        );
+    }
+    let clients = TokenStore::list_clients(store).await?;
+    for c in &clients.keys {
+        println!("client registration: {} {}", c.authorization_server, c.application);
+    }
+    for (location, reason) in page.unreadable.iter().chain(&clients.unreadable) {
+        println!("unreadable entry {location}: {reason}");
+    }
+    println!("{} tokens, {} client registrations", page.keys.len(), clients.keys.len());
+    Ok(())
+}
+
+async fn migrate(from: &dyn RawStore, to_url: &str) -> token_store::Result<()> {
+    let to = token_store::open_raw(to_url).await?;
+    let tokens = TokenStore::list(from, &Query::default()).await?;
+    let clients = TokenStore::list_clients(from).await?;
+    let total = (tokens.keys.len() + clients.keys.len()) as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (mut copied, mut unchanged) = (0usize, 0usize);
+    for key in &tokens.keys {
+        let Some(source) = TokenStore::get(from, key).await? else { continue };
+        match TokenStore::get(&*to, key).await? {
+            Some(existing) if existing.value == source.value => unchanged += 1,
+            _ => {
+                TokenStore::put(&*to, key, &source.value, Precondition::Any).await?;
+                let check = TokenStore::get(&*to, key).await?;
+                if check.map(|c| c.value) != Some(source.value) {
+                    return Err(Error::Integrity {
+                        backend: to.backend(),
+                        key: key.to_string(),
+                        message: "the copy read back differs from the source".to_owned(),
+                    });
+                }
+                copied += 1;
+            }
+        }
+        bar.inc(1);
+    }
+    for key in &clients.keys {
+        let Some(source) = TokenStore::get_client(from, key).await? else { continue };
+        let same = TokenStore::get_client(&*to, key)
+            .await?
+            .is_some_and(|e| e.value == source.value);
+        if same {
+            unchanged += 1;
+        } else {
+            copy_client(&*to, key, &source.value).await?;
+            copied += 1;
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    for (location, reason) in tokens.unreadable.iter().chain(&clients.unreadable) {
+        eprintln!("skipped unreadable entry {location}: {reason}");
+    }
+    println!("migrated {copied} records ({unchanged} already up to date) to {}", redacted(to_url));
+    Ok(())
+}
+
+async fn copy_client(
+    to: &dyn RawStore,
+    key: &token_store::ClientKey,
+    reg: &ClientRegistration,
+) -> token_store::Result<()> {
+    TokenStore::put_client(to, key, reg, Precondition::Any).await?;
+    let back = TokenStore::get_client(to, key).await?;
+    if back.map(|b| b.value).as_ref() != Some(reg) {
+        return Err(Error::Integrity {
+            backend: to.backend(),
+            key: key.storage_key().to_string(),
+            message: "the copy read back differs from the source".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn redacted(url: &str) -> String {
+    token_store::StoreUrl::parse(url)
+        .map(|u| u.redacted())
+        .unwrap_or_else(|_| "(invalid URL)".to_owned())
+}
+
+async fn doctor(store: Option<&str>) -> token_store::Result<()> {
+    let (store, url, reasons) = open(store).await?;
+    println!("store:   {url}");
+    for r in &reasons {
+        println!("  - {r}");
+    }
+    let caps = store.raw_capabilities();
+    println!(
+        "capabilities: atomic_cas={} process_local_cas={} ttl={} encrypted_at_rest={} persistent={} shared_across_processes={} shared_across_hosts={} max_value_size={}",
+        caps.atomic_cas,
+        caps.process_local_cas,
+        caps.ttl,
+        caps.encrypted_at_rest,
+        caps.persistent,
+        caps.shared_across_processes,
+        caps.shared_across_hosts,
+        caps.max_value_size
+    );
+    if !caps.persistent {
+        println!("WARNING: this store does not persist: tokens are lost when the process exits");
+    }
+    let key = TokenKey::new(
+        format!("tokenstore-doctor-{}", std::process::id()),
+        "https://doctor.invalid/mcp",
+        None,
+        ["probe"],
+    );
+    let record = TokenRecord::new("doctor-access-token").with_refresh_token("doctor-refresh-token");
+    let timed = |label: &str, start: Instant| {
+        println!("  {label:<8} {:>9.3} ms", start.elapsed().as_secs_f64() * 1e3)
+    };
+    println!("round trip:");
+    let t = Instant::now();
+    let v1 = TokenStore::put(&*store, &key, &record, Precondition::IfAbsent).await?;
+    timed("put", t);
+    let t = Instant::now();
+    let read = TokenStore::get(&*store, &key).await?;
+    timed("get", t);
+    if read.as_ref().map(|r| &r.value) != Some(&record) {
+        return Err(Error::Integrity {
+            backend: store.backend(),
+            key: key.to_string(),
+            message: "the record read back differs from the one written".to_owned(),
+        });
+    }
+    let rotated = TokenRecord::new("doctor-access-2").with_refresh_token("doctor-refresh-2");
+    let t = Instant::now();
+    TokenStore::put(&*store, &key, &rotated, Precondition::IfVersion(v1.clone())).await?;
+    timed("cas put", t);
+    let stale = TokenStore::put(&*store, &key, &record, Precondition::IfVersion(v1)).await;
+    let cas = caps.atomic_cas || caps.process_local_cas;
+    if cas && !matches!(stale, Err(Error::Conflict { .. })) {
+        return Err(Error::backend(store.backend(), "a stale compare-and-swap was not refused", None));
+    }
+    let t = Instant::now();
+    TokenStore::delete(&*store, &key, Precondition::Any).await?;
+    timed("delete", t);
+    if TokenStore::get(&*store, &key).await?.is_some() {
+        return Err(Error::backend(store.backend(), "the probe record survived its delete", None));
+    }
+    println!("ok");
+    Ok(())
+}
