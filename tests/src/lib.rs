@@ -119,6 +119,40 @@ impl Report {
         self.count(|o| matches!(o, Outcome::NotApplicable(_)))
     }
 
+    /// Appends the summary line to the file `TOKEN_STORE_CONFORMANCE_REPORT` names, if set,
+    /// so a whole test run can print one table of cases run per backend at its end.
+    fn append_summary(&self) {
+        use std::io::Write;
+        let Some(path) = std::env::var_os("TOKEN_STORE_CONFORMANCE_REPORT") else {
+            return;
+        };
+        let line = self.to_string();
+        let summary = line.lines().last().unwrap_or_default();
+        let na: Vec<String> = self
+            .outcomes
+            .iter()
+            .filter_map(|(n, o)| match o {
+                Outcome::NotApplicable(why) => Some(format!("{n} ({why})")),
+                _ => None,
+            })
+            .collect();
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(
+                f,
+                "{summary}; n/a: {}",
+                if na.is_empty() {
+                    "none".to_owned()
+                } else {
+                    na.join(", ")
+                }
+            );
+        }
+    }
+
     fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
         self.outcomes.iter().filter(|(_, o)| f(o)).count()
     }
@@ -126,6 +160,7 @@ impl Report {
     /// Panics with every failure listed if any case failed (for `#[test]`s).
     pub fn assert_ok(&self) {
         println!("{self}");
+        self.append_summary();
         assert!(
             self.failed() == 0,
             "conformance failures on {}:\n{self}",

@@ -94,7 +94,20 @@ pub fn model_check(backend: &str, factory: impl Factory, cases: u32) {
         })
     });
     match result {
-        Ok(()) => println!("model check[{backend}]: {cases} cases passed"),
+        Ok(()) => {
+            let line = format!("model check[{backend}]: {cases} cases passed");
+            println!("{line}");
+            if let Some(path) = std::env::var_os("TOKEN_STORE_CONFORMANCE_REPORT") {
+                use std::io::Write;
+                if let Ok(mut f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                {
+                    let _ = writeln!(f, "{line}");
+                }
+            }
+        }
         Err(e) => panic!("model check[{backend}] failed: {e}"),
     }
 }
