@@ -33,6 +33,8 @@ mod error;
 pub mod fs;
 mod key;
 pub mod layers;
+mod lease;
+mod manager;
 mod memory;
 mod raw;
 mod record;
@@ -44,6 +46,8 @@ pub use key::{
     ClientKey, DEFAULT_USER_KEY, KeyKind, MAX_ENCODED_KEY_LEN, StorageKey, TokenKey, canonical_url,
     percent_decode, percent_encode, scope_fingerprint,
 };
+pub use lease::{Lease, LeaseOptions};
+pub use manager::{ManagerError, RefreshError, TokenManager};
 pub use memory::MemoryStore;
 pub use raw::{
     Capabilities, ListEntry, ListFilter, Precondition, PutOptions, RawRecord, RawStore,

@@ -1,0 +1,341 @@
+//! [`TokenManager`]: hands out a valid access token and refreshes it at most once per expiry
+//! across every process and host sharing the store.
+//!
+//! The refresh-token rotation race: two replicas see an expiring token, both refresh with the
+//! same refresh token, the identity provider sees the reuse and revokes the whole token family,
+//! and a naive error handler then deletes the winner's fresh tokens. The manager prevents each
+//! step: a store-held [`Lease`] lets one refresher run, waiters re-read and adopt the winner's
+//! token, the result is written with compare-and-swap, a rejected refresh token deletes the
+//! record only if it is still the version that was rejected, and a transient failure deletes
+//! nothing.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{BoxError, Error};
+use crate::key::TokenKey;
+use crate::lease::{Lease, LeaseOptions};
+use crate::raw::{Precondition, RawStore, Version};
+use crate::record::{TokenRecord, Versioned};
+use crate::store::TokenStore;
+
+/// How a refresh attempt failed, as the caller's refresh function reports it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RefreshError {
+    /// The authorization server rejected the refresh token for good (`invalid_grant`): the
+    /// user must log in again.
+    Rejected(String),
+    /// Anything that may succeed later (network, 5xx, timeouts). Never deletes tokens.
+    Transient(BoxError),
+}
+
+/// Why [`TokenManager::valid_token`] could not return a token.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// No usable token is stored: a (new) login is needed.
+    #[error("no usable token stored for {key}: login required")]
+    LoginRequired {
+        /// The key.
+        key: String,
+    },
+    /// The authorization server rejected the refresh token; the rejected record was removed.
+    #[error("the refresh token for {key} was rejected: {reason}")]
+    RefreshRejected {
+        /// The key.
+        key: String,
+        /// The server's reason (its error code and description, never a token).
+        reason: String,
+    },
+    /// The refresh failed in a way that may pass; the stored tokens were kept.
+    #[error("refreshing the token for {key} failed; tokens kept")]
+    RefreshFailed {
+        /// The key.
+        key: String,
+        /// The refresh function's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+/// Keeps tokens valid; see the module docs.
+///
+/// ```
+/// # async fn demo() -> Result<(), token_store_core::ManagerError> {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use token_store_core::{MemoryStore, Precondition, TokenKey, TokenManager, TokenRecord, TokenStore};
+/// let store = Arc::new(MemoryStore::new());
+/// let key = TokenKey::for_server("https://mcp.example.com/mcp");
+/// let expired = TokenRecord::new("old").with_refresh_token("rt-1").expires_in(Duration::ZERO);
+/// store.put(&key, &expired, Precondition::Any).await?;
+/// let manager = TokenManager::new(store);
+/// let token = manager
+///     .valid_token(&key, |old| async move {
+///         // Call the token endpoint with old.refresh_token here.
+///         Ok(TokenRecord::new("new").with_refresh_token("rt-2").expires_in(Duration::from_secs(3600)))
+///     })
+///     .await?;
+/// assert_eq!(token.access_token.expose(), "new");
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct TokenManager {
+    store: Arc<dyn RawStore>,
+    leeway: Duration,
+    lease: LeaseOptions,
+}
+
+impl TokenManager {
+    /// A manager over `store`, refreshing tokens that expire within 60 s.
+    pub fn new(store: Arc<dyn RawStore>) -> Self {
+        TokenManager {
+            store,
+            leeway: Duration::from_secs(60),
+            lease: LeaseOptions::default(),
+        }
+    }
+
+    /// Refresh tokens expiring within `leeway` (default 60 s, mcp-agent's default).
+    pub fn with_leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// How the refresh lease is taken (its TTL must exceed the longest refresh call).
+    pub fn with_lease_options(mut self, options: LeaseOptions) -> Self {
+        self.lease = options;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn RawStore> {
+        &self.store
+    }
+
+    /// The name of the refresh lease of `key` (a digest: keys can be long).
+    pub fn lease_name(key: &TokenKey) -> String {
+        format!(
+            "refresh:{}",
+            Version::of_bytes(key.storage_key().encode().as_bytes())
+        )
+    }
+
+    /// Returns a token not expiring within the leeway, refreshing it with `refresh` when
+    /// needed. Across every process sharing the store, one refresh runs per expiry; the
+    /// others wait and get its result.
+    pub async fn valid_token<F, Fut>(
+        &self,
+        key: &TokenKey,
+        refresh: F,
+    ) -> Result<TokenRecord, ManagerError>
+    where
+        F: FnOnce(TokenRecord) -> Fut,
+        Fut: Future<Output = Result<TokenRecord, RefreshError>>,
+    {
+        let store: &dyn TokenStore = &self.store;
+        let login_required = || ManagerError::LoginRequired {
+            key: key.to_string(),
+        };
+        let first = store.get(key).await?.ok_or_else(login_required)?;
+        if !first.value.is_expired(self.leeway) {
+            return Ok(first.value);
+        }
+        let lease = Lease::acquire(self.store.clone(), &Self::lease_name(key), &self.lease).await?;
+        let result = self.refresh_locked(key, refresh).await;
+        // A failed release only delays the next refresher until the lease expires.
+        let _ = lease.release().await;
+        result
+    }
+
+    async fn refresh_locked<F, Fut>(
+        &self,
+        key: &TokenKey,
+        refresh: F,
+    ) -> Result<TokenRecord, ManagerError>
+    where
+        F: FnOnce(TokenRecord) -> Fut,
+        Fut: Future<Output = Result<TokenRecord, RefreshError>>,
+    {
+        let store: &dyn TokenStore = &self.store;
+        let login_required = || ManagerError::LoginRequired {
+            key: key.to_string(),
+        };
+        // Re-read under the lease: whoever held it before us may have refreshed already.
+        let Versioned {
+            value: current,
+            version,
+        } = store.get(key).await?.ok_or_else(login_required)?;
+        if !current.is_expired(self.leeway) {
+            return Ok(current);
+        }
+        if current.refresh_token.is_none() {
+            return Err(login_required());
+        }
+        match refresh(current.clone()).await {
+            Ok(mut fresh) => {
+                // Servers that do not rotate refresh tokens omit them from the response.
+                if fresh.refresh_token.is_none() {
+                    fresh.refresh_token = current.refresh_token.clone();
+                }
+                match store
+                    .put(key, &fresh, Precondition::IfVersion(version))
+                    .await
+                {
+                    Ok(_) => Ok(fresh),
+                    Err(e) if e.is_conflict() => {
+                        // Someone wrote without the lease (a login, another tool): theirs is newer.
+                        store
+                            .get(key)
+                            .await?
+                            .map(|v| v.value)
+                            .ok_or_else(login_required)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(RefreshError::Rejected(reason)) => {
+                // Only the version whose refresh token was rejected goes; a newer one stays.
+                match store.delete(key, Precondition::IfVersion(version)).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_conflict() => {}
+                    Err(e) => return Err(e.into()),
+                }
+                Err(ManagerError::RefreshRejected {
+                    key: key.to_string(),
+                    reason,
+                })
+            }
+            Err(RefreshError::Transient(source)) => Err(ManagerError::RefreshFailed {
+                key: key.to_string(),
+                source,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::MemoryStore;
+
+    fn expiring(tag: &str) -> TokenRecord {
+        TokenRecord::new(format!("at-{tag}"))
+            .with_refresh_token(format!("rt-{tag}"))
+            .expires_in(Duration::ZERO)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_callers_refresh_once_and_share_the_result() {
+        let store: Arc<dyn RawStore> = Arc::new(MemoryStore::new());
+        let key = TokenKey::for_server("https://m.example");
+        TokenStore::put(&store, &key, &expiring("0"), Precondition::Any)
+            .await
+            .unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for _ in 0..16 {
+            let manager = TokenManager::new(store.clone());
+            let calls = calls.clone();
+            let key = key.clone();
+            handles.push(tokio::spawn(async move {
+                manager
+                    .valid_token(&key, |old| async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        assert_eq!(old.refresh_token.unwrap().expose(), "rt-0");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Ok(TokenRecord::new("at-1")
+                            .with_refresh_token("rt-1")
+                            .expires_in(Duration::from_secs(3600)))
+                    })
+                    .await
+            }));
+        }
+        for h in handles {
+            assert_eq!(h.await.unwrap().unwrap().access_token.expose(), "at-1");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn transient_failure_keeps_tokens_and_rejection_deletes_only_that_version() {
+        let store: Arc<dyn RawStore> = Arc::new(MemoryStore::new());
+        let key = TokenKey::for_server("https://m.example");
+        TokenStore::put(&store, &key, &expiring("0"), Precondition::Any)
+            .await
+            .unwrap();
+        let manager = TokenManager::new(store.clone());
+        let err = manager
+            .valid_token(&key, |_| async {
+                Err(RefreshError::Transient("connection reset".into()))
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ManagerError::RefreshFailed { .. }));
+        assert!(
+            TokenStore::get(&store, &key).await.unwrap().is_some(),
+            "a transient error deleted tokens"
+        );
+
+        // The winner writes a new record while the loser's refresh is being rejected.
+        let store2 = store.clone();
+        let key2 = key.clone();
+        let err = manager
+            .valid_token(&key, |_| async move {
+                TokenStore::put(&store2, &key2, &expiring("winner"), Precondition::Any)
+                    .await
+                    .unwrap();
+                Err(RefreshError::Rejected("invalid_grant".into()))
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ManagerError::RefreshRejected { .. }));
+        let left = TokenStore::get(&store, &key).await.unwrap().unwrap();
+        assert_eq!(
+            left.value.access_token.expose(),
+            "at-winner",
+            "the winner's record was deleted"
+        );
+
+        // With nobody else writing, a rejection removes the record.
+        let err = manager
+            .valid_token(&key, |_| async {
+                Err(RefreshError::Rejected("invalid_grant".into()))
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ManagerError::RefreshRejected { .. }));
+        assert!(TokenStore::get(&store, &key).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_lease_expires() {
+        let store: Arc<dyn RawStore> = Arc::new(MemoryStore::new());
+        let opts = LeaseOptions {
+            ttl: Duration::from_millis(200),
+            wait: Duration::from_secs(5),
+            poll: Duration::from_millis(5),
+        };
+        let held = Lease::acquire(store.clone(), "x", &opts).await.unwrap();
+        std::mem::forget(held); // a holder that died without releasing
+        let started = std::time::Instant::now();
+        let again = Lease::acquire(store.clone(), "x", &opts).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        again.release().await.unwrap();
+        let short = LeaseOptions {
+            wait: Duration::from_millis(50),
+            ..opts
+        };
+        let _blocker = Lease::acquire(store.clone(), "y", &short).await.unwrap();
+        let err = Lease::acquire(store, "y", &short).await.unwrap_err();
+        assert!(err.is_retryable());
+    }
+}
