@@ -186,7 +186,10 @@ pub async fn auto() -> Result<Selection> {
             }
             None => {
                 let path = default_key_file()?;
-                reasons.push(format!("key file {} (created 0600 if missing)", path.display()));
+                reasons.push(format!(
+                    "key file {} (created 0600 if missing)",
+                    path.display()
+                ));
                 KeySource::KeyFile(path)
             }
         };
@@ -203,7 +206,9 @@ pub async fn auto() -> Result<Selection> {
 
     #[allow(unreachable_code)]
     {
-        tracing::warn!("token-store: no persistent backend compiled in; tokens will be lost on exit");
+        tracing::warn!(
+            "token-store: no persistent backend compiled in; tokens will be lost on exit"
+        );
         reasons.push("no persistent backend compiled in: MEMORY ONLY, NOTHING PERSISTS".to_owned());
         Ok(Selection {
             store: Arc::new(MemoryStore::new()),

@@ -15,7 +15,11 @@ use token_store::{
 };
 
 #[derive(Parser)]
-#[command(name = "tokenstore", version, about = "Inspect and manage MCP OAuth token stores")]
+#[command(
+    name = "tokenstore",
+    version,
+    about = "Inspect and manage MCP OAuth token stores"
+)]
 struct Cli {
     /// Store URL (memory:, file://, sqlite://, redis://, vault://, keychain:). Default: what
     /// auto-detection picks (TOKEN_STORE_URL, else the OS keychain, else the encrypted file).
@@ -97,7 +101,9 @@ impl KeyArgs {
     fn key(&self) -> TokenKey {
         let scopes = self.scopes.iter().flat_map(|s| s.split_whitespace());
         TokenKey::new(
-            self.user.as_deref().unwrap_or(token_store::DEFAULT_USER_KEY),
+            self.user
+                .as_deref()
+                .unwrap_or(token_store::DEFAULT_USER_KEY),
             &self.server,
             self.issuer.as_deref(),
             scopes,
@@ -151,7 +157,9 @@ fn one_line(e: &dyn std::error::Error) -> String {
     line.replace('\n', " ")
 }
 
-async fn open(store: Option<&str>) -> token_store::Result<(Arc<dyn RawStore>, String, Vec<String>)> {
+async fn open(
+    store: Option<&str>,
+) -> token_store::Result<(Arc<dyn RawStore>, String, Vec<String>)> {
     match store {
         Some(url) => {
             let parsed = token_store::StoreUrl::parse(url)?;
@@ -178,7 +186,8 @@ async fn run(cli: Cli) -> token_store::Result<()> {
                 Command::Put { key, file, create } => put(&*store, &key.key(), file, create).await,
                 Command::List { user, resource } => list(&*store, user, resource).await,
                 Command::Delete { key } => {
-                    let existed = TokenStore::delete(&*store, &key.key(), Precondition::Any).await?;
+                    let existed =
+                        TokenStore::delete(&*store, &key.key(), Precondition::Any).await?;
                     println!("{}", if existed { "deleted" } else { "no such record" });
                     Ok(())
                 }
@@ -224,7 +233,10 @@ async fn get(store: &dyn RawStore, key: &TokenKey, reveal: bool) -> token_store:
         println!("client_id:     {c}");
     }
     if !r.metadata.is_empty() {
-        println!("metadata keys: {}", r.metadata.keys().cloned().collect::<Vec<_>>().join(", "));
+        println!(
+            "metadata keys: {}",
+            r.metadata.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
     }
     Ok(())
 }
@@ -265,14 +277,20 @@ async fn put(
             })?;
         }
         None => {
-            std::io::stdin().read_to_string(&mut text).map_err(|e| Error::Config {
-                message: "cannot read stdin".to_owned(),
-                source: Some(Box::new(e)),
-            })?;
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| Error::Config {
+                    message: "cannot read stdin".to_owned(),
+                    source: Some(Box::new(e)),
+                })?;
         }
     }
     let record = parse_record(&text)?;
-    let precondition = if create { Precondition::IfAbsent } else { Precondition::Any };
+    let precondition = if create {
+        Precondition::IfAbsent
+    } else {
+        Precondition::Any
+    };
     let version = TokenStore::put(store, key, &record, precondition).await?;
     println!("stored {key} (version {version})");
     Ok(())
@@ -299,12 +317,19 @@ async fn list(
     }
     let clients = TokenStore::list_clients(store).await?;
     for c in &clients.keys {
-        println!("client registration: {} {}", c.authorization_server, c.application);
+        println!(
+            "client registration: {} {}",
+            c.authorization_server, c.application
+        );
     }
     for (location, reason) in page.unreadable.iter().chain(&clients.unreadable) {
         println!("unreadable entry {location}: {reason}");
     }
-    println!("{} tokens, {} client registrations", page.keys.len(), clients.keys.len());
+    println!(
+        "{} tokens, {} client registrations",
+        page.keys.len(),
+        clients.keys.len()
+    );
     Ok(())
 }
 
@@ -320,7 +345,9 @@ async fn migrate(from: &dyn RawStore, to_url: &str) -> token_store::Result<()> {
     );
     let (mut copied, mut unchanged) = (0usize, 0usize);
     for key in &tokens.keys {
-        let Some(source) = TokenStore::get(from, key).await? else { continue };
+        let Some(source) = TokenStore::get(from, key).await? else {
+            continue;
+        };
         match TokenStore::get(&*to, key).await? {
             Some(existing) if existing.value == source.value => unchanged += 1,
             _ => {
@@ -339,7 +366,9 @@ async fn migrate(from: &dyn RawStore, to_url: &str) -> token_store::Result<()> {
         bar.inc(1);
     }
     for key in &clients.keys {
-        let Some(source) = TokenStore::get_client(from, key).await? else { continue };
+        let Some(source) = TokenStore::get_client(from, key).await? else {
+            continue;
+        };
         let same = TokenStore::get_client(&*to, key)
             .await?
             .is_some_and(|e| e.value == source.value);
@@ -355,7 +384,10 @@ async fn migrate(from: &dyn RawStore, to_url: &str) -> token_store::Result<()> {
     for (location, reason) in tokens.unreadable.iter().chain(&clients.unreadable) {
         eprintln!("skipped unreadable entry {location}: {reason}");
     }
-    println!("migrated {copied} records ({unchanged} already up to date) to {}", redacted(to_url));
+    println!(
+        "migrated {copied} records ({unchanged} already up to date) to {}",
+        redacted(to_url)
+    );
     Ok(())
 }
 
@@ -411,7 +443,10 @@ async fn doctor(store: Option<&str>) -> token_store::Result<()> {
     );
     let record = TokenRecord::new("doctor-access-token").with_refresh_token("doctor-refresh-token");
     let timed = |label: &str, start: Instant| {
-        println!("  {label:<8} {:>9.3} ms", start.elapsed().as_secs_f64() * 1e3)
+        println!(
+            "  {label:<8} {:>9.3} ms",
+            start.elapsed().as_secs_f64() * 1e3
+        )
     };
     println!("round trip:");
     let t = Instant::now();
@@ -434,13 +469,21 @@ async fn doctor(store: Option<&str>) -> token_store::Result<()> {
     let stale = TokenStore::put(&*store, &key, &record, Precondition::IfVersion(v1)).await;
     let cas = caps.atomic_cas || caps.process_local_cas;
     if cas && !matches!(stale, Err(Error::Conflict { .. })) {
-        return Err(Error::backend(store.backend(), "a stale compare-and-swap was not refused", None));
+        return Err(Error::backend(
+            store.backend(),
+            "a stale compare-and-swap was not refused",
+            None,
+        ));
     }
     let t = Instant::now();
     TokenStore::delete(&*store, &key, Precondition::Any).await?;
     timed("delete", t);
     if TokenStore::get(&*store, &key).await?.is_some() {
-        return Err(Error::backend(store.backend(), "the probe record survived its delete", None));
+        return Err(Error::backend(
+            store.backend(),
+            "the probe record survived its delete",
+            None,
+        ));
     }
     println!("ok");
     Ok(())
