@@ -1,0 +1,158 @@
+//! The SQLite backend of token-store: one database file on the local disk, shared safely by
+//! every process of the host that opens it.
+//!
+//! ```no_run
+//! # async fn demo() -> token_store_core::Result<()> {
+//! use token_store_core::{Precondition, TokenKey, TokenRecord, TokenStore};
+//! use token_store_sqlite::{SqliteConfig, SqliteStore};
+//!
+//! let store = SqliteStore::open(SqliteConfig::new("/home/me/.local/share/app/tokens.db")).await?;
+//! let key = TokenKey::for_server("https://mcp.example.com/mcp");
+//! store.put(&key, &TokenRecord::new("access"), Precondition::Any).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # URLs
+//!
+//! [`open_url`] (what `token_store::open` calls) takes
+//!
+//! | URL | store |
+//! | --- | --- |
+//! | `sqlite:///abs/path/tokens.db`, `sqlite://relative.db`, `sqlite://~/dir/tokens.db` | plain |
+//! | `sqlite://PATH?key_file=/path/key` | values sealed by the `Encrypted` layer, key from a 32-byte file (created 0600 if missing) |
+//! | `sqlite://PATH?passphrase_env=VAR` | values sealed, key derived with Argon2id from the passphrase in `$VAR` |
+//!
+//! plus `busy_timeout_ms=N` and `synchronous=full|normal`. Unknown parameters are an error, so
+//! a mistyped `key_file` cannot silently store tokens in clear. Opening an encrypted database
+//! without a key, or turning a key on over a database that already holds plaintext records,
+//! is an [`Error::Config`](token_store_core::Error::Config).
+//!
+//! # Schema and format
+//!
+//! Migration 1 (schema version 1, kept in `PRAGMA user_version`; `PRAGMA application_id` is
+//! `0x546b5374`, "TkSt"):
+//!
+//! ```sql
+//! CREATE TABLE records (
+//!     kind TEXT NOT NULL,                        -- 'token', 'client', 'state', 'lease', 'meta'
+//!     p1 TEXT NOT NULL, p2 TEXT NOT NULL,        -- the key's parts, raw (not percent-encoded);
+//!     p3 TEXT NOT NULL, p4 TEXT NOT NULL,        -- unused parts are ''
+//!     value BLOB NOT NULL,                       -- the record's bytes (JSON, or sealed by Encrypted)
+//!     version INTEGER NOT NULL,                  -- from version_counter, never reused
+//!     expires_at INTEGER,                        -- unix ms, NULL = no TTL
+//!     updated_at INTEGER NOT NULL                -- unix ms
+//! ) STRICT;
+//! CREATE UNIQUE INDEX records_key ON records(kind, p1, p2, p3, p4);   -- get, and list by user
+//! CREATE INDEX records_resource ON records(kind, p2);                 -- list by resource
+//! CREATE INDEX records_expiry ON records(expires_at) WHERE expires_at IS NOT NULL;
+//! CREATE TABLE version_counter (id INTEGER PRIMARY KEY CHECK (id = 1), last_version INTEGER NOT NULL) STRICT;
+//! ```
+//!
+//! For tokens `p1..p4` are `user_key`, `resource`, `authorization_server` (`''` for none) and
+//! `scope_fingerprint`; for clients `p1, p2` are the issuer and the application; the other
+//! kinds use `p1`.
+//!
+//! A database with a newer `user_version` than this crate knows is refused with a clear
+//! `Config` error instead of being misread; an SQLite file of another application is refused
+//! before anything is written to it. Migrations run in a `BEGIN IMMEDIATE` transaction
+//! together with the `user_version` bump, so concurrent openers migrate once.
+//!
+//! # Guarantees
+//!
+//! Capabilities: `atomic_cas`, `ttl`, `shared_across_processes`, `persistent`,
+//! `max_value_size` 1 MiB by default.
+//!
+//! - **Compare-and-swap across processes.** Every write is one `BEGIN IMMEDIATE`
+//!   transaction (the database write lock is taken up front, so no deferred transaction can
+//!   fail to upgrade): it takes the next version from the store-wide counter and writes with
+//!   a single conditional statement (`UPDATE … WHERE version = ?` for `IfVersion`, an upsert
+//!   that only replaces an expired row for `IfAbsent`). A failed precondition rolls back and
+//!   returns `Conflict` with the current version.
+//! - **No ABA.** Versions come from a counter row bumped in the writing transaction, so a
+//!   record deleted and created again never gets an old version back, and a stale CAS fails.
+//! - **TTL.** `expires_at` is checked on every read and precondition (an expired row is
+//!   absent), and expired rows are deleted by a write at most every
+//!   [`SqliteConfig::sweep_interval`] and by a listing that meets one (if the lock is free).
+//!   Expiry uses the wall clock of the process that reads.
+//! - **Crashes.** WAL journaling: a process killed at any moment leaves every record at its
+//!   old or its new value, and a write that returned is kept (tested with SIGKILL in a loop).
+//!   With `synchronous=FULL` (the default) it is also kept across power loss.
+//! - **Busy database.** A writer waits up to the busy timeout (5 s by default) for another
+//!   process's write lock; only after that does it fail, with the retryable
+//!   `Error::Unavailable`, never with SQLite's "database is locked".
+//! - A file that is not an SQLite database gives `Error::Corrupt`, never a panic.
+//!
+//! # Tuning
+//!
+//! - `busy_timeout` ([`SqliteConfig::with_busy_timeout`], `?busy_timeout_ms=`): raise it if
+//!   many processes write at once on a slow disk; write transactions here last well under
+//!   a millisecond plus one fsync, so 5 s is a generous default.
+//! - `synchronous` ([`Synchronous`], `?synchronous=`): `FULL` (default) fsyncs the WAL at every
+//!   commit. A lost token write is costly (a rotated refresh token cannot be recovered: the
+//!   user must log in again), and token writes are rare, so durability wins by default.
+//!   `NORMAL` is still crash-safe for the process and never corrupts, but the last commits
+//!   may be lost on power loss; choose it only for write-heavy, re-creatable data.
+//! - Every call goes through one connection on one dedicated thread per [`SqliteStore`];
+//!   clones share it. Open one store per process and share it.
+//!
+//! # Threat model and limits
+//!
+//! - **Tokens are in clear in the file** unless the `Encrypted` layer is on (`key_file` /
+//!   `passphrase_env`, or [`token_store_core::layers::Encrypted`]). Protection then rests on
+//!   file permissions: the directory is created 0700 (an existing one must not be group- or
+//!   world-writable, and must be ours), the database file is created 0600 before SQLite
+//!   opens it, so the `-wal` and `-shm` files SQLite creates next to it get 0600 too. An
+//!   existing database file readable by others is refused.
+//! - Keys (user keys, resource URLs, issuers, scopes) are never encrypted: they are indexed
+//!   columns. Put nothing secret in a key.
+//! - `secure_delete` is on: freed pages of the main file are zeroed, so deleted or replaced
+//!   tokens do not linger there. Old page images may still sit in the `-wal` file until a
+//!   checkpoint overwrites or truncates it (SQLite deletes the WAL when the last connection
+//!   closes), and in file-system or SSD remnants that no user-space program controls: use
+//!   the `Encrypted` layer where that matters.
+//! - With the `Encrypted` layer, each value is sealed (XChaCha20-Poly1305) and bound to its
+//!   key, so rows swapped between keys fail as `Integrity`; versions, expiry and keys are not
+//!   authenticated (someone who can write the file can delete records or roll them back).
+//! - WAL needs shared memory between processes: the database must be on a local file system,
+//!   not NFS/SMB, and the directory must be writable.
+//! - Anyone who can run code as the same user can read the file; this backend is no defence
+//!   against that.
+
+#![warn(missing_docs)]
+
+mod config;
+mod db;
+mod store;
+
+use std::sync::Arc;
+
+use token_store_core::layers::Encrypted;
+use token_store_core::{Error, KeyKind, RawStore, Result, StorageKey, StoreUrl};
+
+pub use config::{
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_VALUE_SIZE, DEFAULT_SWEEP_INTERVAL, SqliteConfig,
+    Synchronous, parse_url,
+};
+pub use db::SCHEMA_VERSION;
+pub use store::SqliteStore;
+
+/// Opens the store a `sqlite://` URL names, with the `Encrypted` layer when the URL gives a
+/// key (`key_file=` or `passphrase_env=`).
+pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn RawStore>> {
+    let (config, key) = parse_url(url)?;
+    let path = config.path.display().to_string();
+    let store = SqliteStore::open(config).await?;
+    // The Encrypted layer keeps its key header under this meta key.
+    let header = StorageKey::single(KeyKind::Meta, "encryption")?;
+    let encrypted = store.read(&header).await?.is_some();
+    match key {
+        None if encrypted => Err(Error::config(format!(
+            "{path} is encrypted: add ?key_file=... or ?passphrase_env=... to the sqlite:// URL"
+        ))),
+        None => Ok(Arc::new(store)),
+        Some(_) if !encrypted && store.has_data_records().await? => Err(Error::config(format!(
+            "{path} holds unencrypted records; it cannot be opened with a key (migrate it to a new encrypted store instead)"
+        ))),
+        Some(source) => Ok(Arc::new(Encrypted::open(store, source).await?)),
+    }
+}
