@@ -1,0 +1,417 @@
+//! The OS keychain backend of token-store.
+//!
+//! | platform | URL | where records live | persistent | value limit |
+//! | --- | --- | --- | --- | --- |
+//! | Linux desktop | `keychain:` or `keychain:secret-service` | one Secret Service item each in the **default collection** (gnome-keyring's `login` keyring, KWallet, KeePassXC), through the async `secret-service` crate over one D-Bus connection per store, Diffie-Hellman session encryption | yes | 256 KiB |
+//! | Linux headless | `keychain:keyutils` (only when asked for) | kernel `user` keys in the session keyring (also linked into the user's persistent keyring), via keyring-core | **no**: RAM only, lost on reboot | 64 KiB, chunked by 32 767 B |
+//! | macOS | `keychain:` or `keychain:macos` | generic passwords in the login keychain (service = `token-store`), via keyring-core | yes | 256 KiB |
+//! | Windows | `keychain:` or `keychain:windows` | generic credentials in Credential Manager (target `<slot>.token-store`, comment = a readable label), via keyring-core | yes | 64 KiB, chunked by 2 560 B |
+//!
+//! URL parameters: `service=NAME` (the service name / attribute, default `token-store`;
+//! distinct names are distinct stores), `timeout_ms=N` (per call, default 5000),
+//! `bus=ADDRESS` (Secret Service on another D-Bus bus than the session bus),
+//! `chunk_size=N` (keyring-core platforms: split items at N bytes, e.g. to try the Windows
+//! layout on keyutils), and `key_file=PATH` or `passphrase_env=VAR` to add token-store's
+//! own encryption layer on top of the keychain's.
+//!
+//! # What is stored
+//!
+//! Each record is one keychain item holding an *envelope*: a random 128-bit version, the
+//! write time, the expiry (if a TTL was given), the encoded [`StorageKey`] and the value.
+//! Secret Service items also carry plaintext, searchable attributes: `service`, `kind`,
+//! `key` (the encoded key), its parts (`user`, `resource`, `authorization_server`,
+//! `scopes` for tokens; `authorization_server`, `application` for client registrations;
+//! `name` otherwise), `expires` (ms since the epoch, only with a TTL) and
+//! `xdg:schema = org.token-store.Record`, and a label such as
+//! "MCP OAuth token for https://mcp.example.com/mcp". Keys are not secret by design; no
+//! token, client secret or PKCE verifier ever goes into an attribute or a label (PKCE
+//! states are stored under the digest of the state value).
+//!
+//! On the keyring-core platforms an item is named `ts1-<digest of the key>` (keys can be
+//! 16 KiB, item names cannot); values over the platform's item limit are split into chunks
+//! plus a manifest, written chunks-first so a crash never leaves a half-written record.
+//! These platforms cannot search by our attributes (keyutils cannot list at all), so an
+//! index item `ts1-index` lists the keys. **Index weakness**: it is updated under this
+//! process's lock only; two processes creating keys at the same moment can drop one
+//! another's index entry, and the record is then stored but not listed until it is
+//! written again. Listing re-reads every indexed record and prunes missing or expired ones.
+//!
+//! # Guarantees
+//!
+//! No keychain has compare-and-swap. Conditional writes and deletes are checked under a
+//! process-wide async lock per (keychain, service, key) shared by every store instance in
+//! the process, against the version in the envelope: atomic within one process
+//! (`process_local_cas = true`), **not** against other processes (`atomic_cas = false`,
+//! `shared_across_processes = false`). TTLs are enforced on read (`ttl = true`); expired
+//! items are deleted when listed.
+//!
+//! A call never hangs: every Secret Service call runs under `tokio::time::timeout` on an
+//! async connection (cancelled for real), and keyring-core calls run on blocking threads
+//! under a timeout (the thread may stay blocked, e.g. on a macOS prompt, but the caller
+//! gets [`Error::Unavailable`]). token-store never asks for an unlock prompt: a locked
+//! Secret Service collection, or a macOS/Windows access denial, is [`Error::Locked`].
+//!
+//! # Headless machines
+//!
+//! - No D-Bus session bus (SSH, containers, CI): [`probe`] fails at once saying so, and
+//!   [`auto`]-style selection moves on to another backend.
+//! - A bus without a Secret Service provider: fails fast (`ServiceUnknown`).
+//! - gnome-keyring started without `--unlock`: no default collection, so writes would need a
+//!   prompt; this is [`Error::Locked`], within the timeout.
+//! - keyutils always works in a proper session keyring, but is RAM only: records are gone
+//!   after a reboot (and after the persistent keyring expires, 3 days by default), a key
+//!   holds at most 32 767 bytes, and non-root users have a quota of 200 keys / 20 000 bytes
+//!   in total (`/proc/sys/kernel/keys/maxkeys`, `maxbytes`). Outside a login session the
+//!   default session keyring reads as empty but refuses writes ([`Error::PermissionDenied`]);
+//!   run under `keyctl session -`. So [`probe`] never picks keyutils; ask for it by URL.
+
+#![warn(missing_docs)]
+
+mod envelope;
+mod keyring;
+mod lock;
+#[cfg(target_os = "linux")]
+mod secret_service;
+mod slots;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use token_store_core::{
+    Capabilities, Error, KeyKind, ListEntry, ListFilter, Precondition, PutOptions, RawRecord,
+    RawStore, Result, StorageKey, StoreUrl, Version, async_trait,
+};
+
+#[cfg(target_os = "linux")]
+pub use secret_service::{SECRET_SERVICE_MAX_VALUE, SecretServiceStore};
+
+/// Backend name of the Secret Service store.
+pub const SECRET_SERVICE: &str = "secret-service";
+/// Backend name of the kernel keyutils store.
+pub const KEYUTILS: &str = "keyutils";
+/// Backend name of the macOS Keychain store.
+pub const MACOS: &str = "macos-keychain";
+/// Backend name of the Windows Credential Manager store.
+pub const WINDOWS: &str = "windows-credential-manager";
+
+/// The default service name (Secret Service attribute, keychain service, credential suffix).
+pub const DEFAULT_SERVICE: &str = "token-store";
+
+/// The largest value the keyring-core platforms take (after chunking).
+pub const KEYRING_MAX_VALUE: usize = 64 * 1024;
+
+/// Windows Credential Manager's blob limit (`CRED_MAX_CREDENTIAL_BLOB_SIZE`).
+pub const WINDOWS_ITEM_LIMIT: usize = 2560;
+/// The kernel's limit on a `user` key's payload.
+pub const KEYUTILS_ITEM_LIMIT: usize = 32_767;
+
+/// Which keychain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Platform {
+    /// Linux Secret Service over D-Bus.
+    SecretService,
+    /// Linux kernel keyutils (RAM only).
+    Keyutils,
+    /// macOS Keychain.
+    MacOs,
+    /// Windows Credential Manager.
+    Windows,
+}
+
+impl Platform {
+    /// This platform's default keychain, if it has one.
+    pub fn native() -> Option<Platform> {
+        if cfg!(target_os = "linux") {
+            Some(Platform::SecretService)
+        } else if cfg!(target_os = "macos") {
+            Some(Platform::MacOs)
+        } else if cfg!(windows) {
+            Some(Platform::Windows)
+        } else {
+            None
+        }
+    }
+}
+
+/// Options of a keychain store.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// The service name every item carries; distinct names are distinct stores.
+    pub service: String,
+    /// Upper bound of every call (and of connecting).
+    pub timeout: Duration,
+    /// The D-Bus bus of the Secret Service; `None` for the session bus.
+    pub bus_address: Option<String>,
+    /// Item size to chunk at on keyring-core platforms; `None` for the platform's limit.
+    pub chunk_size: Option<usize>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            service: DEFAULT_SERVICE.to_owned(),
+            timeout: Duration::from_secs(5),
+            bus_address: None,
+            chunk_size: None,
+        }
+    }
+}
+
+impl Config {
+    /// The same config with another service name.
+    pub fn with_service(mut self, service: impl Into<String>) -> Self {
+        self.service = service.into();
+        self
+    }
+
+    /// The same config with another per-call timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The same config talking to the Secret Service on another bus.
+    pub fn with_bus_address(mut self, address: impl Into<String>) -> Self {
+        self.bus_address = Some(address.into());
+        self
+    }
+
+    /// The same config chunking items at `size` bytes (keyring-core platforms).
+    pub fn with_chunk_size(mut self, size: usize) -> Self {
+        self.chunk_size = Some(size);
+        self
+    }
+}
+
+/// A keychain reached through keyring-core: kernel keyutils, macOS Keychain or Windows
+/// Credential Manager.
+pub struct KeyringStore {
+    inner: slots::SlotStore<keyring::KeyringSlots>,
+}
+
+impl std::fmt::Debug for KeyringStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl KeyringStore {
+    /// Opens the keychain of `platform` (not [`Platform::SecretService`], which is
+    /// [`SecretServiceStore`]). Nothing is read or written yet.
+    pub fn open(platform: Platform, config: &Config) -> Result<Self> {
+        let (store, backend, limit, persistent) = native_store(platform)?;
+        let limit = match config.chunk_size {
+            Some(c) if !(64..=limit).contains(&c) => {
+                return Err(Error::config(format!(
+                    "chunk_size must be between 64 and {limit} bytes here"
+                )));
+            }
+            Some(c) => c,
+            None => limit,
+        };
+        if config.service.is_empty() {
+            return Err(Error::config("the keychain service name must not be empty"));
+        }
+        let slots = keyring::KeyringSlots::new(store, backend, &config.service, limit);
+        Ok(KeyringStore {
+            inner: slots::SlotStore::new(slots, KEYRING_MAX_VALUE, config.timeout, persistent),
+        })
+    }
+
+    /// The kernel keyutils store.
+    #[cfg(target_os = "linux")]
+    pub fn keyutils(config: &Config) -> Result<Self> {
+        Self::open(Platform::Keyutils, config)
+    }
+}
+
+type NativeStore = (Arc<keyring_core::CredentialStore>, &'static str, usize, bool);
+
+fn native_store(platform: Platform) -> Result<NativeStore> {
+    let unsupported = || {
+        Err(Error::config(format!(
+            "the {platform:?} keychain is not available on this platform"
+        )))
+    };
+    match platform {
+        #[cfg(target_os = "linux")]
+        Platform::Keyutils => {
+            let store = linux_keyutils_keyring_store::Store::new()
+                .map_err(|e| keyring::map_error(KEYUTILS, e))?;
+            Ok((store, KEYUTILS, KEYUTILS_ITEM_LIMIT, false))
+        }
+        #[cfg(target_os = "macos")]
+        Platform::MacOs => {
+            let store = apple_native_keyring_store::keychain::Store::new()
+                .map_err(|e| keyring::map_error(MACOS, e))?;
+            // No small item limit is known; chunking at 16 KiB keeps items modest anyway.
+            Ok((store, MACOS, 16 * 1024, true))
+        }
+        #[cfg(windows)]
+        Platform::Windows => {
+            let store = windows_native_keyring_store::Store::new()
+                .map_err(|e| keyring::map_error(WINDOWS, e))?;
+            Ok((store, WINDOWS, WINDOWS_ITEM_LIMIT, true))
+        }
+        _ => unsupported(),
+    }
+}
+
+#[async_trait]
+impl RawStore for KeyringStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    fn raw_capabilities(&self) -> Capabilities {
+        self.inner.raw_capabilities()
+    }
+    async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
+        self.inner.read(key).await
+    }
+    async fn write(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
+        self.inner.write(key, value, options).await
+    }
+    async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
+        self.inner.remove(key, precondition).await
+    }
+    async fn scan(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
+        self.inner.scan(kind, filter).await
+    }
+}
+
+/// Opens the keychain of `platform`. The Secret Service store connects here (within the
+/// timeout); the others open lazily.
+pub async fn open(platform: Platform, config: &Config) -> Result<Arc<dyn RawStore>> {
+    match platform {
+        #[cfg(target_os = "linux")]
+        Platform::SecretService => Ok(Arc::new(SecretServiceStore::connect(config).await?)),
+        #[cfg(not(target_os = "linux"))]
+        Platform::SecretService => Err(Error::config("the Secret Service is only used on Linux")),
+        other => Ok(Arc::new(KeyringStore::open(other, config)?)),
+    }
+}
+
+/// Opens a `keychain:` URL: `keychain:` (this platform's default), `keychain:secret-service`,
+/// `keychain:keyutils`, `keychain:macos`, `keychain:windows`, with the parameters listed in
+/// the crate docs.
+pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn RawStore>> {
+    let platform = match url.body().trim_matches('/') {
+        "" | "default" => Platform::native()
+            .ok_or_else(|| Error::config("this platform has no OS keychain token-store can use"))?,
+        "secret-service" | "secretservice" => Platform::SecretService,
+        "keyutils" => Platform::Keyutils,
+        "macos" => Platform::MacOs,
+        "windows" => Platform::Windows,
+        other => {
+            return Err(Error::config(format!(
+                "unknown keychain `{other}`: use keychain:, keychain:secret-service, keychain:keyutils, keychain:macos or keychain:windows"
+            )));
+        }
+    };
+    let config = config_from_url(url)?;
+    let store = open(platform, &config).await?;
+    wrap_encrypted(url, store).await
+}
+
+fn config_from_url(url: &StoreUrl) -> Result<Config> {
+    let mut config = Config::default();
+    for (name, value) in url.query() {
+        match name.as_str() {
+            "service" if !value.is_empty() => config.service = value,
+            "service" => return Err(Error::config("`service` must not be empty")),
+            "timeout_ms" => {
+                let ms: u64 = value
+                    .parse()
+                    .map_err(|_| Error::config("`timeout_ms` must be a number of milliseconds"))?;
+                config.timeout = Duration::from_millis(ms);
+            }
+            "bus" => config.bus_address = Some(value),
+            "chunk_size" => {
+                config.chunk_size = Some(
+                    value
+                        .parse()
+                        .map_err(|_| Error::config("`chunk_size` must be a number of bytes"))?,
+                )
+            }
+            "key_file" | "passphrase_env" => {}
+            other => {
+                return Err(Error::config(format!(
+                    "unknown keychain URL parameter `{other}` (known: service, timeout_ms, bus, chunk_size, key_file, passphrase_env)"
+                )));
+            }
+        }
+    }
+    Ok(config)
+}
+
+async fn wrap_encrypted(url: &StoreUrl, store: Arc<dyn RawStore>) -> Result<Arc<dyn RawStore>> {
+    use token_store_core::crypto::KeySource;
+    use token_store_core::layers::Encrypted;
+    let source = match (url.param("key_file"), url.param("passphrase_env")) {
+        (Some(_), Some(_)) => {
+            return Err(Error::config("give either key_file or passphrase_env, not both"));
+        }
+        (Some(path), None) => KeySource::KeyFile(path.into()),
+        (None, Some(var)) => {
+            let pass = std::env::var(&var).map_err(|_| {
+                Error::config(format!("passphrase_env names `{var}`, which is not set"))
+            })?;
+            KeySource::passphrase(pass)
+        }
+        (None, None) => return Ok(store),
+    };
+    Ok(Arc::new(Encrypted::open(store, source).await?))
+}
+
+/// Checks that this platform's default keychain really works, for automatic backend
+/// selection: connects, then writes, reads back and deletes a random sentinel, all within
+/// `timeout` (a read alone looks healthy on a keyring that refuses writes). Returns the
+/// ready store, or why it cannot be used (no D-Bus session bus, no Secret Service on the
+/// bus, locked, timed out, ...). Never picks keyutils: it forgets everything on reboot.
+pub async fn probe(timeout: Duration) -> std::result::Result<Arc<dyn RawStore>, String> {
+    let platform = Platform::native().ok_or("this platform has no OS keychain")?;
+    let config = Config::default().with_timeout(timeout);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let work = async {
+        let store = open(platform, &config).await?;
+        sentinel(&*store).await?;
+        Ok::<_, Error>(store)
+    };
+    match tokio::time::timeout_at(deadline, work).await {
+        Ok(Ok(store)) => Ok(store),
+        Ok(Err(e)) => Err(format!("{platform:?} keychain unusable: {e}")),
+        Err(_) => Err(format!(
+            "{platform:?} keychain did not answer within {timeout:?}"
+        )),
+    }
+}
+
+async fn sentinel(store: &dyn RawStore) -> Result<()> {
+    let mut id = [0u8; 8];
+    token_store_core::crypto::fill_random(&mut id)?;
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let key = StorageKey::single(KeyKind::Meta, format!("probe-{hex}"))?;
+    let value = format!("token-store probe {hex}");
+    store
+        .write(&key, value.as_bytes(), &PutOptions::new(Precondition::IfAbsent))
+        .await?;
+    let back = store.read(&key).await;
+    let removed = store.remove(&key, &Precondition::Any).await;
+    let back = back?;
+    removed?;
+    match back {
+        Some(r) if r.value.as_slice() == value.as_bytes() => Ok(()),
+        Some(_) => Err(Error::backend(
+            store.backend(),
+            "the probe read back different bytes than it wrote",
+            None,
+        )),
+        None => Err(Error::backend(
+            store.backend(),
+            "the probe could not read back what it wrote",
+            None,
+        )),
+    }
+}
