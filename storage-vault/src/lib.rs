@@ -1,0 +1,190 @@
+//! The Vault / OpenBao backend of token-store: records in a KV **v2** secrets engine.
+//!
+//! # URL forms
+//!
+//! | URL | meaning |
+//! | --- | --- |
+//! | `vault://host[:port][/mount]` | plain HTTP (port 8200 by default, mount `secret`) |
+//! | `vaults://host[:port][/mount]` | HTTPS, system roots or `ca=` / `VAULT_CACERT` |
+//! | `vault://` or `vaults://` (no host), `vault:///mount` | the address from `VAULT_ADDR` (or `BAO_ADDR`) |
+//!
+//! Query parameters (an unknown one is a configuration error, so a typo never sends tokens
+//! somewhere unexpected):
+//!
+//! | parameter | default | |
+//! | --- | --- | --- |
+//! | `prefix=P` | `token-store` | folder under the mount (may be nested, may be empty) |
+//! | `namespace=NS` | `VAULT_NAMESPACE` / `BAO_NAMESPACE` | Vault Enterprise / OpenBao namespace (`X-Vault-Namespace`) |
+//! | `ca=FILE` | `VAULT_CACERT` / `BAO_CACERT` | PEM CA bundle; it **replaces** the system roots, as in the Vault CLI |
+//! | `timeout_ms=N` | 10000 | bound on each store call, all its HTTP requests included |
+//! | `token_env=VAR` | `VAULT_TOKEN` / `BAO_TOKEN` | read the token from another variable |
+//! | `role_id=R`, `secret_id=S` / `secret_id_env=VAR` | `VAULT_ROLE_ID`, `VAULT_SECRET_ID` (`BAO_*`) | AppRole login instead of a token |
+//! | `approle_mount=M` | `approle` | where AppRole is mounted |
+//! | `key_file=F` / `passphrase_env=VAR` | – | wrap the store in token-store's encryption layer |
+//!
+//! A `secret_id` in the URL is convenient but ends up wherever the URL is written; prefer
+//! `secret_id_env` or `VAULT_SECRET_ID`. `Debug` of every type here redacts credentials.
+//!
+//! # Authentication
+//!
+//! A token (`VAULT_TOKEN`) is used as given: renewing it is its owner's business (use a
+//! periodic token or an agent). With AppRole the store logs in at open, renews its token
+//! (`auth/token/renew-self`) once two thirds of the lease have passed, and logs in again when
+//! renewal is refused or no longer buys at least a third of the original lease (max TTL).
+//! That happens lazily inside the next call, under a `tokio::sync::RwLock`: no background
+//! task, and callers never see an expired token. A 403 under AppRole triggers one fresh login
+//! and retry (the token may have been revoked, or the server restarted) before it is
+//! reported as `PermissionDenied`.
+//!
+//! # Layout
+//!
+//! With mount `M` and prefix `P`, a key's record is the KV v2 secret
+//!
+//! ```text
+//! M/data/P/token/<user_key>/<resource>:<authorization_server>:<scopes>
+//! M/data/P/client/<authorization_server>/<application>
+//! M/data/P/state/<state digest>      M/data/P/lease/<name>      M/data/P/meta/<name>
+//! ```
+//!
+//! where every part is percent-encoded exactly as [`StorageKey::encode`] does it (Python's
+//! `quote(part, safe="")`, the key layout mcp-agent uses), and a whole path segment that
+//! would be empty, `.` or `..` is written `!`, `%2E`, `%2E%2E` (forms the encoder never
+//! produces, so the mapping stays one-to-one). On the wire each `%` is escaped once more
+//! (`%25`), because Vault decodes the request path: the KV key name is the encoded text.
+//! Listing one user's tokens is one `LIST M/metadata/P/token/<user_key>/`; listing all is
+//! one LIST per user. A missing folder (404) is an empty list.
+//!
+//! The KV data map of a record is `{"value": "<base64 of the bytes>", "generation": "<hex>"}`
+//! (the bytes are the JSON record of token-store-core, or its ciphertext under the
+//! encryption layer). Base64 because the bytes need not be UTF-8; its 4/3 growth is why
+//! [`MAX_VALUE_SIZE`] is 256 KiB: 342 KiB stored, under Consul storage's 512 KiB entry limit
+//! and raft's 1 MiB default.
+//!
+//! # Versions and compare-and-swap
+//!
+//! A version is `"<kv version>@<generation>"`. The generation is 64 random bits chosen when
+//! a record is created and carried by every later write, because KV v2 restarts at version 1
+//! after a metadata delete: without it a client holding version `1` of a deleted record could
+//! overwrite a newly created one (ABA).
+//!
+//! Every write reads the current version and generation, judges the precondition, then
+//! writes with KV v2's `cas` option set to the version it read (`0`: create only). Vault
+//! rejects the write atomically if anyone wrote in between (HTTP 400 "check-and-set parameter
+//! did not match"); the store then re-reads and judges again, so `Conflict` always names the
+//! version that is current (or `None`). `IfVersion` with a version of another generation is a
+//! conflict even when the KV version numbers match. The remaining ABA window: a stale
+//! writer's read and its `cas` write (one round trip) would both have to straddle a delete
+//! *and* a re-creation that reached the same KV version.
+//!
+//! A delete writes a tombstone version with `cas` (atomic, so of several racing conditional
+//! deleters, e.g. two callbacks taking one PKCE state, exactly one wins), then deletes the
+//! metadata, i.e. every version, so a deleted token is really gone from Vault. That metadata
+//! delete only happens if the tombstone is still the latest version; the check and the
+//! delete are two requests, so a create that lands in that window (it must have seen the
+//! tombstone as "absent") is deleted with it. A tombstone left by an interrupted delete, a
+//! soft-deleted (`bao kv delete`) or destroyed latest version all read as absent, are
+//! created over with `cas`, and are cleaned up by the next delete of that key.
+//!
+//! Operation costs in requests: read 1, write 2 (read + cas write), delete 4 (read, cas
+//! tombstone, read, metadata delete), list 1 per user folder (+1 without a user filter).
+//!
+//! # Capabilities
+//!
+//! `atomic_cas`, `shared_across_hosts`, `shared_across_processes`, `persistent` (as
+//! persistent as the Vault's storage; a `-dev` server keeps nothing), `max_value_size`
+//! 256 KiB. **No TTL**: KV v2's only expiry, `delete_version_after`, is per-key metadata (a
+//! second, non-atomic request), soft-deletes only, and leaves the key listed; token-store
+//! keeps expiry inside its records instead (token `expires_at`, PKCE states purged by
+//! `purge_expired_states`). A TTL in `PutOptions` is therefore not enforced by this backend.
+//!
+//! # Errors
+//!
+//! 403 → `PermissionDenied`; 503 (sealed, standby), 429, 412, 502, 504, connection failures
+//! and timeouts → `Unavailable` (retryable). Messages carry the operation, the KV path, the
+//! HTTP status and Vault's own error text (e.g. "Vault is sealed"), never a token or value.
+//! Undecodable stored data → `Corrupt`; a bad URL → `Config` (validated before use).
+//!
+//! # Least-privilege policy
+//!
+//! For mount `secret` and prefix `token-store`:
+//!
+//! ```hcl
+//! path "secret/data/token-store/*" {
+//!   capabilities = ["create", "read", "update"]
+//! }
+//! path "secret/metadata/token-store/*" {
+//!   capabilities = ["list", "delete"]
+//! }
+//! # AppRole only (the `default` policy usually grants these already):
+//! path "auth/token/renew-self" { capabilities = ["update"] }
+//! path "auth/token/lookup-self" { capabilities = ["read"] }
+//! ```
+//!
+//! Recommended on the mount (`bao write secret/config max_versions=1` or per prefix via
+//! metadata): keep one version, so refreshed-away tokens do not linger in KV history.
+//!
+//! # Why `reqwest` and not `vaultrs`
+//!
+//! The KV v2 and auth calls are made with `reqwest` directly (rustls, one client, one TLS
+//! configuration). `vaultrs` 0.8 was evaluated and is not used: its `kv2::read` returns only
+//! the data map, so value and version would take two requests and could disagree under
+//! concurrent writes; its `cas` option is a `u32` while versions are `u64`; a soft-deleted
+//! secret and a missing one come back as different error shapes; a down server's error says
+//! only "An error occurred with the request"; its settings builder panics on a bad address
+//! and silently takes defaults from the ambient `VAULT_*` variables. Each is a few lines
+//! here, with the status and Vault's error text kept for the messages.
+//!
+//! # Threat model and limits
+//!
+//! Vault paths (user keys, resource URLs, scopes) are not secret by design and appear in
+//! Vault's audit log and in error messages; token material never goes into a path. Anyone
+//! with the policy above for the prefix reads every token under it: give each application
+//! its own prefix and policy. Values are protected by Vault's barrier encryption; add
+//! `key_file=`/`passphrase_env=` for end-to-end encryption Vault operators cannot read.
+//! HTTP redirects are not followed (they would carry the token to another host).
+//!
+//! [`StorageKey::encode`]: token_store_core::StorageKey::encode
+#![warn(missing_docs)]
+
+mod client;
+mod config;
+mod store;
+
+use std::sync::Arc;
+
+use token_store_core::crypto::KeySource;
+use token_store_core::layers::Encrypted;
+use token_store_core::{Error, RawStore, Result, StoreUrl};
+
+pub use config::{
+    Auth, DEFAULT_APPROLE_MOUNT, DEFAULT_MOUNT, DEFAULT_PREFIX, DEFAULT_TIMEOUT, VaultConfig,
+};
+pub use store::{MAX_VALUE_SIZE, VaultStore};
+
+/// Opens the store a `vault://` / `vaults://` URL names (see the crate docs for the forms),
+/// under the encryption layer when the URL has `key_file=` or `passphrase_env=`.
+pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn RawStore>> {
+    let config = VaultConfig::from_url(url)?;
+    let store = VaultStore::connect(config).await?;
+    let key = match (url.param("key_file"), url.param("passphrase_env")) {
+        (Some(_), Some(_)) => {
+            return Err(Error::config(
+                "a vault:// URL takes key_file or passphrase_env, not both",
+            ));
+        }
+        (Some(f), None) => Some(KeySource::KeyFile(f.into())),
+        (None, Some(var)) => Some(KeySource::passphrase(
+            std::env::var(&var)
+                .ok()
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| {
+                    Error::config(format!("passphrase_env names {var}, which is unset"))
+                })?,
+        )),
+        (None, None) => None,
+    };
+    Ok(match key {
+        Some(source) => Arc::new(Encrypted::open(store, source).await?),
+        None => Arc::new(store),
+    })
+}

@@ -1,0 +1,157 @@
+//! Shared helpers for the Vault integration tests: service variables, store factories, and a
+//! private OpenBao dev server for the tests that stop or seal one.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use token_store_conformance::Instance;
+use token_store_conformance::services::{require, unique};
+use token_store_core::{RawStore, Result};
+use token_store_vault::{Auth, VaultConfig, VaultStore};
+
+pub struct Env {
+    pub addr: String,
+    pub token: String,
+}
+
+pub fn env() -> Option<Env> {
+    Some(Env {
+        addr: require("TOKEN_STORE_TEST_VAULT_ADDR")?,
+        token: require("TOKEN_STORE_TEST_VAULT_TOKEN")?,
+    })
+}
+
+pub fn token_config(addr: &str, token: &str, prefix: &str) -> VaultConfig {
+    VaultConfig::new(addr, Auth::Token(SecretString::from(token.to_owned())))
+        .unwrap()
+        .with_prefix(prefix)
+        .unwrap()
+}
+
+pub fn approle(role_id: &str, secret_id: &str) -> Auth {
+    Auth::AppRole {
+        mount: "approle".into(),
+        role_id: SecretString::from(role_id.to_owned()),
+        secret_id: SecretString::from(secret_id.to_owned()),
+    }
+}
+
+/// A fresh store under its own prefix, reopenable (a new client on the same prefix).
+pub async fn instance(config: VaultConfig) -> Result<Instance> {
+    let store: Arc<dyn RawStore> = Arc::new(VaultStore::connect(config.clone()).await?);
+    Ok(Instance::with_reopen(store, move || {
+        let config = config.clone();
+        async move {
+            let s: Arc<dyn RawStore> = Arc::new(VaultStore::connect(config).await?);
+            Ok(s)
+        }
+    }))
+}
+
+pub fn unique_prefix(base: &str) -> String {
+    format!("{base}/{}", unique("t"))
+}
+
+/// An OpenBao dev server of our own (killed on drop), for tests that stop or seal it.
+pub struct OwnBao {
+    pub bin: String,
+    pub port: u16,
+    pub token: String,
+    pub home: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl OwnBao {
+    pub async fn start() -> Option<OwnBao> {
+        let bin = require("TOKEN_STORE_TEST_VAULT_BAO_BIN")?;
+        let port = free_port_pair();
+        let home = std::env::temp_dir().join(unique("ts-vault-test"));
+        std::fs::create_dir_all(&home).unwrap();
+        let mut bao = OwnBao {
+            bin,
+            port,
+            token: "root-test-token".into(),
+            home,
+            child: None,
+        };
+        bao.launch().await;
+        Some(bao)
+    }
+
+    pub fn addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn launch(&mut self) {
+        let child = Command::new(&self.bin)
+            .args([
+                "server",
+                "-dev",
+                &format!("-dev-root-token-id={}", self.token),
+                &format!("-dev-listen-address=127.0.0.1:{}", self.port),
+            ])
+            .env("HOME", &self.home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start bao");
+        self.child = Some(child);
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // Not sys/health: the dev server answers it before it swaps in our root token.
+            let ok = http
+                .get(format!("{}/v1/auth/token/lookup-self", self.addr()))
+                .header("X-Vault-Token", &self.token)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "own OpenBao did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> reqwest::StatusCode {
+        reqwest::Client::new()
+            .post(format!("{}/v1/{path}", self.addr()))
+            .header("X-Vault-Token", &self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+}
+
+impl Drop for OwnBao {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+/// A port whose successor is free too (the dev server also listens on port + 1).
+fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if port < 65535 && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port pair");
+}

@@ -1,0 +1,268 @@
+//! The shared conformance suite and the model check against a real OpenBao, with the root
+//! token and with an AppRole token confined to its prefix.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{approle, env, instance, token_config, unique_prefix};
+use token_store_conformance::services::require;
+use token_store_conformance::{model_check, model_check_cases, run};
+use token_store_core::{Error, KeyKind, PutOptions, RawStore, StorageKey, StoreUrl};
+use token_store_vault::{VaultConfig, VaultStore};
+
+struct AppRoleEnv {
+    addr: String,
+    prefix: String,
+    role_id: String,
+    secret_id: String,
+}
+
+fn approle_env() -> Option<AppRoleEnv> {
+    Some(AppRoleEnv {
+        addr: require("TOKEN_STORE_TEST_VAULT_ADDR")?,
+        prefix: require("TOKEN_STORE_TEST_VAULT_APPROLE_PREFIX")?,
+        role_id: require("TOKEN_STORE_TEST_VAULT_ROLE_ID")?,
+        secret_id: require("TOKEN_STORE_TEST_VAULT_SECRET_ID")?,
+    })
+}
+
+fn approle_config(e: &AppRoleEnv, role_id: &str, secret_id: &str) -> VaultConfig {
+    VaultConfig::new(&e.addr, approle(role_id, secret_id))
+        .unwrap()
+        .with_prefix(unique_prefix(&e.prefix))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_vault_root_token() {
+    let Some(e) = env() else { return };
+    run("vault", move || {
+        let config = token_config(&e.addr, &e.token, &unique_prefix("token-store-test"));
+        async move { instance(config).await }
+    })
+    .await
+    .assert_ok();
+}
+
+#[test]
+fn model_vault_root_token() {
+    let Some(e) = env() else { return };
+    model_check(
+        "vault",
+        move || {
+            let config = token_config(&e.addr, &e.token, &unique_prefix("token-store-model"));
+            async move { instance(config).await }
+        },
+        model_check_cases(256),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_vault_approle() {
+    let Some(e) = approle_env() else { return };
+    run("vault+approle", move || {
+        let config = approle_config(&e, &e.role_id, &e.secret_id);
+        async move { instance(config).await }
+    })
+    .await
+    .assert_ok();
+}
+
+#[test]
+fn model_vault_approle() {
+    let Some(e) = approle_env() else { return };
+    model_check(
+        "vault+approle",
+        move || {
+            let config = approle_config(&e, &e.role_id, &e.secret_id);
+            async move { instance(config).await }
+        },
+        model_check_cases(256),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approle_outside_its_prefix_is_permission_denied() {
+    let Some(e) = approle_env() else { return };
+    let config = VaultConfig::new(&e.addr, approle(&e.role_id, &e.secret_id))
+        .unwrap()
+        .with_prefix("not-the-approle-prefix")
+        .unwrap();
+    let store = VaultStore::connect(config).await.unwrap();
+    let key = StorageKey::single(KeyKind::Meta, "x").unwrap();
+    for result in [
+        store.read(&key).await.map(drop),
+        store
+            .write(&key, b"v", &PutOptions::default())
+            .await
+            .map(drop),
+        store
+            .scan(KeyKind::Meta, &Default::default())
+            .await
+            .map(drop),
+    ] {
+        match result {
+            Err(Error::PermissionDenied { message, .. }) => {
+                assert!(message.contains("403"), "{message}");
+                assert!(!message.contains(&e.secret_id), "{message}");
+            }
+            other => panic!("outside the policy: {other:?}"),
+        }
+    }
+    // Bad AppRole credentials fail at open, as PermissionDenied, naming no secret.
+    let bad = VaultConfig::new(&e.addr, approle(&e.role_id, "wrong-secret-id")).unwrap();
+    match VaultStore::connect(bad).await {
+        Err(err @ Error::PermissionDenied { .. }) => {
+            assert!(!err.to_string().contains("wrong-secret-id"), "{err}")
+        }
+        other => panic!("bad secret id: {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_approle_token_is_renewed_or_replaced_unnoticed() {
+    let Some(e) = approle_env() else { return };
+    let Some(rid) = require("TOKEN_STORE_TEST_VAULT_SHORT_ROLE_ID") else {
+        return;
+    };
+    let Some(sid) = require("TOKEN_STORE_TEST_VAULT_SHORT_SECRET_ID") else {
+        return;
+    };
+    // token_ttl 10 s: over 25 s the first token would have expired twice without renewal.
+    let store = VaultStore::connect(approle_config(&e, &rid, &sid))
+        .await
+        .unwrap();
+    let key = StorageKey::single(KeyKind::Meta, "renewal").unwrap();
+    let start = Instant::now();
+    let mut calls = 0;
+    while start.elapsed() < Duration::from_secs(25) {
+        let v = store
+            .write(&key, format!("{calls}").as_bytes(), &PutOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("after {:?}: {e}", start.elapsed()));
+        let got = store.read(&key).await.unwrap().unwrap();
+        assert_eq!(got.version, v);
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    // And after a pause longer than the whole TTL (no renewal possible: a fresh login).
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    store.read(&key).await.unwrap().unwrap();
+    println!("short-TTL AppRole: {calls} write+read rounds over 25 s, then a read after 11 s idle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_custom_ca() {
+    let Some(addr) = require("TOKEN_STORE_TEST_VAULT_TLS_ADDR") else {
+        return;
+    };
+    let Some(ca) = require("TOKEN_STORE_TEST_VAULT_TLS_CACERT") else {
+        return;
+    };
+    let Some(token) = require("TOKEN_STORE_TEST_VAULT_TLS_TOKEN") else {
+        return;
+    };
+    let hostport = addr.trim_start_matches("https://");
+    // SAFETY-free env: the token reaches the URL through a variable we name, not the URL.
+    let prefix = unique_prefix("token-store-tls");
+    let url = StoreUrl::parse(&format!(
+        "vaults://{hostport}/secret?prefix={prefix}&ca={ca}&token_env=TOKEN_STORE_TEST_VAULT_TLS_TOKEN"
+    ))
+    .unwrap();
+    let store = token_store_vault::open_url(&url).await.unwrap();
+    let key = StorageKey::single(KeyKind::Meta, "tls").unwrap();
+    let v = store
+        .write(&key, b"over tls", &PutOptions::default())
+        .await
+        .unwrap();
+    let got = store.read(&key).await.unwrap().unwrap();
+    assert_eq!((got.value.as_slice(), got.version), (&b"over tls"[..], v));
+
+    // The whole suite over TLS too.
+    let config = VaultConfig::new(&addr, token_store_vault::Auth::Token(token.into()))
+        .unwrap()
+        .with_ca_cert(Some(ca.into()));
+    run("vault+tls", move || {
+        let config = config
+            .clone()
+            .with_prefix(unique_prefix("token-store-tls"))
+            .unwrap();
+        async move { instance(config).await }
+    })
+    .await
+    .assert_ok();
+
+    // Without the CA the server's certificate is unknown: refused, and said so.
+    let url = StoreUrl::parse(&format!(
+        "vaults://{hostport}/secret?prefix={prefix}&token_env=TOKEN_STORE_TEST_VAULT_TLS_TOKEN"
+    ))
+    .unwrap();
+    let store = token_store_vault::open_url(&url).await.unwrap();
+    match store.read(&key).await {
+        Err(Error::Unavailable { message, .. }) => {
+            assert!(message.to_lowercase().contains("certificate"), "{message}")
+        }
+        other => panic!("TLS without the CA: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_with_namespace_isolates_data() {
+    let Some(e) = env() else { return };
+    // OpenBao has namespaces; each one has its own mounts.
+    let ns = token_store_conformance::services::unique("ns");
+    let http = reqwest::Client::new();
+    let call =
+        |method: reqwest::Method, path: String, ns: Option<&str>, body: serde_json::Value| {
+            let mut r = http
+                .request(method, format!("{}/v1/{path}", e.addr))
+                .header("X-Vault-Token", &e.token)
+                .json(&body);
+            if let Some(ns) = ns {
+                r = r.header("X-Vault-Namespace", ns);
+            }
+            r.send()
+        };
+    let r = call(
+        reqwest::Method::POST,
+        format!("sys/namespaces/{ns}"),
+        None,
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    assert!(r.status().is_success(), "create namespace: {}", r.status());
+    let r = call(
+        reqwest::Method::POST,
+        "sys/mounts/secret".into(),
+        Some(&ns),
+        serde_json::json!({"type": "kv", "options": {"version": "2"}}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.status().is_success(),
+        "mount kv in namespace: {}",
+        r.status()
+    );
+
+    let prefix = unique_prefix("token-store-ns");
+    let in_ns = token_config(&e.addr, &e.token, &prefix).with_namespace(Some(ns.clone()));
+    let root = token_config(&e.addr, &e.token, &prefix);
+    let a = VaultStore::connect(in_ns).await.unwrap();
+    let b = VaultStore::connect(root).await.unwrap();
+    let key = StorageKey::single(KeyKind::Meta, "ns").unwrap();
+    a.write(&key, b"in namespace", &PutOptions::default())
+        .await
+        .unwrap();
+    assert!(a.read(&key).await.unwrap().is_some());
+    assert!(
+        b.read(&key).await.unwrap().is_none(),
+        "namespace leaked to root"
+    );
+    let unknown =
+        token_config(&e.addr, &e.token, &prefix).with_namespace(Some("no-such-ns".into()));
+    let c = VaultStore::connect(unknown).await.unwrap();
+    assert!(c.read(&key).await.is_err() || c.read(&key).await.unwrap().is_none());
+}
