@@ -1,0 +1,149 @@
+//! The Redis backend of token-store: standalone Redis, Redis Cluster and Sentinel, over TCP or
+//! TLS (custom CA, mutual TLS), sharing its data layout with the Python `mcp-agent`
+//! `RedisTokenStore`.
+//!
+//! # Layout (compatible with mcp-agent)
+//!
+//! Every record is one Redis string key:
+//!
+//! ```text
+//! <prefix>:<StorageKey::encode()>
+//! mcp_agent:oauth_tokens:mcp-agent%3Apreconfigured-tokens:https%3A%2F%2Fapi.example.com%2Fmcp:https%3A%2F%2Fauth.example.com:read%20write
+//! ```
+//!
+//! The default prefix is `mcp_agent:oauth_tokens` (mcp-agent's). A token key's four parts
+//! (user, resource, authorization server, scope fingerprint) are each percent-encoded as
+//! Python's `quote(part, safe="")` does and joined with `:`, exactly as mcp-agent builds them.
+//! Other records (client registrations, PKCE states, leases, metadata) get a `#kind` marker
+//! segment (`<prefix>:#client:...`) that mcp-agent can never produce or parse as a token key.
+//!
+//! The value is the record's JSON as the typed layer wrote it, with no envelope, so mcp-agent
+//! reads our tokens and we read its (fields we do not know survive a read-modify-write).
+//! No hash tags are added on a cluster either: the keys stay mcp-agent's.
+//!
+//! With client-side encryption (`?key_file=PATH` or `?passphrase_env=VAR`, the core
+//! [`Encrypted`](token_store_core::layers::Encrypted) layer) values are ciphertext and
+//! **mcp-agent compatibility is off**: keys keep the layout, but mcp-agent cannot read the
+//! values, and a plaintext record written by mcp-agent reads as an integrity error.
+//!
+//! # URLs
+//!
+//! | URL | meaning |
+//! | --- | --- |
+//! | `redis://[user:pass@]host[:port][/db]` | one server |
+//! | `rediss://host:port/?ca=/ca.pem[&cert=/c.pem&key=/k.pem]` | TLS, private CA, mutual TLS |
+//! | `redis+cluster://[user:pass@]host:port,host:port[,...]` (`rediss+cluster://`) | Redis Cluster seed nodes |
+//! | `redis+sentinel://host:port,host:port/master-name[/db]` (`rediss+sentinel://`) | the master Sentinel names, followed across failovers |
+//!
+//! Parameters: `prefix=` (default `mcp_agent:oauth_tokens`), `ca=`/`cert=`/`key=` (PEM files),
+//! `timeout_ms=` (whole call, default 5000), `connect_timeout_ms=`/`response_timeout_ms=`
+//! (default 2000), `key_file=`/`passphrase_env=` (encryption). [`RedisConfig::cluster`] takes a
+//! list of seed node URLs directly.
+//!
+//! TLS uses rustls. This crate does not choose a rustls crypto provider: an application that
+//! links both `ring` and `aws-lc-rs` must install one
+//! (`rustls::crypto::aws_lc_rs::default_provider().install_default()`) before opening a
+//! `rediss://` store.
+//!
+//! # Capabilities and guarantees
+//!
+//! - **Compare-and-swap** (`atomic_cas`): a conditional put or delete is one Lua script
+//!   (loaded once, run with `EVALSHA`) that reads the key, checks the precondition and writes,
+//!   atomically on the server. A record's [`Version`](token_store_core::Version) is the hex
+//!   SHA-1 of the stored bytes, computed by the script (`redis.sha1hex`) and by us on reads, so
+//!   records written by mcp-agent or `redis-cli` take part in CAS like ours. Caveat (ABA):
+//!   the same bytes give the same version, so a writer holding an old version can overwrite a
+//!   record that was changed and then changed back to identical bytes. Token records carry
+//!   `obtained_at`, so two writes of a token practically never produce the same bytes.
+//! - **TTL**: a record's TTL becomes the key's expiry, set in the same atomic step as the value
+//!   (`SET ... PX`). A record without a TTL never expires (as with mcp-agent); an
+//!   unconditional write without TTL clears an earlier expiry.
+//! - **Listing** uses `SCAN ... MATCH <prefix>:*` (never `KEYS`), on every master of a
+//!   cluster. Keys under the prefix that are not ours or mcp-agent's are skipped; a key
+//!   carrying one of our `#kind` markers that does not decode is reported as unreadable.
+//!   A listing is not a snapshot: keys written or deleted during it may or may not appear, and
+//!   during a cluster resharding or failover a listing may miss keys (retry it).
+//! - **Persistence** (`persistent`) is what the Redis server is configured for: with neither
+//!   RDB nor AOF a restart loses everything; with `appendfsync always` an acknowledged write
+//!   survives a crash of the server.
+//! - **Largest value**: 1 MiB by default ([`RedisConfig::max_value_size`]). Redis itself
+//!   accepts 512 MB strings, but tokens are a few KB and big values only slow Redis down.
+//!
+//! ## Cluster
+//!
+//! Each script touches one key, so it runs on the master that owns the key's slot; CAS there
+//! is as atomic as on one server. MOVED/ASK redirects and slot map changes are handled by the
+//! cluster client, which retries.
+//!
+//! ## Failover and replication (cluster and Sentinel)
+//!
+//! Redis replicates asynchronously. A write acknowledged by a master that dies before its
+//! replica received it is **lost** when the replica is promoted, and a CAS that succeeded on the
+//! old master may be invisible to the new one (a later CAS against the lost version then
+//! conflicts, which is safe; a lost record may also reappear in its previous version). A token
+//! store tolerates this (a lost refresh means a new login or refresh), but do not rely on a
+//! token write surviving a master crash unless replicas are forced to acknowledge (`WAIT`,
+//! `min-replicas-to-write`). After a failover the client reaches the new master on its own:
+//! the cluster client through its slot refresh, the Sentinel mode by asking the sentinels again
+//! when the old master is gone or read-only. Calls during the switch fail with `Unavailable`.
+//!
+//! # Faults
+//!
+//! Every call is bounded by `operation_timeout` (default 5 s): a stopped or unreachable Redis
+//! gives [`Error::Unavailable`](token_store_core::Error::Unavailable), never a hang. The
+//! connection reconnects by itself, so the same store object works again once Redis is back.
+//! A call that failed with `Unavailable` may or may not have been applied (the server can apply
+//! a write whose reply was lost); retry conditional writes by re-reading first.
+//!
+//! # Threat model
+//!
+//! Keys are not secret (they name users and servers). Values are tokens in plaintext unless the
+//! encryption layer is used: protect Redis with TLS, ACLs (`user:pass@`) and network rules.
+//! Errors and `Debug` output name keys and hosts, never values or passwords.
+#![warn(missing_docs)]
+
+mod config;
+mod conn;
+mod errors;
+mod store;
+
+use std::sync::Arc;
+
+use token_store_core::crypto::KeySource;
+use token_store_core::layers::Encrypted;
+use token_store_core::{BackendKind, Error, RawStore, Result, StoreUrl};
+
+pub use config::{DEFAULT_MAX_VALUE_SIZE, DEFAULT_PREFIX, RedisConfig, TlsFiles, Topology};
+pub use store::{RedisStore, version_of};
+
+/// Opens the store a `redis://`, `rediss://`, `redis+cluster://` or `redis+sentinel://` URL
+/// names, under the encryption layer when the URL has `key_file=` or `passphrase_env=`.
+pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn RawStore>> {
+    if !matches!(
+        url.kind(),
+        BackendKind::Redis | BackendKind::RedisCluster | BackendKind::RedisSentinel
+    ) {
+        return Err(Error::config(format!("{url} is not a Redis store URL")));
+    }
+    let config = RedisConfig::from_url(url)?;
+    let store = RedisStore::open(config).await?;
+    match key_source(url)? {
+        Some(source) => Ok(Arc::new(Encrypted::open(store, source).await?)),
+        None => Ok(Arc::new(store)),
+    }
+}
+
+fn key_source(url: &StoreUrl) -> Result<Option<KeySource>> {
+    if let Some(path) = url.param("key_file") {
+        return Ok(Some(KeySource::KeyFile(path.into())));
+    }
+    if let Some(var) = url.param("passphrase_env") {
+        let pass = std::env::var(&var).map_err(|_| {
+            Error::config(format!(
+                "passphrase_env={var}: the variable is unset or not UTF-8"
+            ))
+        })?;
+        return Ok(Some(KeySource::passphrase(pass)));
+    }
+    Ok(None)
+}

@@ -1,0 +1,90 @@
+//! Shared test helpers: service addresses, the rustls provider, store factories.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Once};
+
+use token_store_conformance::{Instance, services};
+use token_store_core::{RawStore, Result};
+use token_store_redis::{RedisConfig, RedisStore, TlsFiles};
+
+/// The library leaves the provider choice to the application; tests are the application.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
+/// A fresh, unique prefix so runs never see each other's keys.
+pub fn prefix() -> String {
+    format!("ts-test:{}", services::unique("redis"))
+}
+
+pub fn standalone() -> Option<RedisConfig> {
+    services::require("TOKEN_STORE_TEST_REDIS_URL").map(RedisConfig::standalone)
+}
+
+pub fn cluster() -> Option<RedisConfig> {
+    services::require("TOKEN_STORE_TEST_REDIS_CLUSTER_URLS")
+        .map(|urls| RedisConfig::cluster(urls.split(',').map(str::trim).filter(|s| !s.is_empty())))
+}
+
+pub fn tls() -> Option<RedisConfig> {
+    install_crypto_provider();
+    let url = services::require("TOKEN_STORE_TEST_REDIS_TLS_URL")?;
+    let ca = services::require("TOKEN_STORE_TEST_TLS_CA")?;
+    let mut files = TlsFiles::default();
+    files.ca = Some(ca.into());
+    Some(RedisConfig::standalone(url).with_tls(files))
+}
+
+pub fn mtls() -> Option<RedisConfig> {
+    install_crypto_provider();
+    let url = services::require("TOKEN_STORE_TEST_REDIS_MTLS_URL")?;
+    let mut files = TlsFiles::default();
+    files.ca = Some(services::require("TOKEN_STORE_TEST_TLS_CA")?.into());
+    files.cert = Some(services::require("TOKEN_STORE_TEST_TLS_CLIENT_CERT")?.into());
+    files.key = Some(services::require("TOKEN_STORE_TEST_TLS_CLIENT_KEY")?.into());
+    Some(RedisConfig::standalone(url).with_tls(files))
+}
+
+/// A factory making a store under a fresh prefix, reopenable with a new connection.
+pub fn factory(
+    config: RedisConfig,
+) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Instance>> + Send>>
++ Send
++ Sync
++ 'static {
+    move || {
+        let config = config.clone().with_prefix(prefix());
+        Box::pin(async move {
+            let store: Arc<dyn RawStore> = Arc::new(RedisStore::open(config.clone()).await?);
+            Ok(Instance::with_reopen(store, move || {
+                let config = config.clone();
+                async move {
+                    let s: Arc<dyn RawStore> = Arc::new(RedisStore::open(config).await?);
+                    Ok(s)
+                }
+            }))
+        })
+    }
+}
+
+/// `Report::assert_ok`, tolerating exactly one known bug of the shared suite:
+/// `persistence_across_reopen` compares the reopened record with a second `full_record("p")`
+/// whose `obtained_at` is a later `unix_now()`, so it fails on every persistent backend with
+/// "changed on reopen". `tests/interop.rs::persistence_across_reopen_fixed_record` checks the
+/// same thing with a fixed record. Any other failure fails.
+pub fn assert_suite_ok(report: &token_store_conformance::Report) {
+    use token_store_conformance::Outcome;
+    let mut fixed = report.clone();
+    for (name, outcome) in &mut fixed.outcomes {
+        if *name == "persistence_across_reopen"
+            && matches!(outcome, Outcome::Failed(why) if why == "changed on reopen")
+        {
+            eprintln!("known suite bug tolerated: {name} ({outcome:?})");
+            *outcome = Outcome::Passed;
+        }
+    }
+    fixed.assert_ok();
+}
