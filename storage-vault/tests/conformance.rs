@@ -164,7 +164,7 @@ async fn tls_with_a_custom_ca() {
         return;
     };
     let hostport = addr.trim_start_matches("https://");
-    // SAFETY-free env: the token reaches the URL through a variable we name, not the URL.
+    // The token comes from a variable the URL names, never from the URL itself.
     let prefix = unique_prefix("token-store-tls");
     let url = StoreUrl::parse(&format!(
         "vaults://{hostport}/secret?prefix={prefix}&ca={ca}&token_env=TOKEN_STORE_TEST_VAULT_TLS_TOKEN"
@@ -179,6 +179,19 @@ async fn tls_with_a_custom_ca() {
     let got = store.read(&key).await.unwrap().unwrap();
     assert_eq!((got.value.as_slice(), got.version), (&b"over tls"[..], v));
 
+    // Without the CA the server's certificate is unknown: refused, and said so.
+    let url = StoreUrl::parse(&format!(
+        "vaults://{hostport}/secret?prefix={prefix}&token_env=TOKEN_STORE_TEST_VAULT_TLS_TOKEN"
+    ))
+    .unwrap();
+    let store = token_store_vault::open_url(&url).await.unwrap();
+    match store.read(&key).await {
+        Err(Error::Unavailable { message, .. }) => {
+            assert!(message.to_lowercase().contains("certificate"), "{message}")
+        }
+        other => panic!("TLS without the CA: {other:?}"),
+    }
+
     // The whole suite over TLS too.
     let config = VaultConfig::new(&addr, token_store_vault::Auth::Token(token.into()))
         .unwrap()
@@ -192,19 +205,6 @@ async fn tls_with_a_custom_ca() {
     })
     .await
     .assert_ok();
-
-    // Without the CA the server's certificate is unknown: refused, and said so.
-    let url = StoreUrl::parse(&format!(
-        "vaults://{hostport}/secret?prefix={prefix}&token_env=TOKEN_STORE_TEST_VAULT_TLS_TOKEN"
-    ))
-    .unwrap();
-    let store = token_store_vault::open_url(&url).await.unwrap();
-    match store.read(&key).await {
-        Err(Error::Unavailable { message, .. }) => {
-            assert!(message.to_lowercase().contains("certificate"), "{message}")
-        }
-        other => panic!("TLS without the CA: {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -155,3 +155,34 @@ fn free_port_pair() -> u16 {
     }
     panic!("no free port pair");
 }
+
+impl OwnBao {
+    /// AppRole `ts` with fixed ids and a policy for `secret/*/token-store-outage*` only, as
+    /// scripts/services.sh sets up, so a restarted (empty) server accepts the same login.
+    pub async fn provision_approle(&self, role_id: &str, secret_id: &str) {
+        let policy = r#"path "secret/data/token-store-outage/*" { capabilities = ["create", "read", "update"] }
+path "secret/metadata/token-store-outage/*" { capabilities = ["list", "delete"] }"#;
+        for (path, body) in [
+            ("sys/auth/approle", serde_json::json!({"type": "approle"})),
+            (
+                "sys/policies/acl/ts",
+                serde_json::json!({ "policy": policy }),
+            ),
+            (
+                "auth/approle/role/ts",
+                serde_json::json!({"token_policies": ["ts"], "token_ttl": "20m", "secret_id_ttl": "0"}),
+            ),
+            (
+                "auth/approle/role/ts/role-id",
+                serde_json::json!({ "role_id": role_id }),
+            ),
+            (
+                "auth/approle/role/ts/custom-secret-id",
+                serde_json::json!({ "secret_id": secret_id }),
+            ),
+        ] {
+            let status = self.post(path, body).await;
+            assert!(status.is_success(), "{path}: {status}");
+        }
+    }
+}
