@@ -189,7 +189,7 @@ impl Db {
         self.conn
             .pragma_update(None, "secure_delete", "ON")
             .map_err(self.err("cannot enable secure_delete"))?;
-        // The first statement that reads the file header: a non-database file fails here.
+        identify(&self.conn, &self.path)?;
         let mode: String = self
             .conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
@@ -207,69 +207,37 @@ impl Db {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let (app_id, version) = self.schema_ids()?;
+        let (app_id, version) = schema_ids(&self.conn, &self.path)?;
         if app_id == APPLICATION_ID && version == SCHEMA_VERSION {
             return Ok(());
         }
         // Someone must migrate: take the write lock and look again, another process may have
         // done it meanwhile.
-        let path = self.path.clone();
-        let err = |what: &'static str| at(&path, what);
+        let path = self.path.as_str();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err("cannot begin the migration"))?;
-        let app_id: i32 = tx
-            .pragma_query_value(None, "application_id", |r| r.get(0))
-            .map_err(err("cannot read application_id"))?;
-        let version: i32 = tx
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err("cannot read user_version"))?;
-        if app_id != APPLICATION_ID {
-            let objects: i64 = tx
-                .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
-                .map_err(err("cannot read the schema"))?;
-            if app_id != 0 || version != 0 || objects != 0 {
-                return Err(Error::config(format!(
-                    "{}: this SQLite database belongs to another application (application_id {app_id:#x}, {objects} schema objects); refusing to add token-store tables to it",
-                    self.path
-                )));
-            }
-        }
-        if version > SCHEMA_VERSION {
-            return Err(Error::config(format!(
-                "{}: the database has schema version {version}, but this token-store-sqlite knows only up to {SCHEMA_VERSION}; upgrade token-store",
-                self.path
-            )));
-        }
-        let start = usize::try_from(version).map_err(|_| {
-            Error::config(format!("{}: negative schema version {version}", self.path))
-        })?;
-        for (n, sql) in MIGRATIONS.iter().enumerate().skip(start) {
+            .map_err(at(path, "cannot begin the migration"))?;
+        let version = identify(&tx, path)?;
+        for (n, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             tx.execute_batch(sql)
-                .map_err(|e| map_err(&self.path, &format!("migration {} failed", n + 1), e))?;
+                .map_err(|e| map_err(path, &format!("migration {} failed", n + 1), e))?;
         }
         tx.pragma_update(None, "application_id", APPLICATION_ID)
-            .map_err(err("cannot set application_id"))?;
+            .map_err(at(path, "cannot set application_id"))?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(err("cannot set user_version"))?;
-        tx.commit().map_err(err("cannot commit the migration"))?;
-        if start < MIGRATIONS.len() {
-            tracing::info!(path = %self.path, from = start, to = SCHEMA_VERSION, "migrated the token-store schema");
+            .map_err(at(path, "cannot set user_version"))?;
+        tx.commit()
+            .map_err(at(path, "cannot commit the migration"))?;
+        if version < MIGRATIONS.len() {
+            tracing::info!(
+                path,
+                from = version,
+                to = SCHEMA_VERSION,
+                "migrated the token-store schema"
+            );
         }
         Ok(())
-    }
-
-    fn schema_ids(&self) -> Result<(i32, i32)> {
-        let app_id: i32 = self
-            .conn
-            .pragma_query_value(None, "application_id", |r| r.get(0))
-            .map_err(self.err("cannot read application_id"))?;
-        let version: i32 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(self.err("cannot read user_version"))?;
-        Ok((app_id, version))
     }
 
     pub(crate) fn read(&mut self, key: &KeyCols) -> Result<Option<RawRecord>> {
@@ -493,6 +461,40 @@ impl Db {
             .and_then(|mut s| s.query_row([], |r| r.get(0)))
             .map_err(|e| map_err(path, "cannot count records", e))
     }
+}
+
+fn schema_ids(conn: &Connection, path: &str) -> Result<(i32, i32)> {
+    let app_id: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(at(path, "cannot read application_id"))?;
+    let version: i32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(at(path, "cannot read user_version"))?;
+    Ok((app_id, version))
+}
+
+/// Refuses a file that is not ours or whose schema is newer than this crate knows, before
+/// anything is written to it. Returns the applied schema version.
+fn identify(conn: &Connection, path: &str) -> Result<usize> {
+    // The first statements that read the file header: a non-database file fails here.
+    let (app_id, version) = schema_ids(conn, path)?;
+    if app_id != APPLICATION_ID {
+        let objects: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(at(path, "cannot read the schema"))?;
+        if app_id != 0 || version != 0 || objects != 0 {
+            return Err(Error::config(format!(
+                "{path}: this SQLite database belongs to another application (application_id {app_id:#x}, {objects} schema objects); refusing to add token-store tables to it"
+            )));
+        }
+    }
+    if version > SCHEMA_VERSION {
+        return Err(Error::config(format!(
+            "{path}: the database has schema version {version}, but this token-store-sqlite knows only up to {SCHEMA_VERSION}; upgrade token-store"
+        )));
+    }
+    usize::try_from(version)
+        .map_err(|_| Error::config(format!("{path}: negative schema version {version}")))
 }
 
 fn current_version(
