@@ -99,8 +99,14 @@ async fn a_damaged_database_gives_typed_errors_not_panics() {
                 .unwrap();
         }
     }
-    // Wait for the connection thread to close (and checkpoint) the database.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Move everything from the WAL into the main file, so the damage below hits the data.
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let busy: i64 = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(busy, 0, "checkpoint blocked");
+    }
     let mut bytes = std::fs::read(&db).unwrap();
     assert!(bytes.len() > 64 * 1024);
     // Overwrite the pages after the first two with noise (b-tree pages of the table/index).

@@ -253,7 +253,7 @@ async fn sigkill_at_random_moments_keeps_records_whole_and_acknowledged_writes()
         let delay = if round % 5 == 0 {
             random_u64() % 15
         } else {
-            random_u64() % 250
+            random_u64() % 400
         };
         std::thread::sleep(Duration::from_millis(delay));
         child.kill().unwrap(); // SIGKILL on Unix
