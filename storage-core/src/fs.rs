@@ -32,7 +32,7 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
         let mode = meta.permissions().mode();
         if mode & 0o022 != 0 {
             return Err(Error::PermissionDenied {
-                backend: "file",
+                backend: "filesystem",
                 message: format!(
                     "{} is writable by other users (mode {:o}); refusing to keep tokens there (chmod 700 it)",
                     dir.display(),
@@ -48,7 +48,7 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
             && uid != 0
         {
             return Err(Error::PermissionDenied {
-                backend: "file",
+                backend: "filesystem",
                 message: format!("{} belongs to another user", dir.display()),
                 source: None,
             });
@@ -145,7 +145,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 fn io_config(path: &Path, what: &str, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::PermissionDenied {
         return Error::PermissionDenied {
-            backend: "file",
+            backend: "filesystem",
             message: format!("{what} {}", path.display()),
             source: Some(Box::new(e)),
         };

@@ -606,7 +606,8 @@ async fn persistence_across_reopen(i: Instance) -> CaseResult {
         return Ok(Outcome::NotApplicable("not persistent".into()));
     };
     let k = key("ivy", "https://mcp.example.com/mcp");
-    let v = TokenStore::put(&*i.store, &k, &full_record("p"), Precondition::Any)
+    let rec = full_record("p");
+    let v = TokenStore::put(&*i.store, &k, &rec, Precondition::Any)
         .await
         .or_fail("put")?;
     let ck = ClientKey::new("https://auth.example.com");
@@ -624,7 +625,7 @@ async fn persistence_across_reopen(i: Instance) -> CaseResult {
         .await
         .or_fail("get")?
         .ok_or("lost on reopen")?;
-    check!(got.value == full_record("p"), "changed on reopen");
+    check!(got.value == rec, "changed on reopen");
     check!(got.version == v, "version changed on reopen");
     let c = TokenStore::get_client(&*again, &ck)
         .await

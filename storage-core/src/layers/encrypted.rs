@@ -10,8 +10,6 @@ use crate::raw::{
     SecretBytes, Version,
 };
 
-/// The name of the meta record that holds the [`KeyHeader`] in the wrapped store.
-const HEADER_ENTRY: &str = "encryption";
 
 /// Keeps only XChaCha20-Poly1305 ciphertext in the wrapped store. Each value is bound to its
 /// storage key (associated data), so a value copied to another key fails as
@@ -41,6 +39,15 @@ fn aad(key: &StorageKey) -> Vec<u8> {
 }
 
 impl<R: RawStore> Encrypted<R> {
+    /// The name of the `Meta` record that holds the [`KeyHeader`] in the wrapped store.
+    pub const HEADER_ENTRY: &'static str = "encryption";
+
+    /// Whether `inner` already holds an encryption header (was ever opened encrypted).
+    pub async fn is_initialized(inner: &R) -> Result<bool> {
+        let key = StorageKey::single(KeyKind::Meta, Self::HEADER_ENTRY)?;
+        Ok(inner.read(&key).await?.is_some())
+    }
+
     /// Wraps `inner`, deriving the key from `source` (new stores use default Argon2id
     /// parameters). Argon2id runs once here, on a blocking thread.
     pub async fn open(inner: R, source: KeySource) -> Result<Self> {
@@ -50,7 +57,7 @@ impl<R: RawStore> Encrypted<R> {
     /// Like [`Encrypted::open`], with the Argon2id parameters a new store gets.
     pub async fn open_with_params(inner: R, source: KeySource, params: KdfParams) -> Result<Self> {
         let backend = inner.backend();
-        let header_key = StorageKey::single(KeyKind::Meta, HEADER_ENTRY)?;
+        let header_key = StorageKey::single(KeyKind::Meta, Self::HEADER_ENTRY)?;
         loop {
             if let Some(found) = inner.read(&header_key).await? {
                 let header: KeyHeader =
