@@ -51,7 +51,8 @@ impl Envelope {
     pub fn encode(&self) -> SecretBytes {
         let version = self.version.as_str().as_bytes();
         let key = self.key.as_bytes();
-        let mut out = Vec::with_capacity(4 + 1 + version.len() + 16 + 4 + key.len() + self.value.len());
+        let mut out =
+            Vec::with_capacity(4 + 1 + version.len() + 16 + 4 + key.len() + self.value.len());
         out.extend_from_slice(MAGIC);
         // Versions are 32 hex chars; anything longer is cut to stay within one length byte.
         let version = &version[..version.len().min(255)];
@@ -128,7 +129,11 @@ fn nanos(t: SystemTime) -> u64 {
 pub(crate) fn millis_ceil(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| {
         let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        if d.subsec_nanos() % 1_000_000 != 0 { ms.saturating_add(1) } else { ms }
+        if d.subsec_nanos() % 1_000_000 != 0 {
+            ms.saturating_add(1)
+        } else {
+            ms
+        }
     })
 }
 
@@ -149,8 +154,16 @@ mod tests {
         assert_eq!(back.written_at, env.written_at);
         assert!(!back.expired(SystemTime::now()));
         assert!(back.expired(SystemTime::now() + Duration::from_secs(61)));
-        for bad in [&b""[..], b"TSK1", b"XXXX\0", &bytes[..bytes.len() - 8 - key.encode().len()]] {
-            assert!(matches!(Envelope::decode("t", "loc", bad), Err(Error::Corrupt { .. })));
+        for bad in [
+            &b""[..],
+            b"TSK1",
+            b"XXXX\0",
+            &bytes[..bytes.len() - 8 - key.encode().len()],
+        ] {
+            assert!(matches!(
+                Envelope::decode("t", "loc", bad),
+                Err(Error::Corrupt { .. })
+            ));
         }
         let none = Envelope::new(&key, b"", None).unwrap();
         let back = Envelope::decode("t", "l", &none.encode()).unwrap();

@@ -220,6 +220,13 @@ impl KeyringStore {
         })
     }
 
+    /// Deletes every record of this store's service, and its index; returns how many records
+    /// were deleted. Records another process created while its index update was lost
+    /// (see the crate docs) are not found.
+    pub async fn clear(&self) -> Result<usize> {
+        self.inner.clear().await
+    }
+
     /// The kernel keyutils store.
     #[cfg(target_os = "linux")]
     pub fn keyutils(config: &Config) -> Result<Self> {
@@ -227,7 +234,12 @@ impl KeyringStore {
     }
 }
 
-type NativeStore = (Arc<keyring_core::CredentialStore>, &'static str, usize, bool);
+type NativeStore = (
+    Arc<keyring_core::CredentialStore>,
+    &'static str,
+    usize,
+    bool,
+);
 
 fn native_store(platform: Platform) -> Result<NativeStore> {
     let unsupported = || {
@@ -351,7 +363,9 @@ async fn wrap_encrypted(url: &StoreUrl, store: Arc<dyn RawStore>) -> Result<Arc<
     use token_store_core::layers::Encrypted;
     let source = match (url.param("key_file"), url.param("passphrase_env")) {
         (Some(_), Some(_)) => {
-            return Err(Error::config("give either key_file or passphrase_env, not both"));
+            return Err(Error::config(
+                "give either key_file or passphrase_env, not both",
+            ));
         }
         (Some(path), None) => KeySource::KeyFile(path.into()),
         (None, Some(var)) => {
@@ -372,10 +386,19 @@ async fn wrap_encrypted(url: &StoreUrl, store: Arc<dyn RawStore>) -> Result<Arc<
 /// bus, locked, timed out, ...). Never picks keyutils: it forgets everything on reboot.
 pub async fn probe(timeout: Duration) -> std::result::Result<Arc<dyn RawStore>, String> {
     let platform = Platform::native().ok_or("this platform has no OS keychain")?;
-    let config = Config::default().with_timeout(timeout);
+    probe_with(platform, &Config::default().with_timeout(timeout)).await
+}
+
+/// [`probe`] for a given keychain and configuration (another service name or D-Bus bus);
+/// the whole probe stays within `config.timeout`.
+pub async fn probe_with(
+    platform: Platform,
+    config: &Config,
+) -> std::result::Result<Arc<dyn RawStore>, String> {
+    let timeout = config.timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     let work = async {
-        let store = open(platform, &config).await?;
+        let store = open(platform, config).await?;
         sentinel(&*store).await?;
         Ok::<_, Error>(store)
     };
@@ -395,7 +418,11 @@ async fn sentinel(store: &dyn RawStore) -> Result<()> {
     let key = StorageKey::single(KeyKind::Meta, format!("probe-{hex}"))?;
     let value = format!("token-store probe {hex}");
     store
-        .write(&key, value.as_bytes(), &PutOptions::new(Precondition::IfAbsent))
+        .write(
+            &key,
+            value.as_bytes(),
+            &PutOptions::new(Precondition::IfAbsent),
+        )
         .await?;
     let back = store.read(&key).await;
     let removed = store.remove(&key, &Precondition::Any).await;

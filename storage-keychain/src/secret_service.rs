@@ -86,7 +86,11 @@ fn map_error(e: secret_service::Error) -> Error {
             {
                 unavailable("lost the D-Bus connection", Some(other))
             } else {
-                Error::backend(SECRET_SERVICE, "Secret Service call failed", Some(Box::new(other)))
+                Error::backend(
+                    SECRET_SERVICE,
+                    "Secret Service call failed",
+                    Some(Box::new(other)),
+                )
             }
         }
     }
@@ -95,7 +99,9 @@ fn map_error(e: secret_service::Error) -> Error {
 fn gone(e: &secret_service::Error) -> bool {
     // An item deleted by someone else between our search and our call.
     let text = e.to_string();
-    text.contains("UnknownObject") || text.contains("NoSuchObject") || text.contains("UnknownMethod")
+    text.contains("UnknownObject")
+        || text.contains("NoSuchObject")
+        || text.contains("UnknownMethod")
 }
 
 /// The attribute holding part `n` of a key, named so items read well in a keyring viewer.
@@ -166,6 +172,28 @@ impl SecretServiceStore {
         &self.service
     }
 
+    /// Deletes every item of this store's service in the default collection; returns how
+    /// many.
+    pub async fn clear(&self) -> Result<usize> {
+        self.timed("clear", async {
+            let coll = self.collection().await?;
+            let items = coll
+                .search_items(HashMap::from([("service", self.service.as_str())]))
+                .await
+                .map_err(map_error)?;
+            let mut n = 0;
+            for item in &items {
+                match item.delete().await {
+                    Ok(()) => n += 1,
+                    Err(e) if gone(&e) => {}
+                    Err(e) => return Err(map_error(e)),
+                }
+            }
+            Ok(n)
+        })
+        .await
+    }
+
     async fn timed<T>(&self, op: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,
@@ -234,7 +262,12 @@ impl SecretServiceStore {
         Ok(out)
     }
 
-    fn attributes(&self, key: &StorageKey, encoded: &str, expires: &str) -> HashMap<String, String> {
+    fn attributes(
+        &self,
+        key: &StorageKey,
+        encoded: &str,
+        expires: &str,
+    ) -> HashMap<String, String> {
         let mut attrs = HashMap::from([
             ("xdg:schema".to_owned(), SCHEMA.to_owned()),
             ("service".to_owned(), self.service.clone()),
@@ -267,7 +300,8 @@ fn newest<'f>(found: &'f [Found<'_>]) -> Result<Option<(&'f Envelope, bool)>> {
     for f in found {
         match &f.env {
             Ok(env) => {
-                if best.is_none_or(|b| (env.written_at, &env.version) > (b.written_at, &b.version)) {
+                if best.is_none_or(|b| (env.written_at, &env.version) > (b.written_at, &b.version))
+                {
                     best = Some(env);
                 }
             }
@@ -368,7 +402,10 @@ impl RawStore for SecretServiceStore {
                 Err(_) => None,
             };
             check_precondition(SECRET_SERVICE, key, &options.precondition, current.as_ref())?;
-            let attrs = attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let attrs = attrs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             // `replace` overwrites an item with these exact attributes in place; any other
             // item of this key (other expiry, interrupted write) is deleted after.
             let item = coll
@@ -404,10 +441,8 @@ impl RawStore for SecretServiceStore {
     }
 
     async fn scan(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
-        let mut search = HashMap::from([
-            ("service", self.service.as_str()),
-            ("kind", kind.as_str()),
-        ]);
+        let mut search =
+            HashMap::from([("service", self.service.as_str()), ("kind", kind.as_str())]);
         if let Some(user) = filter.user_key.as_deref() {
             search.insert(part_attr(kind, 0), user);
         }

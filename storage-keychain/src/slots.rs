@@ -89,7 +89,12 @@ impl Manifest {
         };
         let digest = text()?;
         let write_id = text()?;
-        Some(Manifest { count, total, digest, write_id })
+        Some(Manifest {
+            count,
+            total,
+            digest,
+            write_id,
+        })
     }
 }
 
@@ -111,21 +116,33 @@ fn corrupt(backend: &'static str, location: &str, message: impl Into<String>) ->
 }
 
 /// Reads the record in `head` (following a manifest), checking it belongs to `expect_key`.
-fn load<S: Slots + ?Sized>(slots: &S, head: &str, expect_key: &str, location: &str) -> Result<Loaded> {
+fn load<S: Slots + ?Sized>(
+    slots: &S,
+    head: &str,
+    expect_key: &str,
+    location: &str,
+) -> Result<Loaded> {
     let backend = slots.backend();
     let Some(bytes) = slots.get(head)? else {
         return Ok(Loaded::Absent);
     };
     let (bytes, manifest) = if bytes.starts_with(MANIFEST) {
         let Some(m) = Manifest::decode(&bytes) else {
-            return Ok(Loaded::Corrupt(corrupt(backend, location, "unreadable chunk manifest"), None));
+            return Ok(Loaded::Corrupt(
+                corrupt(backend, location, "unreadable chunk manifest"),
+                None,
+            ));
         };
         let mut joined = SecretBytes::new(Vec::with_capacity(m.total as usize));
         for n in 0..m.count {
             match slots.get(&m.chunk_name(head, n))? {
                 Some(chunk) => joined.extend_from_slice(&chunk),
                 None => {
-                    let e = corrupt(backend, location, format!("chunk {n} of {} is missing", m.count));
+                    let e = corrupt(
+                        backend,
+                        location,
+                        format!("chunk {n} of {} is missing", m.count),
+                    );
                     return Ok(Loaded::Corrupt(e, Some(m)));
                 }
             }
@@ -204,7 +221,13 @@ fn index_read<S: Slots + ?Sized>(slots: &S) -> Result<(Vec<String>, Option<Manif
         Loaded::Found(env, m) => {
             let text = std::str::from_utf8(&env.value)
                 .map_err(|_| corrupt(slots.backend(), INDEX_SLOT, "index is not text"))?;
-            Ok((text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect(), m))
+            Ok((
+                text.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                m,
+            ))
         }
         Loaded::Corrupt(e, _) => Err(e),
     }
@@ -228,7 +251,13 @@ fn index_update<S: Slots + ?Sized>(slots: &S, key: &str, present: bool) -> Resul
     let index_key = StorageKey::single(KeyKind::Meta, INDEX_KEY)?;
     let mut env = Envelope::new(&index_key, text.as_bytes(), None)?;
     env.key = INDEX_KEY.to_owned();
-    store(slots, INDEX_SLOT, &env.encode(), manifest, "token-store index")
+    store(
+        slots,
+        INDEX_SLOT,
+        &env.encode(),
+        manifest,
+        "token-store index",
+    )
 }
 
 /// A keychain label for a key: what it is and for which server, never a value.
@@ -304,6 +333,38 @@ impl<S: Slots> SlotStore<S> {
     }
 }
 
+impl<S: Slots> SlotStore<S> {
+    /// Deletes every record in the index and the index itself; how many records went.
+    pub(crate) async fn clear(&self) -> Result<usize> {
+        self.run("clear", None, |s| {
+            let (keys, _) = {
+                let _guard = lock::lock_blocking(s.namespace(), INDEX_SLOT);
+                index_read(s)?
+            };
+            let mut n = 0;
+            for encoded in &keys {
+                let _guard = lock::lock_blocking(s.namespace(), encoded);
+                let head = head_name(encoded);
+                match load(s, &head, encoded, encoded)? {
+                    Loaded::Absent => {}
+                    Loaded::Found(_, m) | Loaded::Corrupt(_, m) => {
+                        erase(s, &head, m)?;
+                        n += 1;
+                    }
+                }
+            }
+            let _guard = lock::lock_blocking(s.namespace(), INDEX_SLOT);
+            let manifest = match load(s, INDEX_SLOT, INDEX_KEY, INDEX_SLOT)? {
+                Loaded::Found(_, m) | Loaded::Corrupt(_, m) => m,
+                Loaded::Absent => None,
+            };
+            erase(s, INDEX_SLOT, manifest)?;
+            Ok(n)
+        })
+        .await
+    }
+}
+
 impl<S: Slots> std::fmt::Debug for SlotStore<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeychainStore")
@@ -374,7 +435,12 @@ impl<S: Slots> RawStore for SlotStore<S> {
                     _ => return Err(e),
                 },
             };
-            check_precondition(backend, &key, &precondition, current.as_ref().map(|e| &e.version))?;
+            check_precondition(
+                backend,
+                &key,
+                &precondition,
+                current.as_ref().map(|e| &e.version),
+            )?;
             if current.is_none() {
                 index_update(s, &encoded, true)?;
             }
@@ -400,7 +466,12 @@ impl<S: Slots> RawStore for SlotStore<S> {
                 }
                 Loaded::Found(env, m) => {
                     let current = live(env);
-                    check_precondition(backend, &key, &precondition, current.as_ref().map(|e| &e.version))?;
+                    check_precondition(
+                        backend,
+                        &key,
+                        &precondition,
+                        current.as_ref().map(|e| &e.version),
+                    )?;
                     (current.is_some(), m)
                 }
                 Loaded::Corrupt(e, m) => match precondition {
@@ -456,5 +527,202 @@ impl<S: Slots> RawStore for SlotStore<S> {
             Ok(out)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The chunking and index logic on plain in-process slots with a tiny item limit, so the
+    //! Windows-style layout (many chunks per record) is exercised on any OS. The real
+    //! keychains run the same code in `tests/`.
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct MapSlots {
+        map: Mutex<HashMap<String, Vec<u8>>>,
+        limit: usize,
+        namespace: String,
+    }
+
+    impl MapSlots {
+        fn new(limit: usize) -> Self {
+            let mut id = [0u8; 8];
+            token_store_core::crypto::fill_random(&mut id).unwrap();
+            MapSlots {
+                limit,
+                namespace: format!("map-{id:?}"),
+                ..Default::default()
+            }
+        }
+        fn names(&self) -> Vec<String> {
+            let mut v: Vec<_> = self.map.lock().unwrap().keys().cloned().collect();
+            v.sort();
+            v
+        }
+    }
+
+    impl Slots for MapSlots {
+        fn backend(&self) -> &'static str {
+            "map"
+        }
+        fn namespace(&self) -> &str {
+            &self.namespace
+        }
+        fn slot_limit(&self) -> usize {
+            self.limit
+        }
+        fn get(&self, name: &str) -> Result<Option<SecretBytes>> {
+            Ok(self
+                .map
+                .lock()
+                .unwrap()
+                .get(name)
+                .cloned()
+                .map(SecretBytes::new))
+        }
+        fn set(&self, name: &str, bytes: &[u8], label: &str) -> Result<()> {
+            assert!(bytes.len() <= self.limit, "slot over the platform limit");
+            assert!(!label.contains("SECRET"), "a value reached a label");
+            self.map
+                .lock()
+                .unwrap()
+                .insert(name.to_owned(), bytes.to_vec());
+            Ok(())
+        }
+        fn delete(&self, name: &str) -> Result<bool> {
+            Ok(self.map.lock().unwrap().remove(name).is_some())
+        }
+    }
+
+    fn store(limit: usize) -> (SlotStore<MapSlots>, Arc<MapSlots>) {
+        let s = SlotStore::new(
+            MapSlots::new(limit),
+            KEYRING_MAX,
+            Duration::from_secs(5),
+            true,
+        );
+        let slots = s.slots.clone();
+        (s, slots)
+    }
+
+    const KEYRING_MAX: usize = crate::KEYRING_MAX_VALUE;
+
+    fn key(n: &str) -> StorageKey {
+        StorageKey::single(KeyKind::Meta, n).unwrap()
+    }
+
+    #[tokio::test]
+    async fn big_records_are_chunked_and_old_chunks_deleted() {
+        let (s, slots) = store(crate::WINDOWS_ITEM_LIMIT);
+        let k = key("big");
+        let big: Vec<u8> = (0..10_000u32).map(|n| (n % 253) as u8).collect();
+        let v1 = s.write(&k, &big, &PutOptions::default()).await.unwrap();
+        // head + 4 chunks (10 000 B + a ~70 B envelope in 2 560 B pieces) + index
+        let names = slots.names();
+        assert_eq!(names.len(), 1 + 4 + 1, "{names:?}");
+        let got = s.read(&k).await.unwrap().unwrap();
+        assert_eq!(got.value.as_slice(), big.as_slice());
+        assert_eq!(got.version, v1);
+        // Overwrite with a small record: the chunks go, the head holds the envelope itself.
+        s.write(&k, b"small SECRET", &PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(slots.names().len(), 2, "{:?}", slots.names());
+        assert_eq!(
+            s.read(&k).await.unwrap().unwrap().value.as_slice(),
+            b"small SECRET"
+        );
+        // And back to big, then delete: nothing is left but the (empty) index.
+        s.write(&k, &big, &PutOptions::default()).await.unwrap();
+        assert!(s.remove(&k, &Precondition::Any).await.unwrap());
+        assert_eq!(slots.names(), vec![INDEX_SLOT.to_owned()]);
+        assert!(
+            s.scan(KeyKind::Meta, &ListFilter::all())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_altered_chunk_is_corrupt_and_can_be_overwritten() {
+        let (s, slots) = store(100);
+        let k = key("c");
+        s.write(&k, &[7u8; 1000], &PutOptions::default())
+            .await
+            .unwrap();
+        let chunk = slots
+            .names()
+            .into_iter()
+            .find(|n| n.ends_with(".3"))
+            .unwrap();
+        slots.map.lock().unwrap().get_mut(&chunk).unwrap()[0] ^= 1;
+        assert!(matches!(s.read(&k).await, Err(Error::Corrupt { .. })));
+        slots.delete(&chunk).unwrap();
+        assert!(matches!(s.read(&k).await, Err(Error::Corrupt { .. })));
+        // A conditional write must not replace what it cannot read; an unconditional may.
+        let cas = PutOptions::new(Precondition::IfAbsent);
+        assert!(matches!(
+            s.write(&k, b"x", &cas).await,
+            Err(Error::Corrupt { .. })
+        ));
+        s.write(&k, b"x", &PutOptions::default()).await.unwrap();
+        assert_eq!(s.read(&k).await.unwrap().unwrap().value.as_slice(), b"x");
+        // Orphaned chunks of the corrupt record are deleted with it (minus the one removed).
+        assert_eq!(slots.names().len(), 2, "{:?}", slots.names());
+    }
+
+    #[tokio::test]
+    async fn the_index_is_chunked_too_and_prunes_vanished_records() {
+        let (s, slots) = store(128);
+        for n in 0..20 {
+            s.write(&key(&format!("k{n:02}")), b"v", &PutOptions::default())
+                .await
+                .unwrap();
+        }
+        // A record deleted behind our back (another process, a reboot for keyutils).
+        slots.delete(&head_name(&key("k05").encode())).unwrap();
+        let listed = s.scan(KeyKind::Meta, &ListFilter::all()).await.unwrap();
+        assert_eq!(listed.len(), 19);
+        let (index, _) = index_read(&*slots).unwrap();
+        assert_eq!(index.len(), 19, "the stale entry was pruned");
+    }
+
+    #[tokio::test]
+    async fn conformance_on_windows_sized_chunks() {
+        token_store_conformance::run("slots-2560", || async {
+            Ok(token_store_conformance::Instance::new(Arc::new(
+                store(crate::WINDOWS_ITEM_LIMIT).0,
+            )))
+        })
+        .await
+        .assert_ok();
+    }
+
+    #[test]
+    fn model_on_tiny_chunks() {
+        token_store_conformance::model_check(
+            "slots-64",
+            || async {
+                Ok(token_store_conformance::Instance::new(Arc::new(
+                    store(64).0,
+                )))
+            },
+            token_store_conformance::model_check_cases(128),
+        );
+    }
+
+    #[test]
+    fn labels_name_the_server_not_the_token() {
+        let k = token_store_core::TokenKey::for_server("https://mcp.example.com/mcp").storage_key();
+        assert_eq!(label(&k), "MCP OAuth token for https://mcp.example.com/mcp");
+        let k = token_store_core::TokenKey::for_server("https://x")
+            .with_user("alice")
+            .storage_key();
+        assert_eq!(label(&k), "MCP OAuth token for https://x (alice)");
+        let long = token_store_core::TokenKey::for_server(&format!("https://{}", "a".repeat(500)));
+        assert_eq!(label(&long.storage_key()).chars().count(), 200);
     }
 }

@@ -1,0 +1,208 @@
+//! The keyutils store against the real kernel: the whole conformance suite and the model
+//! check, at the kernel's own item limit and at Windows' 2 560-byte limit (so the chunked
+//! layout Windows needs runs against a real keychain here).
+//!
+//! Needs `TOKEN_STORE_TEST_KEYUTILS=1` and a private session keyring: the CI script runs
+//! `keyctl session - cargo test ...`, so the keys live in a fresh anonymous session keyring
+//! rather than root's shared `@u`/`@s`, and every test deletes what it created.
+#![cfg(target_os = "linux")]
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use token_store_conformance::{Instance, model_check, model_check_cases, run, services};
+use token_store_core::{Error, KeyKind, ListFilter, PutOptions, RawStore, StorageKey};
+use token_store_keychain::{Config, KeyringStore, WINDOWS_ITEM_LIMIT};
+
+fn enabled() -> bool {
+    services::require("TOKEN_STORE_TEST_KEYUTILS").is_some()
+}
+
+#[derive(Clone, Default)]
+struct Used(Arc<Mutex<Vec<Config>>>);
+
+impl Used {
+    fn config(&self, chunk: Option<usize>) -> Config {
+        let mut config = Config::default().with_service(services::unique("ts-ku"));
+        if let Some(c) = chunk {
+            config = config.with_chunk_size(c);
+        }
+        self.0.lock().unwrap().push(config.clone());
+        config
+    }
+
+    async fn clean(&self) {
+        for config in self.0.lock().unwrap().clone() {
+            KeyringStore::keyutils(&config)
+                .unwrap()
+                .clear()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn factory(
+    used: Used,
+    chunk: Option<usize>,
+) -> impl Fn() -> token_store_conformance::BoxFuture<'static, token_store_core::Result<Instance>>
++ Send
++ Sync
++ 'static {
+    move || {
+        let config = used.config(chunk);
+        Box::pin(async move {
+            let store: Arc<dyn RawStore> = Arc::new(KeyringStore::keyutils(&config)?);
+            // Not persistent across reboots, but a new handle in this session sees the data.
+            Ok(Instance::with_reopen(store, move || {
+                let config = config.clone();
+                async move { Ok(Arc::new(KeyringStore::keyutils(&config)?) as Arc<dyn RawStore>) }
+            }))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_keyutils() {
+    if !enabled() {
+        return;
+    }
+    let used = Used::default();
+    let t = Instant::now();
+    run("keyutils", factory(used.clone(), None))
+        .await
+        .assert_ok();
+    println!("conformance[keyutils] took {:?}", t.elapsed());
+    used.clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_keyutils_windows_sized_chunks() {
+    if !enabled() {
+        return;
+    }
+    let used = Used::default();
+    run(
+        "keyutils-2560",
+        factory(used.clone(), Some(WINDOWS_ITEM_LIMIT)),
+    )
+    .await
+    .assert_ok();
+    used.clean().await;
+}
+
+#[test]
+fn model_keyutils() {
+    if !enabled() {
+        return;
+    }
+    let used = Used::default();
+    let t = Instant::now();
+    model_check(
+        "keyutils",
+        factory(used.clone(), None),
+        model_check_cases(256),
+    );
+    println!("model check[keyutils] took {:?}", t.elapsed());
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(used.clean());
+}
+
+#[test]
+fn model_keyutils_tiny_chunks() {
+    if !enabled() {
+        return;
+    }
+    let used = Used::default();
+    model_check(
+        "keyutils-64",
+        factory(used.clone(), Some(64)),
+        model_check_cases(64),
+    );
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(used.clean());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capabilities_are_honest_and_limits_typed() {
+    if !enabled() {
+        return;
+    }
+    let used = Used::default();
+    let store = KeyringStore::keyutils(&used.config(None)).unwrap();
+    let caps = store.raw_capabilities();
+    assert!(!caps.atomic_cas && caps.process_local_cas && caps.ttl);
+    assert!(!caps.persistent && !caps.shared_across_processes);
+    let key = StorageKey::single(KeyKind::Meta, "big").unwrap();
+    let over = vec![0u8; caps.max_value_size + 1];
+    assert!(matches!(
+        store.write(&key, &over, &PutOptions::default()).await,
+        Err(Error::TooLarge { .. })
+    ));
+    // 40 000 bytes: over the kernel's 32 767-byte key limit, stored as two chunks.
+    let big = vec![9u8; 40_000];
+    store
+        .write(&key, &big, &PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.read(&key).await.unwrap().unwrap().value.as_slice(),
+        big.as_slice()
+    );
+    assert_eq!(
+        store
+            .scan(KeyKind::Meta, &ListFilter::all())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(store.clear().await.unwrap(), 1);
+    assert!(store.read(&key).await.unwrap().is_none());
+    assert!(matches!(
+        KeyringStore::keyutils(&Config::default().with_chunk_size(10)),
+        Err(Error::Config { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_url_keyutils() {
+    if !enabled() {
+        return;
+    }
+    let service = services::unique("ts-url");
+    let url = token_store_core::StoreUrl::parse(&format!(
+        "keychain:keyutils?service={service}&chunk_size=2560&timeout_ms=2000"
+    ))
+    .unwrap();
+    let store = token_store_keychain::open_url(&url).await.unwrap();
+    assert_eq!(store.backend(), "keyutils");
+    let key = StorageKey::single(KeyKind::Lease, "l").unwrap();
+    store
+        .write(&key, &[1u8; 6000], &PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.read(&key).await.unwrap().unwrap().value.len(), 6000);
+    store.remove(&key, &Default::default()).await.unwrap();
+    KeyringStore::keyutils(&Config::default().with_service(service))
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
+    for bad in [
+        "keychain:nope",
+        "keychain:keyutils?what=1",
+        "keychain:keyutils?chunk_size=x",
+    ] {
+        let url = token_store_core::StoreUrl::parse(bad).unwrap();
+        assert!(
+            matches!(
+                token_store_keychain::open_url(&url).await,
+                Err(Error::Config { .. })
+            ),
+            "{bad}"
+        );
+    }
+}
