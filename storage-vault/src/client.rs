@@ -303,6 +303,18 @@ fn lease_of(body: &Value) -> Option<(Duration, bool)> {
 /// Leaves 2xx, 400 and 404 to the caller; everything else becomes an error.
 fn check(method: &Method, path: &str, reply: Reply) -> Result<Reply> {
     let s = reply.status;
+    if s == StatusCode::NOT_FOUND && has_errors(&reply.body) {
+        // A missing secret is a 404 with an empty `errors`; a 404 *with* text is a wrong
+        // mount ("no handler for route") or namespace ("namespace not found"): reading that
+        // as "no record" would hide the misconfiguration behind an empty store.
+        return Err(Error::Config {
+            message: format!(
+                "vault: {method} {path}: HTTP 404: {} (check the mount and namespace)",
+                reply.errors()
+            ),
+            source: None,
+        });
+    }
     if s.is_success() || s == StatusCode::BAD_REQUEST || s == StatusCode::NOT_FOUND {
         return Ok(reply);
     }
@@ -346,6 +358,12 @@ fn transport_error(method: &Method, path: &str, e: reqwest::Error) -> Error {
     } else {
         Error::backend(BACKEND, message, Some(Box::new(e)))
     }
+}
+
+fn has_errors(body: &Value) -> bool {
+    body.get("errors")
+        .and_then(Value::as_array)
+        .is_some_and(|e| !e.is_empty())
 }
 
 fn vault_errors(body: &Value) -> String {

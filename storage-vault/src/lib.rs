@@ -85,6 +85,13 @@
 //! soft-deleted (`bao kv delete`) or destroyed latest version all read as absent, are
 //! created over with `cas`, and are cleaned up by the next delete of that key.
 //!
+//! Consistency: every call goes to the node the address names and KV v2 orders writes per
+//! key, so on one active node (and OpenBao / Vault HA, where standbys forward to the active
+//! node) a read sees every write that returned before it. Vault Enterprise performance
+//! standbys may serve a stale read; a version read there fails its `cas` with `Conflict`
+//! (never a lost update), and their 412 "not yet caught up" is `Unavailable`. Listing is not a
+//! snapshot: keys created or deleted during a multi-folder listing may or may not appear.
+//!
 //! Operation costs in requests: read 1, write 2 (read + cas write), delete 4 (read, cas
 //! tombstone, read, metadata delete), list 1 per user folder (+1 without a user filter).
 //!
@@ -102,7 +109,9 @@
 //! 403 → `PermissionDenied`; 503 (sealed, standby), 429, 412, 502, 504, connection failures
 //! and timeouts → `Unavailable` (retryable). Messages carry the operation, the KV path, the
 //! HTTP status and Vault's own error text (e.g. "Vault is sealed"), never a token or value.
-//! Undecodable stored data → `Corrupt`; a bad URL → `Config` (validated before use).
+//! A 404 that carries error text (a wrong mount: "no handler for route"; a wrong namespace:
+//! "namespace not found") → `Config`, never an empty store. Undecodable stored data →
+//! `Corrupt`; a bad URL → `Config` (validated before use, no panics).
 //!
 //! # Least-privilege policy
 //!

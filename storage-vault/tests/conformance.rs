@@ -264,5 +264,108 @@ async fn url_with_namespace_isolates_data() {
     let unknown =
         token_config(&e.addr, &e.token, &prefix).with_namespace(Some("no-such-ns".into()));
     let c = VaultStore::connect(unknown).await.unwrap();
-    assert!(c.read(&key).await.is_err() || c.read(&key).await.unwrap().is_none());
+    // A wrong namespace or mount is a configuration error, not an empty store.
+    match c.read(&key).await {
+        Err(Error::Config { message, .. }) => assert!(message.contains("namespace"), "{message}"),
+        other => panic!("unknown namespace: {other:?}"),
+    }
+    let wrong_mount = token_config(&e.addr, &e.token, &prefix)
+        .with_mount("no-such-mount")
+        .unwrap();
+    let d = VaultStore::connect(wrong_mount).await.unwrap();
+    for result in [
+        d.read(&key).await.map(drop),
+        d.scan(KeyKind::Meta, &Default::default()).await.map(drop),
+    ] {
+        assert!(
+            matches!(result, Err(Error::Config { .. })),
+            "wrong mount: {result:?}"
+        );
+    }
+}
+
+/// Not a benchmark: a sanity figure for the report (request counts per operation, see the
+/// crate docs), printed with `--nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operation_latency_figures() {
+    let Some(e) = env() else { return };
+    let store = VaultStore::connect(token_config(
+        &e.addr,
+        &e.token,
+        &unique_prefix("token-store-latency"),
+    ))
+    .await
+    .unwrap();
+    const N: usize = 100;
+    let keys: Vec<StorageKey> = (0..N)
+        .map(|i| StorageKey::single(KeyKind::Meta, format!("k{i}")).unwrap())
+        .collect();
+    let value = vec![7u8; 2048];
+    let mut figures = Vec::new();
+    let start = Instant::now();
+    for k in &keys {
+        store
+            .write(k, &value, &PutOptions::default())
+            .await
+            .unwrap();
+    }
+    figures.push(("write (create)", start.elapsed() / N as u32));
+    let start = Instant::now();
+    for k in &keys {
+        store.read(k).await.unwrap().unwrap();
+    }
+    figures.push(("read", start.elapsed() / N as u32));
+    let start = Instant::now();
+    store
+        .scan(KeyKind::Meta, &Default::default())
+        .await
+        .unwrap();
+    figures.push(("list (100 keys)", start.elapsed()));
+    let start = Instant::now();
+    for k in &keys {
+        assert!(store.remove(k, &Default::default()).await.unwrap());
+    }
+    figures.push(("delete", start.elapsed() / N as u32));
+    for (op, t) in figures {
+        println!("vault latency: {op}: {t:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_url_with_key_file_stores_only_ciphertext() {
+    use token_store_core::{Precondition, TokenKey, TokenRecord, TokenStore};
+    let Some(e) = env() else { return };
+    let host = e.addr.trim_start_matches("http://");
+    let prefix = unique_prefix("token-store-enc");
+    // The key file's directory must be private (core refuses a world-writable one).
+    let dir = std::env::temp_dir().join(token_store_conformance::services::unique("vault-key"));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let key_file = dir.join("key");
+    let url = StoreUrl::parse(&format!(
+        "vault://{host}/secret?prefix={prefix}&token_env=TOKEN_STORE_TEST_VAULT_TOKEN&key_file={}",
+        key_file.display()
+    ))
+    .unwrap();
+    let store = token_store_vault::open_url(&url).await.unwrap();
+    let k = TokenKey::for_server("https://mcp.example.com/mcp");
+    TokenStore::put(
+        &*store,
+        &k,
+        &TokenRecord::new("PLAINTEXT-TOKEN"),
+        Precondition::Any,
+    )
+    .await
+    .unwrap();
+    let got = TokenStore::get(&*store, &k).await.unwrap().unwrap();
+    assert_eq!(got.value.access_token.expose(), "PLAINTEXT-TOKEN");
+    let plain = VaultStore::connect(token_config(&e.addr, &e.token, &prefix))
+        .await
+        .unwrap();
+    let raw = plain.read(&k.storage_key()).await.unwrap().unwrap();
+    assert!(
+        !raw.value.windows(9).any(|w| w == b"PLAINTEXT"),
+        "plaintext reached Vault"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
