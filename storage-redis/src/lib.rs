@@ -22,7 +22,7 @@
 //! No hash tags are added on a cluster either: the keys stay mcp-agent's.
 //!
 //! With client-side encryption (`?key_file=PATH` or `?passphrase_env=VAR`, the core
-//! [`Encrypted`](token_store_core::layers::Encrypted) layer) values are ciphertext and
+//! [`Encrypted`] layer) values are ciphertext and
 //! **mcp-agent compatibility is off**: keys keep the layout, but mcp-agent cannot read the
 //! values, and a plaintext record written by mcp-agent reads as an integrity error.
 //!
@@ -90,7 +90,7 @@
 //! # Faults
 //!
 //! Every call is bounded by `operation_timeout` (default 5 s): a stopped or unreachable Redis
-//! gives [`Error::Unavailable`](token_store_core::Error::Unavailable), never a hang. The
+//! gives [`Error::Unavailable`], never a hang. The
 //! connection reconnects by itself, so the same store object works again once Redis is back.
 //! A call that failed with `Unavailable` may or may not have been applied (the server can apply
 //! a write whose reply was lost); retry conditional writes by re-reading first.
