@@ -124,11 +124,16 @@
 //!   p = 1), recorded in `store.json`; [`FileStore::open_with_params`] takes others but
 //!   refuses anything below [`KdfParams::MINIMUM`] (m = 19 MiB, t = 2). The cost is paid once
 //!   per open (not per operation), so prefer long-lived handles. A key file skips Argon2id.
-//!   Raising the parameters of an existing store is a re-key with a passphrase.
+//!   Raising the parameters of an existing store is a re-key with a passphrase. Tests can
+//!   enable the `insecure-test-kdf` feature for `FileStore::open_insecure_for_tests`, which
+//!   accepts any parameters; it adds that constructor and changes nothing else.
 //! - **fsync**: each put or delete costs two fsyncs (the file and the directory), from well
 //!   under a millisecond on NVMe to tens of milliseconds on network or rotating disks; that,
 //!   not the encryption, bounds the write rate. Reads cost no fsync and no lock.
 //! - **Listing** decrypts every record: fine for thousands of records, not for millions.
+//!   Opening lists the record directory once (to remove temporary files a crash left).
+//! - **Reads** also read the small `store.json` to notice a re-key by another process, so a
+//!   stale handle fails with [`Error::WrongKey`] instead of reading old data.
 #![warn(missing_docs)]
 
 mod format;

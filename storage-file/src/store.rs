@@ -314,8 +314,17 @@ impl Inner {
         let header = StoreHeader::new(records.clone(), key_header);
         let path = self.dir.join(HEADER_FILE);
         if let Err(e) = write_atomic(&path, &header.to_bytes()?) {
-            let _ = std::fs::remove_dir_all(&new_dir);
-            return Err(io_error("write", &path, e));
+            // The rename may have happened before the failure (a failed directory fsync):
+            // then the new directory is the store and must stay.
+            let committed = read_header(&self.dir)
+                .ok()
+                .flatten()
+                .is_some_and(|h| h.records == records);
+            if !committed {
+                let _ = std::fs::remove_dir_all(&new_dir);
+                return Err(io_error("write", &path, e));
+            }
+            tracing::warn!(dir = %self.dir.display(), error = %e, "re-key committed, but syncing the directory failed");
         }
         *self
             .keyed
