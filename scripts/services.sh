@@ -305,6 +305,11 @@ make_certs() {
 
 # Output is matched in variables, not with `| grep -q`: under pipefail, grep -q quitting early can
 # SIGPIPE the writer and fail the whole pipeline at random.
+sentinel_ok() { # all three sentinels see the master and each other
+	local out
+	out=$(redis_cmd "$STATE/sentinel-1" sentinel ckquorum mymaster 2>/dev/null) || return 1
+	[[ $out == *"OK 3 usable"* ]]
+}
 cluster_ok() { # every node agrees the cluster is ok and all three replicas have synced
 	local d out linked=0
 	for d in "$STATE"/cluster-[0-9]; do
@@ -428,6 +433,27 @@ exit 1" alive stop_pid
 			"${no_persist[@]}"
 	done
 
+	# --- Sentinel: a master, its replica and three sentinels watching them as "mymaster".
+	alloc_port redis-sentinel-master 16379
+	local p_sm=$REPLY
+	start_redis sentinel-master redis "$p_sm" --port "$p_sm" --repl-diskless-sync-delay 0 "${no_persist[@]}"
+	alloc_port redis-sentinel-replica 16379
+	start_redis sentinel-replica redis "$REPLY" --port "$REPLY" --replicaof 127.0.0.1 "$p_sm" "${no_persist[@]}"
+	local sentinel_ports=()
+	for i in 1 2 3; do
+		alloc_port "redis-sentinel $i" 26379
+		sentinel_ports+=("$REPLY")
+		d=$STATE/sentinel-$i
+		mkdir -p "$d"
+		echo redis >"$d/kind"
+		echo "$REPLY" >"$d/port"
+		# Each sentinel rewrites its own config file, so each gets one; the file must come first.
+		printf '%s\n' "port $REPLY" "bind 127.0.0.1" "sentinel monitor mymaster 127.0.0.1 $p_sm 2" \
+			"sentinel down-after-milliseconds mymaster 2000" "sentinel failover-timeout mymaster 10000" >"$d/sentinel.conf"
+		redis-server "$d/sentinel.conf" --sentinel --daemonize yes --dir "$d" --pidfile "$d/pid" \
+			--logfile "$d/log" </dev/null >>"$d/log" 2>&1 9>&- || die "sentinel-$i: redis-server failed to launch"
+	done
+
 	# --- OpenBao dev servers (plain and TLS); dev mode also listens on port+1.
 	alloc_port openbao 18200 1
 	local p_vault=$REPLY d_vault=$STATE/vault
@@ -478,7 +504,7 @@ exit 1" alive stop_pid
 	echo $! >"$d_kr/pid"
 
 	# --- Wait for everything, cheapest first; the cluster is created while the rest settles.
-	for d in redis redis-aof redis-tls redis-mtls cluster-{1..6}; do
+	for d in redis redis-aof redis-tls redis-mtls cluster-{1..6} sentinel-master sentinel-replica sentinel-{1..3}; do
 		wait_for "$d" "$STATE/$d/log" redis_pong "$STATE/$d"
 		wait_for "$d (pid file)" "$STATE/$d/log" test -s "$STATE/$d/pid"
 		record_exe "$STATE/$d" "$(basename "$(readlink -f "$redis_bin")")"
@@ -526,6 +552,9 @@ vault_provision$(printf ' %q' "http://127.0.0.1:$p_vault" "$v_token" "$APPROLE_P
 	record_exe "$d_kr" gnome-keyring-daemon
 	log "secret service: gnome-keyring unlocked on $bus ($((SECONDS - t0))s)"
 
+	wait_for redis-sentinel "$STATE/sentinel-1/log" sentinel_ok
+	log "redis-sentinel: quorum of 3 on mymaster ($((SECONDS - t0))s)"
+
 	wait_for redis-cluster "$STATE/cluster-1/log" cluster_ok
 	log "redis-cluster: cluster_state:ok on all 6, 3 replicas linked ($((SECONDS - t0))s)"
 
@@ -544,6 +573,10 @@ vault_provision$(printf ' %q' "http://127.0.0.1:$p_vault" "$v_token" "$APPROLE_P
 	export_var TOKEN_STORE_TEST_TLS_CA "$STATE/tls/ca.crt"
 	export_var TOKEN_STORE_TEST_TLS_CLIENT_CERT "$STATE/tls/client.crt"
 	export_var TOKEN_STORE_TEST_TLS_CLIENT_KEY "$STATE/tls/client.key"
+	export_var TOKEN_STORE_TEST_REDIS_SENTINEL_URL "redis+sentinel://$(
+		IFS=,
+		echo "${sentinel_ports[*]/#/127.0.0.1:}"
+	)/mymaster"
 	export_var TOKEN_STORE_TEST_REDIS_AOF_URL "redis://127.0.0.1:$p_aof/"
 	export_var TOKEN_STORE_TEST_REDIS_AOF_DIR "$d_aof"
 	export_var TOKEN_STORE_TEST_REDIS_AOF_PIDFILE "$d_aof/pid"
@@ -595,7 +628,7 @@ healthy() {
 			"https://127.0.0.1:$(cat "$d/port")/v1/sys/health" || return 1 ;;
 		esac
 	done
-	((n == 14)) || return 1 # 10 redis, 2 openbao, dbus, keyring
+	((n == 19)) || return 1 # 15 redis (incl. sentinels), 2 openbao, dbus, keyring
 	local out
 	out=$(redis_cmd "$STATE/cluster-1" cluster info 2>/dev/null) || return 1
 	[[ $out == *cluster_state:ok* ]] || return 1

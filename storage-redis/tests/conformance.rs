@@ -11,7 +11,7 @@ async fn conformance_redis_standalone() {
         return;
     };
     let report = run("redis", common::factory(config)).await;
-    common::assert_suite_ok(&report);
+    report.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,21 +20,21 @@ async fn conformance_redis_cluster() {
         return;
     };
     let report = run("redis-cluster", common::factory(config)).await;
-    common::assert_suite_ok(&report);
+    report.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_redis_tls() {
     let Some(config) = common::tls() else { return };
     let report = run("redis-tls", common::factory(config)).await;
-    common::assert_suite_ok(&report);
+    report.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_redis_mutual_tls() {
     let Some(config) = common::mtls() else { return };
     let report = run("redis-mtls", common::factory(config)).await;
-    common::assert_suite_ok(&report);
+    report.assert_ok();
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! Sentinel: the suite through `redis+sentinel://`, then a failover the store must follow.
 //!
 //! Needs `TOKEN_STORE_TEST_REDIS_SENTINEL_URL` (e.g.
-//! `redis+sentinel://127.0.0.1:26390,127.0.0.1:26391/mymaster`). `scripts/services.sh` does not
-//! start Sentinel yet, so this test reports "not run" when the variable is unset, even on CI.
+//! `redis+sentinel://127.0.0.1:26390,127.0.0.1:26391/mymaster`), which `scripts/services.sh`
+//! exports; unset, the test fails under CI and reports "not run" locally.
 
 mod common;
 
@@ -12,13 +12,7 @@ use token_store_conformance::{Instance, run};
 use token_store_core::{Precondition, RawStore, StoreUrl, TokenKey, TokenRecord, TokenStore};
 
 fn sentinel_url() -> Option<String> {
-    match std::env::var("TOKEN_STORE_TEST_REDIS_SENTINEL_URL") {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            println!("not run: TOKEN_STORE_TEST_REDIS_SENTINEL_URL unset");
-            None
-        }
-    }
+    token_store_conformance::services::require("TOKEN_STORE_TEST_REDIS_SENTINEL_URL")
 }
 
 async fn open(url: &str, prefix: &str) -> token_store_core::Result<std::sync::Arc<dyn RawStore>> {
@@ -62,7 +56,7 @@ async fn sentinel_suite_and_failover() {
         }
     })
     .await;
-    common::assert_suite_ok(&report);
+    report.assert_ok();
 
     let store = open(&url, &common::prefix()).await.unwrap();
     let key = TokenKey::for_server("https://sentinel.example");

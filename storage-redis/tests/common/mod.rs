@@ -69,22 +69,3 @@ pub fn factory(
         })
     }
 }
-
-/// `Report::assert_ok`, tolerating exactly one known bug of the shared suite:
-/// `persistence_across_reopen` compares the reopened record with a second `full_record("p")`
-/// whose `obtained_at` is a later `unix_now()`, so it fails on every persistent backend with
-/// "changed on reopen". `tests/interop.rs::persistence_across_reopen_fixed_record` checks the
-/// same thing with a fixed record. Any other failure fails.
-pub fn assert_suite_ok(report: &token_store_conformance::Report) {
-    use token_store_conformance::Outcome;
-    let mut fixed = report.clone();
-    for (name, outcome) in &mut fixed.outcomes {
-        if *name == "persistence_across_reopen"
-            && matches!(outcome, Outcome::Failed(why) if why == "changed on reopen")
-        {
-            eprintln!("known suite bug tolerated: {name} ({outcome:?})");
-            *outcome = Outcome::Passed;
-        }
-    }
-    fixed.assert_ok();
-}
