@@ -4,7 +4,7 @@
 //! | --- | --- | --- | --- | --- |
 //! | Linux desktop | `keychain:` or `keychain:secret-service` | one Secret Service item each in the **default collection** (gnome-keyring's `login` keyring, KWallet, KeePassXC), through the async `secret-service` crate over one D-Bus connection per store, Diffie-Hellman session encryption | yes | 256 KiB |
 //! | Linux headless | `keychain:keyutils` (only when asked for) | kernel `user` keys in the session keyring (also linked into the user's persistent keyring), via keyring-core | **no**: RAM only, lost on reboot | 64 KiB, chunked by 32 767 B |
-//! | macOS | `keychain:` or `keychain:macos` | generic passwords in the login keychain (service = `token-store`), via keyring-core | yes | 256 KiB |
+//! | macOS | `keychain:` or `keychain:macos` | generic passwords in the login keychain (service = `token-store`, account = the item name), via keyring-core | yes | 64 KiB, chunked by 16 KiB |
 //! | Windows | `keychain:` or `keychain:windows` | generic credentials in Credential Manager (target `<slot>.token-store`, comment = a readable label), via keyring-core | yes | 64 KiB, chunked by 2 560 B |
 //!
 //! URL parameters: `service=NAME` (the service name / attribute, default `token-store`;
@@ -64,6 +64,18 @@
 //!   in total (`/proc/sys/kernel/keys/maxkeys`, `maxbytes`). Outside a login session the
 //!   default session keyring reads as empty but refuses writes ([`Error::PermissionDenied`]);
 //!   run under `keyctl session -`. So [`probe`] never picks keyutils; ask for it by URL.
+//!
+//! # Testing
+//!
+//! `tests/secret_service.rs` runs the conformance suite and the model check against the
+//! gnome-keyring on `DBUS_SESSION_BUS_ADDRESS` (with `TOKEN_STORE_TEST_SECRET_SERVICE=1`),
+//! and starts private dbus-daemons (and gnome-keyrings) of its own for the locked, missing,
+//! uninitialised and never-answering cases. `tests/keyutils.rs` needs
+//! `TOKEN_STORE_TEST_KEYUTILS=1` and a fresh session keyring: the CI script wraps the run as
+//! `keyctl session - cargo test -p token-store-keychain`. macOS and Windows are only
+//! compile-checked here (`cargo check --target aarch64-apple-darwin` /
+//! `x86_64-pc-windows-gnu`); their shared chunking and index code runs on Linux against
+//! keyutils with `chunk_size=2560` and in unit tests.
 
 #![warn(missing_docs)]
 

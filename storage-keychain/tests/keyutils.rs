@@ -32,7 +32,8 @@ impl Used {
     }
 
     async fn clean(&self) {
-        for config in self.0.lock().unwrap().clone() {
+        let configs = self.0.lock().unwrap().clone();
+        for config in configs {
             KeyringStore::keyutils(&config)
                 .unwrap()
                 .clear()
@@ -69,11 +70,10 @@ async fn conformance_keyutils() {
     }
     let used = Used::default();
     let t = Instant::now();
-    run("keyutils", factory(used.clone(), None))
-        .await
-        .assert_ok();
+    let report = run("keyutils", factory(used.clone(), None)).await;
     println!("conformance[keyutils] took {:?}", t.elapsed());
     used.clean().await;
+    report.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,13 +82,13 @@ async fn conformance_keyutils_windows_sized_chunks() {
         return;
     }
     let used = Used::default();
-    run(
+    let report = run(
         "keyutils-2560",
         factory(used.clone(), Some(WINDOWS_ITEM_LIMIT)),
     )
-    .await
-    .assert_ok();
+    .await;
     used.clean().await;
+    report.assert_ok();
 }
 
 #[test]
@@ -205,4 +205,33 @@ async fn open_url_keyutils() {
             "{bad}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency() {
+    if !enabled() {
+        return;
+    }
+    let used = Used::default();
+    for chunk in [None, Some(WINDOWS_ITEM_LIMIT)] {
+        let store = KeyringStore::keyutils(&used.config(chunk)).unwrap();
+        let key = StorageKey::single(KeyKind::Meta, "lat").unwrap();
+        let value = vec![b'x'; 4096];
+        const N: u32 = 200;
+        let t = Instant::now();
+        for _ in 0..N {
+            store
+                .write(&key, &value, &PutOptions::default())
+                .await
+                .unwrap();
+        }
+        let put = t.elapsed() / N;
+        let t = Instant::now();
+        for _ in 0..N {
+            store.read(&key).await.unwrap().unwrap();
+        }
+        let get = t.elapsed() / N;
+        println!("keyutils latency (4 KiB, chunk {chunk:?}): put {put:?}, get {get:?}");
+    }
+    used.clean().await;
 }

@@ -35,7 +35,8 @@ impl Used {
     }
 
     async fn clean(&self) {
-        for service in self.0.lock().unwrap().clone() {
+        let services = self.0.lock().unwrap().clone();
+        for service in services {
             let store = SecretServiceStore::connect(&Config::default().with_service(service))
                 .await
                 .unwrap();
@@ -71,11 +72,10 @@ async fn conformance_secret_service() {
     }
     let used = Used::default();
     let t = Instant::now();
-    run("secret-service", factory(used.clone()))
-        .await
-        .assert_ok();
+    let report = run("secret-service", factory(used.clone())).await;
     println!("conformance[secret-service] took {:?}", t.elapsed());
     used.clean().await;
+    report.assert_ok();
 }
 
 #[test]
@@ -315,4 +315,106 @@ async fn an_uninitialised_keyring_is_locked_not_a_hang() {
             "org.gnome.keyring.Daemon.Quit",
         ])
         .status();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_connection_reads_the_same_record_and_version() {
+    if shared_bus().is_none() {
+        return;
+    }
+    let used = Used::default();
+    let config = used.config("ts-reopen");
+    let first = SecretServiceStore::connect(&config).await.unwrap();
+    let key = TokenKey::for_server("https://reopen.example").storage_key();
+    let v = first
+        .write(&key, b"persisted", &PutOptions::default())
+        .await
+        .unwrap();
+    drop(first);
+    let second = SecretServiceStore::connect(&config).await.unwrap();
+    let got = second.read(&key).await.unwrap().unwrap();
+    assert_eq!(
+        (got.value.as_slice(), &got.version),
+        (&b"persisted"[..], &v)
+    );
+    used.clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency() {
+    if shared_bus().is_none() {
+        return;
+    }
+    let used = Used::default();
+    let store = SecretServiceStore::connect(&used.config("ts-lat"))
+        .await
+        .unwrap();
+    let key = TokenKey::for_server("https://lat.example").storage_key();
+    let value = vec![b'x'; 2048];
+    const N: u32 = 50;
+    let t = Instant::now();
+    for _ in 0..N {
+        store
+            .write(&key, &value, &PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let put = t.elapsed() / N;
+    let t = Instant::now();
+    for _ in 0..N {
+        store.read(&key).await.unwrap().unwrap();
+    }
+    let get = t.elapsed() / N;
+    let t = Instant::now();
+    for _ in 0..N {
+        store
+            .scan(KeyKind::Token, &ListFilter::all())
+            .await
+            .unwrap();
+    }
+    let list = t.elapsed() / N;
+    let t = Instant::now();
+    SecretServiceStore::connect(&used.config("ts-lat"))
+        .await
+        .unwrap();
+    let connect = t.elapsed();
+    println!(
+        "secret-service latency (2 KiB): put {put:?}, get {get:?}, list(1) {list:?}, connect {connect:?}"
+    );
+    used.clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_never_answers_times_out_instead_of_hanging() {
+    if shared_bus().is_none() || !common::have_binaries() {
+        return;
+    }
+    let mut bus = common::PrivateBus::start(false);
+    if !bus.start_silent_provider() {
+        assert!(!services::in_ci(), "python3-dbus missing under CI=true");
+        println!("not run: python3-dbus is not installed");
+        return;
+    }
+    let timeout = Duration::from_millis(500);
+    let config = Config::default()
+        .with_bus_address(bus.address.clone())
+        .with_timeout(timeout);
+    let t = Instant::now();
+    let why = probe_with(Platform::SecretService, &config)
+        .await
+        .unwrap_err();
+    let elapsed = t.elapsed();
+    println!("probe against a silent provider: {elapsed:?}: {why}");
+    assert!(
+        why.contains("did not answer") || why.contains("timed out"),
+        "{why}"
+    );
+    assert!(
+        elapsed < timeout + Duration::from_millis(300),
+        "took {elapsed:?}"
+    );
+    match SecretServiceStore::connect(&config).await {
+        Err(e @ Error::Unavailable { .. }) => assert!(e.to_string().contains("timed out")),
+        other => panic!("connect gave {other:?}"),
+    }
 }

@@ -143,6 +143,29 @@ impl PrivateBus {
         }
     }
 
+    /// Puts a process on the bus that owns org.freedesktop.secrets and never answers, like
+    /// a provider stuck behind a prompt. Returns false when python3-dbus is missing.
+    pub fn start_silent_provider(&mut self) -> bool {
+        let script = "import dbus, sys, time\n\
+                      bus = dbus.bus.BusConnection(sys.argv[1])\n\
+                      bus.request_name('org.freedesktop.secrets')\n\
+                      print('owned', flush=True)\n\
+                      time.sleep(600)\n";
+        let Ok(mut child) = Command::new("/usr/bin/python3")
+            .args(["-c", script, &self.address])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            return false;
+        };
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let _ = std::io::BufRead::read_line(&mut out, &mut line);
+        self.children.push(child);
+        line.starts_with("owned")
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
