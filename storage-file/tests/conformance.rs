@@ -31,17 +31,18 @@ async fn instance(key: impl FnOnce(&Path) -> KeySource) -> Result<Instance> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_file_passphrase() {
-    let report = run("file", || instance(|_| common::pass("conformance"))).await;
-    common::assert_suite_ok(&report);
+    run("file", || instance(|_| common::pass("conformance")))
+        .await
+        .assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_file_key_file() {
-    let report = run("file+key_file", || {
+    run("file+key_file", || {
         instance(|tmp| KeySource::KeyFile(tmp.join("token.key")))
     })
-    .await;
-    common::assert_suite_ok(&report);
+    .await
+    .assert_ok();
 }
 
 #[test]

@@ -479,8 +479,8 @@ async fn ttl_is_kept_across_reopen_and_swept_by_scan() {
     assert_eq!(record_files(&dir).len(), 0, "scan did not sweep");
 }
 
-/// The conformance suite's persistence case, with a record fixed in time (see
-/// `common::assert_suite_ok`).
+/// Records and their versions survive a reopen (the suite checks this too; kept here beside
+/// the other on-disk tests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_and_versions_survive_reopen() {
     let tmp = tempfile::tempdir().unwrap();

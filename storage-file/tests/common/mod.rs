@@ -52,24 +52,3 @@ pub fn record_files(dir: &Path) -> Vec<PathBuf> {
 pub fn arc(store: FileStore) -> Arc<dyn RawStore> {
     Arc::new(store)
 }
-
-/// `Report::assert_ok`, except for one known bug of the shared suite: its
-/// `persistence_across_reopen` compares the reopened record with a second
-/// `full_record("p")`, whose `obtained_at` is a later `unix_now()`, so it fails on every
-/// persistent backend with "changed on reopen". That exact failure is tolerated (and
-/// `tests/persistence.rs` checks the same thing with a fixed record); any other fails.
-pub fn assert_suite_ok(report: &token_store_conformance::Report) {
-    use token_store_conformance::Outcome;
-    let known = |name: &str, o: &Outcome| {
-        name == "persistence_across_reopen"
-            && matches!(o, Outcome::Failed(why) if why == "changed on reopen")
-    };
-    let mut fixed = report.clone();
-    for (name, outcome) in &mut fixed.outcomes {
-        if known(name, outcome) {
-            eprintln!("known suite bug tolerated: {name} ({outcome:?}); see tests/common/mod.rs");
-            *outcome = Outcome::Passed;
-        }
-    }
-    fixed.assert_ok();
-}
