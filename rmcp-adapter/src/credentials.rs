@@ -1,0 +1,467 @@
+//! [`RmcpCredentialStore`]: rmcp's `CredentialStore` for one [`TokenKey`].
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use rmcp::transport::auth::{
+    AuthError, CredentialRefreshGuard, CredentialStore, OAuthClientConfig, StoredCredentials,
+};
+use serde_json::Value;
+use token_store_core::{
+    ClientKey, ClientRegistration, Error, Lease, LeaseOptions, Precondition, RawStore, TokenKey,
+    TokenManager, TokenStore, Version,
+};
+
+use crate::convert;
+
+/// Marks a client registration that also stands for rmcp credentials without tokens (rmcp
+/// stores those when a portable client id outlives an issuer change).
+const TOKENLESS: &str = "rmcp_tokenless";
+/// The issuer of such tokenless credentials.
+const TOKENLESS_ISSUER: &str = "rmcp_issuer";
+
+pub(crate) fn store_error(e: Error) -> AuthError {
+    // The core error names the backend and key, never a value.
+    AuthError::CredentialStoreError(e.to_string())
+}
+
+/// What the adapter knows about the refresh guard it handed out.
+#[derive(Default)]
+struct GuardState {
+    /// Bumped per guard, so a stale guard's drop does not clear a newer guard's state.
+    generation: u64,
+    held: bool,
+    /// The version the first `load` under the guard saw (`Some(None)`: no record).
+    base: Option<Option<Version>>,
+}
+
+fn lock(state: &Mutex<GuardState>) -> MutexGuard<'_, GuardState> {
+    // The state is plain data, consistent after any panic; poisoning carries no meaning here.
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What rmcp holds across load, token request and save: the store-held lease.
+struct RefreshGuard {
+    // Dropped after `drop` below runs; `Lease`'s own drop releases it in the background.
+    _lease: Lease,
+    state: Arc<Mutex<GuardState>>,
+    generation: u64,
+}
+
+impl Drop for RefreshGuard {
+    fn drop(&mut self) {
+        let mut state = lock(&self.state);
+        if state.generation == self.generation {
+            state.held = false;
+            state.base = None;
+        }
+    }
+}
+
+/// rmcp's [`CredentialStore`] over any token-store backend, bound to one [`TokenKey`].
+///
+/// - `load`/`save`/`clear` read and write a normal [`TokenRecord`](token_store_core::TokenRecord)
+///   (absolute `expires_at`, scopes, issuer, client id), so the `tokenstore` CLI, mcp-agent
+///   and [`TokenManager`] read what rmcp wrote and the other way round; rmcp-only fields go to
+///   `metadata["rmcp"]`, so the round trip is lossless and the expiry survives a restart.
+/// - `acquire_refresh_guard` takes the store-held [`Lease`] named
+///   [`TokenManager::lease_name`]: one refresh at a time across every process and host
+///   sharing the store, and with [`TokenManager`] users of the same key. A holder that dies
+///   lets it expire after [`LeaseOptions::ttl`]; waiting is bounded by
+///   [`LeaseOptions::wait`], after which rmcp gets [`AuthError::CredentialStoreError`].
+/// - `save` under the guard is a compare-and-swap against the version loaded under it: a
+///   writer that bypassed the guard (a login elsewhere) wins, and is kept.
+/// - `on_refresh_token_rejected` deletes the record only while it still carries the rejected
+///   refresh token, never a newer one.
+/// - The client secret of a confidential client, which rmcp does not store, is kept as a
+///   [`ClientRegistration`] ([`save_client_config`](Self::save_client_config),
+///   [`client_config`](Self::client_config)).
+///
+/// # Waiters and rmcp 3.11
+///
+/// rmcp acquires the guard, then loads, then refreshes, with no check in between whether the
+/// token still needs refreshing. A process that waited for the guard therefore loads the
+/// winner's tokens (including its new refresh token) and refreshes once more with them: no
+/// `invalid_grant`, no revoked token family, but up to one extra refresh per waiting process.
+/// [`TokenManager::valid_token`] re-checks under the lease and refreshes exactly once.
+///
+/// Store errors become [`AuthError::CredentialStoreError`], which rmcp keeps apart from
+/// errors that require a new login.
+#[derive(Clone)]
+pub struct RmcpCredentialStore {
+    store: Arc<dyn RawStore>,
+    key: TokenKey,
+    client_key: ClientKey,
+    lease: LeaseOptions,
+    guard: Arc<Mutex<GuardState>>,
+}
+
+impl fmt::Debug for RmcpCredentialStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RmcpCredentialStore")
+            .field("backend", &self.store.backend())
+            .field("key", &self.key)
+            .field("client_key", &self.client_key)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RmcpCredentialStore {
+    /// The credentials of `key` in `store`. The client registration lives under
+    /// [`ClientKey`] `(key's authorization server, or else its resource; application "rmcp")`;
+    /// change it with [`with_client_key`](Self::with_client_key).
+    pub fn new(store: Arc<dyn RawStore>, key: TokenKey) -> Self {
+        let issuer = key
+            .authorization_server
+            .clone()
+            .unwrap_or_else(|| key.resource.clone());
+        let client_key = ClientKey::new(&issuer).with_application("rmcp");
+        RmcpCredentialStore {
+            store,
+            key,
+            client_key,
+            lease: LeaseOptions::default(),
+            guard: Arc::default(),
+        }
+    }
+
+    /// Keep the client registration under `client_key`.
+    pub fn with_client_key(mut self, client_key: ClientKey) -> Self {
+        self.client_key = client_key;
+        self
+    }
+
+    /// How the refresh lease is taken (default: TTL 30 s, wait 30 s). The TTL must exceed
+    /// the longest token request; it is how long others wait for a holder that died.
+    pub fn with_lease_options(mut self, options: LeaseOptions) -> Self {
+        self.lease = options;
+        self
+    }
+
+    /// The token key.
+    pub fn key(&self) -> &TokenKey {
+        &self.key
+    }
+
+    /// The client registration key.
+    pub fn client_key(&self) -> &ClientKey {
+        &self.client_key
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn RawStore> {
+        &self.store
+    }
+
+    fn typed(&self) -> &dyn TokenStore {
+        &self.store
+    }
+
+    /// The stored client registration (client id and, for a confidential client, its secret).
+    pub async fn client_registration(
+        &self,
+    ) -> token_store_core::Result<Option<ClientRegistration>> {
+        Ok(self
+            .typed()
+            .get_client(&self.client_key)
+            .await?
+            .map(|v| v.value))
+    }
+
+    /// Stores a client registration, e.g. the result of dynamic client registration.
+    pub async fn save_client_registration(
+        &self,
+        registration: &ClientRegistration,
+    ) -> token_store_core::Result<()> {
+        let mut registration = registration.clone();
+        // Keep rmcp's tokenless-credentials marker for the same client.
+        if let Some(old) = self.client_registration().await?
+            && old.client_id == registration.client_id
+        {
+            for field in [TOKENLESS, TOKENLESS_ISSUER] {
+                if let Some(v) = old.extra.get(field) {
+                    registration
+                        .extra
+                        .entry(field.to_owned())
+                        .or_insert_with(|| v.clone());
+                }
+            }
+        }
+        self.typed()
+            .put_client(&self.client_key, &registration, Precondition::Any)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores the secret of confidential client `client_id` (rmcp keeps only the client id,
+    /// so without this a confidential client cannot refresh after a restart).
+    pub async fn save_client_secret(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> token_store_core::Result<()> {
+        let registration = match self.client_registration().await? {
+            Some(old) if old.client_id == client_id => old.with_secret(secret),
+            _ => ClientRegistration::new(client_id).with_secret(secret),
+        };
+        self.save_client_registration(&registration).await
+    }
+
+    /// Stores an rmcp client configuration (client id, secret, redirect URI), e.g. the one
+    /// `AuthorizationManager::register_client` returned.
+    pub async fn save_client_config(
+        &self,
+        config: &OAuthClientConfig,
+    ) -> token_store_core::Result<()> {
+        let mut registration = match self.client_registration().await? {
+            Some(old) if old.client_id == config.client_id => old,
+            _ => ClientRegistration::new(config.client_id.clone()),
+        };
+        registration.client_secret = config.client_secret.clone().map(Into::into);
+        if !registration.redirect_uris.contains(&config.redirect_uri) {
+            registration.redirect_uris.push(config.redirect_uri.clone());
+        }
+        if !config.scopes.is_empty() {
+            registration
+                .extra
+                .insert("scope".to_owned(), Value::String(config.scopes.join(" ")));
+        }
+        self.save_client_registration(&registration).await
+    }
+
+    /// The stored client as an rmcp configuration with `redirect_uri`, secret included. After
+    /// `AuthorizationManager::initialize_from_store` (which configures the client id only),
+    /// pass it to `configure_client` so a confidential client can refresh.
+    pub async fn client_config(
+        &self,
+        redirect_uri: &str,
+    ) -> token_store_core::Result<Option<OAuthClientConfig>> {
+        Ok(self.client_registration().await?.map(|r| {
+            let scopes = r
+                .extra
+                .get("scope")
+                .and_then(Value::as_str)
+                .map(|s| s.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default();
+            let mut config = OAuthClientConfig::new(r.client_id, redirect_uri).with_scopes(scopes);
+            if let Some(secret) = r.client_secret {
+                config = config.with_client_secret(secret.expose());
+            }
+            config
+        }))
+    }
+
+    /// Deletes the client registration; returns whether there was one.
+    pub async fn forget_client_registration(&self) -> token_store_core::Result<bool> {
+        self.typed()
+            .delete_client(&self.client_key, Precondition::Any)
+            .await
+    }
+
+    /// Notes what a `load` saw, for the compare-and-swap of the `save` that follows it under
+    /// the same guard.
+    fn note_loaded(&self, version: Option<Version>) {
+        let mut state = lock(&self.guard);
+        if state.held && state.base.is_none() {
+            state.base = Some(version);
+        }
+    }
+
+    /// The precondition of a save: CAS against the guarded load, else unconditional (a login
+    /// or a code exchange is authoritative).
+    fn save_precondition(&self) -> (bool, Precondition) {
+        let state = lock(&self.guard);
+        match (&state.held, &state.base) {
+            (true, Some(Some(v))) => (true, Precondition::IfVersion(v.clone())),
+            (true, Some(None)) => (true, Precondition::IfAbsent),
+            _ => (false, Precondition::Any),
+        }
+    }
+
+    fn note_saved(&self, version: Option<Version>) {
+        let mut state = lock(&self.guard);
+        if state.held {
+            state.base = Some(version);
+        }
+    }
+
+    async fn load_tokenless(&self) -> Result<Option<StoredCredentials>, AuthError> {
+        let Some(registration) = self.client_registration().await.map_err(store_error)? else {
+            return Ok(None);
+        };
+        if registration.extra.get(TOKENLESS) != Some(&Value::Bool(true)) {
+            return Ok(None);
+        }
+        let issuer = registration
+            .extra
+            .get(TOKENLESS_ISSUER)
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Ok(Some(
+            StoredCredentials::new(registration.client_id, None, Vec::new(), None)
+                .with_issuer(issuer),
+        ))
+    }
+
+    async fn set_tokenless(
+        &self,
+        client_id: Option<&str>,
+        issuer: Option<&str>,
+    ) -> Result<(), AuthError> {
+        let old = self.client_registration().await.map_err(store_error)?;
+        let mut registration = match (old, client_id) {
+            (Some(old), Some(id)) if old.client_id == id => old,
+            (Some(old), None) if old.extra.contains_key(TOKENLESS) => old,
+            (_, Some(id)) => ClientRegistration::new(id),
+            (_, None) => return Ok(()),
+        };
+        registration.extra.remove(TOKENLESS);
+        registration.extra.remove(TOKENLESS_ISSUER);
+        if client_id.is_some() {
+            registration
+                .extra
+                .insert(TOKENLESS.to_owned(), Value::Bool(true));
+            if let Some(issuer) = issuer {
+                registration.extra.insert(
+                    TOKENLESS_ISSUER.to_owned(),
+                    Value::String(issuer.to_owned()),
+                );
+            }
+        }
+        self.typed()
+            .put_client(&self.client_key, &registration, Precondition::Any)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CredentialStore for RmcpCredentialStore {
+    async fn load(&self) -> Result<Option<StoredCredentials>, AuthError> {
+        let found = self.typed().get(&self.key).await.map_err(store_error)?;
+        let Some(found) = found else {
+            self.note_loaded(None);
+            return self.load_tokenless().await;
+        };
+        self.note_loaded(Some(found.version));
+        let fallback = match found.value.client_id {
+            Some(_) => None,
+            // A record written by another tool: the registration knows the client.
+            None => self
+                .client_registration()
+                .await
+                .map_err(store_error)?
+                .map(|r| r.client_id),
+        };
+        Ok(Some(convert::from_record(
+            &found.value,
+            fallback.as_deref(),
+        )))
+    }
+
+    async fn save(&self, credentials: StoredCredentials) -> Result<(), AuthError> {
+        let (guarded, precondition) = self.save_precondition();
+        let Some(mut record) = convert::to_record(&credentials) else {
+            // rmcp keeps a portable client id without tokens: no token record then.
+            match self.typed().delete(&self.key, precondition).await {
+                Ok(_) => {}
+                Err(e) if e.is_conflict() && guarded => {
+                    tracing::warn!(key = %self.key, "credentials changed by a writer that bypassed the refresh guard; keeping them");
+                    return Ok(());
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+            self.note_saved(None);
+            return self
+                .set_tokenless(Some(&credentials.client_id), credentials.issuer.as_deref())
+                .await;
+        };
+        record.resource = Some(self.key.resource.clone());
+        match self.typed().put(&self.key, &record, precondition).await {
+            Ok(version) => {
+                self.note_saved(Some(version));
+                Ok(())
+            }
+            Err(e) if e.is_conflict() && guarded => {
+                // Under the guard only a writer that bypassed it (a new login elsewhere) can
+                // have written: its tokens are newer than the ones this refresh replaced.
+                tracing::warn!(key = %self.key, "credentials changed by a writer that bypassed the refresh guard; keeping them");
+                Ok(())
+            }
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    async fn clear(&self) -> Result<(), AuthError> {
+        self.typed()
+            .delete(&self.key, Precondition::Any)
+            .await
+            .map_err(store_error)?;
+        self.note_saved(None);
+        self.set_tokenless(None, None).await
+    }
+
+    async fn on_refresh_token_rejected(
+        &self,
+        credentials: &StoredCredentials,
+    ) -> Result<(), AuthError> {
+        use oauth2::TokenResponse;
+        let Some(rejected) = credentials
+            .token_response
+            .as_ref()
+            .and_then(|r| r.refresh_token())
+        else {
+            return Ok(());
+        };
+        let Some(current) = self.typed().get(&self.key).await.map_err(store_error)? else {
+            return Ok(());
+        };
+        let still_rejected = current
+            .value
+            .refresh_token
+            .as_ref()
+            .is_some_and(|rt| rt.expose() == rejected.secret());
+        if !still_rejected {
+            tracing::info!(key = %self.key, "refresh token rejected, but newer credentials are stored; keeping them");
+            return Ok(());
+        }
+        match self
+            .typed()
+            .delete(&self.key, Precondition::IfVersion(current.version))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(key = %self.key, "refresh token rejected; removed the credentials that carried it");
+                Ok(())
+            }
+            // Replaced between the read and the delete: the newer record stays.
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    async fn acquire_refresh_guard(&self) -> Result<Option<CredentialRefreshGuard>, AuthError> {
+        let lease = Lease::acquire(
+            self.store.clone(),
+            &TokenManager::lease_name(&self.key),
+            &self.lease,
+        )
+        .await
+        .map_err(store_error)?;
+        let generation = {
+            let mut state = lock(&self.guard);
+            state.generation += 1;
+            state.held = true;
+            state.base = None;
+            state.generation
+        };
+        Ok(Some(CredentialRefreshGuard::new(RefreshGuard {
+            _lease: lease,
+            state: self.guard.clone(),
+            generation,
+        })))
+    }
+}
