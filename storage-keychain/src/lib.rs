@@ -23,7 +23,7 @@
 //! `scopes` for tokens; `authorization_server`, `application` for client registrations;
 //! `name` otherwise), `expires` (ms since the epoch, only with a TTL) and
 //! `xdg:schema = org.token-store.Record`, and a label such as
-//! "MCP OAuth token for https://mcp.example.com/mcp". Keys are not secret by design; no
+//! `MCP OAuth token for https://mcp.example.com/mcp`. Keys are not secret by design; no
 //! token, client secret or PKCE verifier ever goes into an attribute or a label (PKCE
 //! states are stored under the digest of the state value).
 //!
@@ -54,7 +54,7 @@
 //! # Headless machines
 //!
 //! - No D-Bus session bus (SSH, containers, CI): [`probe`] fails at once saying so, and
-//!   [`auto`]-style selection moves on to another backend.
+//!   automatic selection (`token_store::auto`) moves on to another backend.
 //! - A bus without a Secret Service provider: fails fast (`ServiceUnknown`).
 //! - gnome-keyring started without `--unlock`: no default collection, so writes would need a
 //!   prompt; this is [`Error::Locked`], within the timeout.
@@ -211,7 +211,7 @@ impl std::fmt::Debug for KeyringStore {
 
 impl KeyringStore {
     /// Opens the keychain of `platform` (not [`Platform::SecretService`], which is
-    /// [`SecretServiceStore`]). Nothing is read or written yet.
+    /// `SecretServiceStore`, Linux only). Nothing is read or written yet.
     pub fn open(platform: Platform, config: &Config) -> Result<Self> {
         let (store, backend, limit, persistent) = native_store(platform)?;
         let limit = match config.chunk_size {

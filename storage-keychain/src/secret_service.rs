@@ -125,6 +125,9 @@ impl SecretServiceStore {
     /// Connects to the session bus (or `config.bus_address`) and opens an encrypted
     /// (Diffie-Hellman) session with the Secret Service, within `config.timeout`.
     pub async fn connect(config: &Config) -> Result<Self> {
+        if config.service.is_empty() {
+            return Err(Error::config("the keychain service name must not be empty"));
+        }
         let bus = config.bus_address.clone();
         let work = async {
             let conn = match &bus {
