@@ -152,17 +152,21 @@ ensure_packages() {
 		openssl curl setsid flock; do
 		command -v "$b" >/dev/null 2>&1 || missing+=("$b")
 	done
+	# The keychain tests fake a Secret Service that never answers with python3-dbus.
+	/usr/bin/python3 -c 'import dbus' >/dev/null 2>&1 || missing+=(python3-dbus)
 	((${#missing[@]} == 0)) && return 0
 	log "missing ${missing[*]}: installing packages with apt-get"
 	((EUID == 0)) || die "need root to apt-get install (missing: ${missing[*]})"
 	local pkgs=(redis-server redis-tools gnome-keyring libsecret-tools keyutils dbus-daemon openssl curl)
 	command -v dbus-send >/dev/null 2>&1 || pkgs+=(dbus-bin)
+	/usr/bin/python3 -c 'import dbus' >/dev/null 2>&1 || pkgs+=(python3-dbus)
 	command -v setsid >/dev/null 2>&1 || pkgs+=(util-linux)
 	command -v flock >/dev/null 2>&1 || pkgs+=(util-linux)
 	apt-get update -qq >&2 || die "apt-get update failed"
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >&2 ||
 		die "apt-get install ${pkgs[*]} failed"
 	for b in "${missing[@]}"; do
+		[[ $b == python3-dbus ]] && continue
 		command -v "$b" >/dev/null 2>&1 || die "$b still missing after apt-get install"
 	done
 }
