@@ -340,8 +340,8 @@ impl<R: RawStore + ?Sized> TokenStore for R {
             let found = match get_typed::<_, StateEnvelope>(self, &key).await {
                 Ok(Some(found)) => found,
                 Ok(None) => continue,
-                // An unreadable state can never be taken: it is garbage too.
-                Err(Error::Corrupt { .. }) => {
+                // An unreadable or tampered state can never be taken: it is garbage too.
+                Err(Error::Corrupt { .. } | Error::Integrity { .. }) => {
                     if self.remove(&key, &Precondition::Any).await? {
                         purged += 1;
                     }
