@@ -24,7 +24,12 @@ fn tokenstore(home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn tokenstore");
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     drop(child.stdin.take());
     child.wait_with_output().expect("wait tokenstore")
@@ -60,26 +65,54 @@ fn put_get_list_delete_with_redaction() {
     let response = format!(
         r#"{{"access_token":"{ACCESS}","refresh_token":"{REFRESH}","token_type":"Bearer","expires_in":3600,"scope":"read write"}}"#
     );
-    let args = [&store[..], &["put", "--server", "https://MCP.example.com/mcp/"]].concat();
+    let args = [
+        &store[..],
+        &["put", "--server", "https://MCP.example.com/mcp/"],
+    ]
+    .concat();
     let out = ok(tokenstore(home.path(), &args, Some(&response)));
     assert!(out.contains("stored"), "{out}");
 
-    let get = [&store[..], &["get", "--server", "https://mcp.example.com/mcp"]].concat();
+    let get = [
+        &store[..],
+        &["get", "--server", "https://mcp.example.com/mcp"],
+    ]
+    .concat();
     let shown = ok(tokenstore(home.path(), &get, None));
-    assert!(!shown.contains(ACCESS) && !shown.contains(REFRESH), "secret shown: {shown}");
+    assert!(
+        !shown.contains(ACCESS) && !shown.contains(REFRESH),
+        "secret shown: {shown}"
+    );
     assert!(shown.contains("eyJh…ture"), "no preview: {shown}");
     assert!(shown.contains("read write"), "scopes: {shown}");
-    assert!(shown.contains("(in 3"), "expires_in became an absolute expiry: {shown}");
+    assert!(
+        shown.contains("(in 3"),
+        "expires_in became an absolute expiry: {shown}"
+    );
 
     let reveal = [&get[..], &["--reveal"]].concat();
     let revealed = ok(tokenstore(home.path(), &reveal, None));
-    assert!(revealed.contains(ACCESS) && revealed.contains(REFRESH), "{revealed}");
+    assert!(
+        revealed.contains(ACCESS) && revealed.contains(REFRESH),
+        "{revealed}"
+    );
 
-    let list = ok(tokenstore(home.path(), &[&store[..], &["list"]].concat(), None));
-    assert!(list.contains("https://mcp.example.com/mcp") && list.contains("1 tokens"), "{list}");
+    let list = ok(tokenstore(
+        home.path(),
+        &[&store[..], &["list"]].concat(),
+        None,
+    ));
+    assert!(
+        list.contains("https://mcp.example.com/mcp") && list.contains("1 tokens"),
+        "{list}"
+    );
     assert!(!list.contains(ACCESS), "{list}");
 
-    let del = [&store[..], &["delete", "--server", "https://mcp.example.com/mcp"]].concat();
+    let del = [
+        &store[..],
+        &["delete", "--server", "https://mcp.example.com/mcp"],
+    ]
+    .concat();
     assert!(ok(tokenstore(home.path(), &del, None)).contains("deleted"));
     let missing = tokenstore(home.path(), &get, None);
     assert!(!missing.status.success());
@@ -92,20 +125,34 @@ fn put_get_list_delete_with_redaction() {
 fn bad_input_gives_one_clear_line() {
     let home = tempfile::tempdir().unwrap();
     let url = file_url(home.path());
-    let put = ["--store", url.as_str(), "put", "--server", "https://x.example"];
+    let put = [
+        "--store",
+        url.as_str(),
+        "put",
+        "--server",
+        "https://x.example",
+    ];
     let out = tokenstore(home.path(), &put, Some("not json"));
     assert!(!out.status.success());
     assert!(text(&out).contains("not JSON"), "{}", text(&out));
     let out = tokenstore(home.path(), &["--store", "nope://x", "list"], None);
     assert!(!out.status.success());
-    assert!(text(&out).contains("unknown store scheme"), "{}", text(&out));
+    assert!(
+        text(&out).contains("unknown store scheme"),
+        "{}",
+        text(&out)
+    );
     let out = tokenstore(
         home.path(),
         &["--store", "redis://user:hunter2@127.0.0.1:1/", "list"],
         None,
     );
     assert!(!out.status.success());
-    assert!(!text(&out).contains("hunter2"), "password leaked: {}", text(&out));
+    assert!(
+        !text(&out).contains("hunter2"),
+        "password leaked: {}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -121,10 +168,20 @@ fn migrate_copies_verifies_and_is_idempotent() {
     }
     let args = ["--store", from.as_str(), "migrate", "--to", to.as_str()];
     let first = ok(tokenstore(home.path(), &args, None));
-    assert!(first.contains("migrated 3 records (0 already up to date)"), "{first}");
+    assert!(
+        first.contains("migrated 3 records (0 already up to date)"),
+        "{first}"
+    );
     let again = ok(tokenstore(home.path(), &args, None));
-    assert!(again.contains("migrated 0 records (3 already up to date)"), "{again}");
-    let list = ok(tokenstore(home.path(), &["--store", to.as_str(), "list"], None));
+    assert!(
+        again.contains("migrated 0 records (3 already up to date)"),
+        "{again}"
+    );
+    let list = ok(tokenstore(
+        home.path(),
+        &["--store", to.as_str(), "list"],
+        None,
+    ));
     assert!(list.contains("3 tokens"), "{list}");
     let get = [
         "--store",
@@ -160,6 +217,10 @@ fn doctor_picks_the_encrypted_file_store_on_a_headless_host() {
         assert_eq!(mode, 0o700, "data dir mode");
     }
     // An explicit store that fails is an error, never a fall-back.
-    let bad = tokenstore(home.path(), &["--store", "sqlite:///proc/nope/x.db", "doctor"], None);
+    let bad = tokenstore(
+        home.path(),
+        &["--store", "sqlite:///proc/nope/x.db", "doctor"],
+        None,
+    );
     assert!(!bad.status.success(), "{}", text(&bad));
 }

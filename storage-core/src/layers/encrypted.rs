@@ -10,7 +10,6 @@ use crate::raw::{
     SecretBytes, Version,
 };
 
-
 /// Keeps only XChaCha20-Poly1305 ciphertext in the wrapped store. Each value is bound to its
 /// storage key (associated data), so a value copied to another key fails as
 /// [`Error::Integrity`]. Keys stay readable (backends index and list by them); put nothing
