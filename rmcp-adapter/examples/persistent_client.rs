@@ -100,6 +100,12 @@ async fn main() -> Result<(), BoxError> {
     let store = open_store(&store_url).await?;
 
     let credentials = RmcpCredentialStore::new(store.clone(), TokenKey::for_server(&server));
+    // Several processes sharing the store each refresh once more after waiting for the
+    // refresh guard (rmcp 3.11 does not re-check). To make that one refresh per expiry, build
+    // the manager with
+    //   AuthorizationManager::new_with_oauth_http_client(server, credentials
+    //       .coalescing_http_client(rmcp::transport::auth::default_oauth_http_client()?))
+    // at the price of rmcp's filter of private addresses in discovered metadata.
     let mut manager = AuthorizationManager::new(server.as_str()).await?;
     manager.set_credential_store(credentials.clone());
     manager.set_state_store(RmcpStateStore::new(store));

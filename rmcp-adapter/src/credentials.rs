@@ -2,17 +2,20 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rmcp::transport::auth::{
-    AuthError, CredentialRefreshGuard, CredentialStore, OAuthClientConfig, StoredCredentials,
+    AuthError, CredentialRefreshGuard, CredentialStore, OAuthClientConfig, OAuthHttpClient,
+    OAuthTokenResponse, StoredCredentials,
 };
 use serde_json::Value;
 use token_store_core::{
     ClientKey, ClientRegistration, Error, Lease, LeaseOptions, Precondition, RawStore, TokenKey,
-    TokenManager, TokenStore, Version,
+    TokenManager, TokenRecord, TokenStore, Version, unix_now,
 };
 
+use crate::coalesce::CoalescingHttpClient;
 use crate::convert;
 
 /// Marks a client registration that also stands for rmcp credentials without tokens (rmcp
@@ -20,6 +23,10 @@ use crate::convert;
 const TOKENLESS: &str = "rmcp_tokenless";
 /// The issuer of such tokenless credentials.
 const TOKENLESS_ISSUER: &str = "rmcp_issuer";
+
+/// rmcp 3.11 refreshes tokens with less than `min(30 s, lifetime / 2)` left; a stored token
+/// handed to a coalesced refresh must outlive the largest of those buffers.
+const COALESCE_MIN_REMAINING: f64 = 30.0;
 
 pub(crate) fn store_error(e: Error) -> AuthError {
     // The core error names the backend and key, never a value.
@@ -34,6 +41,24 @@ struct GuardState {
     held: bool,
     /// The version the first `load` under the guard saw (`Some(None)`: no record).
     base: Option<Option<Version>>,
+    /// The record that load returned, for coalescing ([`RmcpCredentialStore::coalesce`]).
+    base_record: Option<TokenRecord>,
+    /// The version this adapter last loaded or saved: the credentials this process acts on.
+    seen: Option<Option<Version>>,
+    /// `seen` when the guard was taken: the credentials the refresh was started from.
+    seen_at_acquire: Option<Option<Version>>,
+    /// The guarded refresh was answered from the store; its save writes nothing.
+    coalesced: bool,
+}
+
+impl GuardState {
+    fn reset(&mut self) {
+        self.held = false;
+        self.base = None;
+        self.base_record = None;
+        self.seen_at_acquire = None;
+        self.coalesced = false;
+    }
 }
 
 fn lock(state: &Mutex<GuardState>) -> MutexGuard<'_, GuardState> {
@@ -53,8 +78,7 @@ impl Drop for RefreshGuard {
     fn drop(&mut self) {
         let mut state = lock(&self.state);
         if state.generation == self.generation {
-            state.held = false;
-            state.base = None;
+            state.reset();
         }
     }
 }
@@ -83,8 +107,10 @@ impl Drop for RefreshGuard {
 /// rmcp acquires the guard, then loads, then refreshes, with no check in between whether the
 /// token still needs refreshing. A process that waited for the guard therefore loads the
 /// winner's tokens (including its new refresh token) and refreshes once more with them: no
-/// `invalid_grant`, no revoked token family, but up to one extra refresh per waiting process.
-/// [`TokenManager::valid_token`] re-checks under the lease and refreshes exactly once.
+/// `invalid_grant`, no revoked token family, but one extra refresh per waiting process.
+/// With [`coalescing_http_client`](Self::coalescing_http_client) those extra refreshes are
+/// answered from the store instead, so one refresh runs per expiry, as with
+/// [`TokenManager::valid_token`].
 ///
 /// Store errors become [`AuthError::CredentialStoreError`], which rmcp keeps apart from
 /// errors that require a new login.
@@ -153,6 +179,21 @@ impl RmcpCredentialStore {
     /// The store.
     pub fn store(&self) -> &Arc<dyn RawStore> {
         &self.store
+    }
+
+    /// An OAuth HTTP client for rmcp that answers redundant refreshes from the store, so that
+    /// of several processes finding the token expired exactly one calls the authorization
+    /// server: the others, having waited for the refresh guard, get the winner's tokens.
+    /// All other requests go to `inner` (e.g. `rmcp::transport::auth::default_oauth_http_client()`).
+    ///
+    /// Give it to `AuthorizationManager::new_with_oauth_http_client`, and this adapter (or a
+    /// clone of it) to that manager's `set_credential_store`: they share what the adapter
+    /// saw. A later `AuthorizationManager::with_client` replaces it.
+    pub fn coalescing_http_client(
+        &self,
+        inner: impl OAuthHttpClient + 'static,
+    ) -> Arc<dyn OAuthHttpClient> {
+        Arc::new(CoalescingHttpClient::new(Arc::new(inner), self.clone()))
     }
 
     fn typed(&self) -> &dyn TokenStore {
@@ -260,13 +301,42 @@ impl RmcpCredentialStore {
             .await
     }
 
-    /// Notes what a `load` saw, for the compare-and-swap of the `save` that follows it under
-    /// the same guard.
-    fn note_loaded(&self, version: Option<Version>) {
+    /// Notes what a `load` saw: as what this process acts on, and under the guard for the
+    /// compare-and-swap of the `save` that follows.
+    fn note_loaded(&self, version: Option<Version>, record: Option<&TokenRecord>) {
         let mut state = lock(&self.guard);
         if state.held && state.base.is_none() {
-            state.base = Some(version);
+            state.base = Some(version.clone());
+            state.base_record = record.cloned();
         }
+        state.seen = Some(version);
+    }
+
+    /// Answers rmcp's refresh with `refresh_token` from the store when that refresh is
+    /// redundant: under the guard, the stored credentials are no longer the ones this
+    /// process last loaded (another process refreshed while this one waited), they carry the
+    /// very refresh token rmcp is about to send, and their access token is good for more
+    /// than rmcp's refresh buffer (30 s). Returns the token response to hand rmcp.
+    pub(crate) fn coalesce(&self, refresh_token: &str) -> Option<OAuthTokenResponse> {
+        let mut state = lock(&self.guard);
+        let (Some(Some(base)), Some(Some(seen))) = (&state.base, &state.seen_at_acquire) else {
+            return None;
+        };
+        if !state.held || base == seen {
+            return None;
+        }
+        let record = state.base_record.as_ref()?;
+        if record.refresh_token.as_ref()?.expose() != refresh_token {
+            return None;
+        }
+        let remaining = record.expires_at? - unix_now();
+        if remaining <= COALESCE_MIN_REMAINING {
+            return None;
+        }
+        let mut response = convert::from_record(record, None).token_response?;
+        response.set_expires_in(Some(&Duration::from_secs(remaining.floor() as u64)));
+        state.coalesced = true;
+        Some(response)
     }
 
     /// The precondition of a save: CAS against the guarded load, else unconditional (a login
@@ -283,8 +353,25 @@ impl RmcpCredentialStore {
     fn note_saved(&self, version: Option<Version>) {
         let mut state = lock(&self.guard);
         if state.held {
-            state.base = Some(version);
+            state.base = Some(version.clone());
+            state.base_record = None;
         }
+        state.seen = Some(version);
+    }
+
+    fn is_coalesced_save(&self, credentials: &StoredCredentials) -> bool {
+        use oauth2::TokenResponse;
+        let state = lock(&self.guard);
+        if !(state.held && state.coalesced) {
+            return false;
+        }
+        let (Some(record), Some(response)) = (&state.base_record, &credentials.token_response)
+        else {
+            return false;
+        };
+        record.access_token.expose() == response.access_token().secret()
+            && record.refresh_token.as_ref().map(|t| t.expose())
+                == response.refresh_token().map(|t| t.secret().as_str())
     }
 
     async fn load_tokenless(&self) -> Result<Option<StoredCredentials>, AuthError> {
@@ -343,10 +430,10 @@ impl CredentialStore for RmcpCredentialStore {
     async fn load(&self) -> Result<Option<StoredCredentials>, AuthError> {
         let found = self.typed().get(&self.key).await.map_err(store_error)?;
         let Some(found) = found else {
-            self.note_loaded(None);
+            self.note_loaded(None, None);
             return self.load_tokenless().await;
         };
-        self.note_loaded(Some(found.version));
+        self.note_loaded(Some(found.version.clone()), Some(&found.value));
         let fallback = match found.value.client_id {
             Some(_) => None,
             // A record written by another tool: the registration knows the client.
@@ -363,6 +450,10 @@ impl CredentialStore for RmcpCredentialStore {
     }
 
     async fn save(&self, credentials: StoredCredentials) -> Result<(), AuthError> {
+        if self.is_coalesced_save(&credentials) {
+            // rmcp saves what the store answered: the store has it already.
+            return Ok(());
+        }
         let (guarded, precondition) = self.save_precondition();
         let Some(mut record) = convert::to_record(&credentials) else {
             // rmcp keeps a portable client id without tokens: no token record then.
@@ -453,9 +544,10 @@ impl CredentialStore for RmcpCredentialStore {
         .map_err(store_error)?;
         let generation = {
             let mut state = lock(&self.guard);
+            state.reset();
             state.generation += 1;
             state.held = true;
-            state.base = None;
+            state.seen_at_acquire = state.seen.clone();
             state.generation
         };
         Ok(Some(CredentialRefreshGuard::new(RefreshGuard {

@@ -662,3 +662,73 @@ async fn states_are_one_time_expiring_shared_and_compatible_with_the_core() {
     short.purge_expired().await.unwrap();
     assert!(short.load("fresh").await.unwrap().is_some());
 }
+
+async fn coalescing_manager(
+    server: &common::OAuthServer,
+    store: &Arc<dyn RawStore>,
+) -> (AuthorizationManager, RmcpCredentialStore) {
+    let adapter = RmcpCredentialStore::new(store.clone(), key());
+    let http =
+        adapter.coalescing_http_client(rmcp::transport::auth::default_oauth_http_client().unwrap());
+    let mut m = AuthorizationManager::new_with_oauth_http_client(
+        format!("{}/mcp", server.base_url()),
+        http,
+    )
+    .await
+    .unwrap();
+    let mut metadata = AuthorizationMetadata::default();
+    metadata.authorization_endpoint = format!("{}/authorize", server.base_url());
+    metadata.token_endpoint = server.token_url();
+    metadata.issuer = Some(server.base_url());
+    m.set_metadata(metadata);
+    m.set_credential_store(adapter.clone());
+    m.configure_client(OAuthClientConfig::new("pub", "http://127.0.0.1/cb"))
+        .unwrap();
+    (m, adapter)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coalescing_client_answers_only_redundant_refreshes() {
+    let server = common::OAuthServer::start(Duration::from_millis(50), None).await;
+    let store: Arc<dyn RawStore> = Arc::new(MemoryStore::new());
+    let (at, rt) = server.login();
+    let expired = StoredCredentials::new(
+        "pub".into(),
+        Some(response(&at, Some(&rt), Some(1))),
+        vec![],
+        Some(1_000),
+    );
+    RmcpCredentialStore::new(store.clone(), key())
+        .save(expired)
+        .await
+        .unwrap();
+    let (a, _) = coalescing_manager(&server, &store).await;
+    let (b, b_adapter) = coalescing_manager(&server, &store).await;
+
+    // Both find the token expired at once: one refresh, the waiter adopts its result.
+    let (ta, tb) = tokio::join!(a.get_access_token(), b.get_access_token());
+    let (ta, tb) = (ta.unwrap(), tb.unwrap());
+    assert_eq!(server.counters().refreshed, 1, "{:?}", server.counters());
+    assert_eq!(ta, tb);
+    assert!(!server.revoked(&rt) && server.counters().invalid_grant == 0);
+
+    // A refresh asked for with nothing changed since this process last loaded (a forced
+    // refresh, or after a 401 from the MCP server) goes to the authorization server.
+    b.refresh_token().await.unwrap();
+    assert_eq!(server.counters().refreshed, 2);
+    let tb2 = b.get_access_token().await.unwrap();
+    assert_ne!(tb2, tb);
+
+    // Changed by another process but about to expire itself: refreshed for real.
+    b_adapter.load().await.unwrap();
+    let stored = TokenStore::get(&store, &key()).await.unwrap().unwrap();
+    let mut record = stored.value;
+    record.expires_at = Some(unix_now() + 20.0);
+    record.obtained_at += 1.0; // another writer
+    TokenStore::put(&store, &key(), &record, Precondition::Any)
+        .await
+        .unwrap();
+    b.refresh_token().await.unwrap();
+    assert_eq!(server.counters().refreshed, 3);
+    assert_eq!(server.counters().invalid_grant, 0);
+}

@@ -183,10 +183,21 @@ async fn worker_main(role: String) {
             let base = env("RMCP_E2E_BASE_URL");
             let adapter =
                 RmcpCredentialStore::new(store.clone(), key()).with_lease_options(lease_options());
-            let mut auth = AuthorizationManager::new(format!("{base}/mcp"))
-                .await
-                .unwrap();
-            auth.with_client(reqwest::Client::new()).unwrap();
+            let mut auth = if std::env::var("RMCP_E2E_COALESCE").is_ok() {
+                let http = adapter.coalescing_http_client(
+                    rmcp::transport::auth::default_oauth_http_client().unwrap(),
+                );
+                AuthorizationManager::new_with_oauth_http_client(format!("{base}/mcp"), http)
+                    .await
+                    .unwrap()
+            } else {
+                let mut auth = AuthorizationManager::new(format!("{base}/mcp"))
+                    .await
+                    .unwrap();
+                // Loopback token endpoint: skip rmcp's address filter.
+                auth.with_client(reqwest::Client::new()).unwrap();
+                auth
+            };
             let mut metadata = AuthorizationMetadata::default();
             metadata.authorization_endpoint = format!("{base}/authorize");
             metadata.token_endpoint = format!("{base}/token");
@@ -336,17 +347,22 @@ struct RoundStats {
 async fn run_rounds(
     backend: &str,
     role: &str,
+    coalesce: bool,
     processes: usize,
     rounds: usize,
     server: &OAuthServer,
     url: &str,
 ) -> RoundStats {
     let store = common::open_store(url).await;
-    let vars = [
+    let mut vars = vec![
         ("RMCP_E2E_STORE", url.to_owned()),
         ("RMCP_E2E_TOKEN_URL", server.token_url()),
         ("RMCP_E2E_BASE_URL", server.base_url()),
     ];
+    if coalesce {
+        vars.push(("RMCP_E2E_COALESCE", "1".to_owned()));
+    }
+    let one_refresh_per_expiry = role == "manager" || coalesce;
     let mut workers: Vec<Worker> = (0..processes).map(|_| Worker::spawn(role, &vars)).collect();
     for w in &mut workers {
         assert_eq!(w.next().await, "ready");
@@ -389,15 +405,17 @@ async fn run_rounds(
             "[{backend}/{role}] round {round}: {after:?}"
         );
         let refreshed = after.refreshed - before.refreshed;
-        if role == "manager" {
+        if one_refresh_per_expiry {
             assert_eq!(
                 refreshed, 1,
-                "[{backend}] round {round}: one refresh per expiry"
+                "[{backend}/{role}] round {round}: one refresh per expiry"
             );
-            assert_eq!(refreshers, 1, "[{backend}] round {round}");
+            if role == "manager" {
+                assert_eq!(refreshers, 1, "[{backend}] round {round}");
+            }
             assert!(
                 tokens.iter().all(|t| *t == tokens[0]),
-                "[{backend}] round {round}: every process adopts the one refreshed token"
+                "[{backend}/{role}] round {round}: every process adopts the one refreshed token"
             );
         } else {
             assert!(
@@ -454,7 +472,7 @@ async fn refresh_once_per_expiry(backend: &str) {
     )
     .await
     .unwrap();
-    let stats = run_rounds(backend, "manager", PROCESSES, ROUNDS, &server, &url).await;
+    let stats = run_rounds(backend, "manager", false, PROCESSES, ROUNDS, &server, &url).await;
     let counters = server.counters();
     assert_eq!(counters.refreshed, ROUNDS, "exactly one refresh per expiry");
     assert_eq!(counters.invalid_grant, 0);
@@ -485,13 +503,14 @@ async fn refresh_once_per_expiry_across_processes_redis() {
     refresh_once_per_expiry("redis").await;
 }
 
-async fn rmcp_managers_across_processes(backend: &str) {
+async fn rmcp_managers_across_processes(backend: &str, coalesce: bool) {
     let dir = tempfile::tempdir().unwrap();
     let Some(url) = common::store_url(backend, dir.path()) else {
         return;
     };
     const PROCESSES: usize = 8;
-    const ROUNDS: usize = 20;
+    // Without coalescing every round costs 8 sequential refreshes; 20 rounds show it.
+    let rounds: usize = if coalesce { 50 } else { 20 };
     let server = OAuthServer::start(
         Duration::from_millis(30),
         Some((CLIENT_ID.into(), CLIENT_SECRET.into())),
@@ -532,9 +551,12 @@ async fn rmcp_managers_across_processes(backend: &str) {
         let loaded = adapter.load().await.unwrap().unwrap();
         assert!(loaded.token_response.unwrap().refresh_token().is_some());
     }
-    let stats = run_rounds(backend, "rmcp", PROCESSES, ROUNDS, &server, &url).await;
+    let stats = run_rounds(backend, "rmcp", coalesce, PROCESSES, rounds, &server, &url).await;
     let counters = server.counters();
     assert_eq!(counters.invalid_grant, 0);
+    if coalesce {
+        assert_eq!(counters.refreshed, rounds, "one refresh per expiry");
+    }
     let min = stats
         .refreshers_per_round
         .iter()
@@ -548,7 +570,8 @@ async fn rmcp_managers_across_processes(backend: &str) {
         .copied()
         .unwrap_or(0);
     eprintln!(
-        "e2e[{backend}/rmcp AuthorizationManager]: {PROCESSES} processes x {ROUNDS} rounds: {} refresh requests ({min}..{max} per expiry: rmcp refreshes again after waiting for the guard), {} invalid_grant, {} reuse; get_access_token latency p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms; wall {:.1} s",
+        "e2e[{backend}/rmcp AuthorizationManager{}]: {PROCESSES} processes x {rounds} rounds: {} refresh requests ({min}..{max} per expiry), {} invalid_grant, {} reuse; get_access_token latency p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms; wall {:.1} s",
+        if coalesce { " + coalescing client" } else { "" },
         counters.refreshed,
         counters.invalid_grant,
         counters.reuse,
@@ -561,17 +584,32 @@ async fn rmcp_managers_across_processes(backend: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rmcp_managers_across_processes_never_reuse_a_refresh_token_sqlite() {
-    rmcp_managers_across_processes("sqlite").await;
+    rmcp_managers_across_processes("sqlite", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmcp_managers_with_the_coalescing_client_refresh_once_per_expiry_sqlite() {
+    rmcp_managers_across_processes("sqlite", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rmcp_managers_across_processes_never_reuse_a_refresh_token_file() {
-    rmcp_managers_across_processes("file").await;
+    rmcp_managers_across_processes("file", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmcp_managers_with_the_coalescing_client_refresh_once_per_expiry_file() {
+    rmcp_managers_across_processes("file", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rmcp_managers_across_processes_never_reuse_a_refresh_token_redis() {
-    rmcp_managers_across_processes("redis").await;
+    rmcp_managers_across_processes("redis", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmcp_managers_with_the_coalescing_client_refresh_once_per_expiry_redis() {
+    rmcp_managers_across_processes("redis", true).await;
 }
 
 /// A holder killed with SIGKILL while it holds the lease, before (`after_post = false`) or
