@@ -49,7 +49,8 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
 //! ```
 //!
-//! Wiring into rmcp (see `examples/persistent_client.rs` for a complete client):
+//! Wiring into rmcp (see `examples/persistent_client.rs` for a complete client, and
+//! `examples/loopback_mcp_server.rs` for an OAuth-protected MCP server to run it against):
 //!
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<dyn token_store_core::RawStore>) -> Result<(), Box<dyn std::error::Error>> {
