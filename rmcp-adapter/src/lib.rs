@@ -101,6 +101,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! This crate makes no HTTP requests itself; it needs rmcp's `auth` and `client` features
+//! only. An application talking to HTTPS authorization servers enables a TLS feature of
+//! rmcp (e.g. `reqwest`, rustls) as usual. `load` is one store read (rmcp calls it before
+//! every MCP request); nothing is cached, so a refresh by another process is seen at once.
+//!
 //! # What is stored
 //!
 //! One `TokenRecord` per key: access and refresh token, `expires_at = token_received_at +

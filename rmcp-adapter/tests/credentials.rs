@@ -190,7 +190,10 @@ async fn tokenless_credentials_and_clear() {
     let tokenless =
         StoredCredentials::new("https://app.example/client.json".into(), None, vec![], None)
             .with_issuer(Some("https://new-as.example".into()));
-    adapter.save(full_credentials(1_000)).await.unwrap();
+    adapter
+        .save(full_credentials(unix_now() as u64 - 100))
+        .await
+        .unwrap();
     adapter.save(tokenless.clone()).await.unwrap();
     assert!(
         TokenStore::get(&store, &key()).await.unwrap().is_none(),
@@ -203,7 +206,10 @@ async fn tokenless_credentials_and_clear() {
         .unwrap();
     assert_eq!(json_of(&loaded), json_of(&tokenless));
     // Tokens again, then clear: nothing left.
-    adapter.save(full_credentials(1_000)).await.unwrap();
+    adapter
+        .save(full_credentials(unix_now() as u64 - 100))
+        .await
+        .unwrap();
     assert!(
         adapter
             .load()
@@ -244,7 +250,10 @@ async fn records_of_other_tools_load_with_their_expiry_and_the_registered_client
 
     // An rmcp record refreshed by another tool that kept the old metadata: the stale rmcp
     // fields are ignored and the new expiry wins.
-    adapter.save(full_credentials(1_000)).await.unwrap();
+    adapter
+        .save(full_credentials(unix_now() as u64 - 100))
+        .await
+        .unwrap();
     let mut refreshed = TokenStore::get(&store, &key())
         .await
         .unwrap()
@@ -271,7 +280,10 @@ async fn the_client_secret_is_kept_across_restarts() {
             .with_client_secret("dcr-secret")
             .with_scopes(vec!["read".into(), "write".into()]);
         adapter.save_client_config(&config).await.unwrap();
-        adapter.save(full_credentials(1_000)).await.unwrap();
+        adapter
+            .save(full_credentials(unix_now() as u64 - 100))
+            .await
+            .unwrap();
         assert!(!format!("{adapter:?}").contains("secret-value"));
     }
     let adapter = RmcpCredentialStore::new(sqlite(dir.path()).await, key());
@@ -731,4 +743,26 @@ async fn the_coalescing_client_answers_only_redundant_refreshes() {
     b.refresh_token().await.unwrap();
     assert_eq!(server.counters().refreshed, 3);
     assert_eq!(server.counters().invalid_grant, 0);
+}
+
+/// rmcp loads the credentials before every MCP request: how long that takes per backend.
+#[tokio::test]
+async fn load_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    for backend in ["sqlite", "file"] {
+        let url = common::store_url(backend, dir.path()).unwrap();
+        let adapter = RmcpCredentialStore::new(common::open_store(&url).await, key());
+        adapter
+            .save(full_credentials(unix_now() as u64))
+            .await
+            .unwrap();
+        const N: u32 = 2000;
+        let started = Instant::now();
+        for _ in 0..N {
+            adapter.load().await.unwrap().unwrap();
+        }
+        let each = started.elapsed() / N;
+        println!("load latency [{backend}]: {each:?} per load() over {N} loads");
+        assert!(each < Duration::from_millis(50), "{backend}: {each:?}");
+    }
 }
