@@ -52,6 +52,23 @@ pub struct LeaseOptions {
     pub poll: Duration,
 }
 
+impl LeaseOptions {
+    /// A lease living `ttl` unless released, waited for at most `wait`.
+    pub fn new(ttl: Duration, wait: Duration) -> Self {
+        LeaseOptions {
+            ttl,
+            wait,
+            ..Self::default()
+        }
+    }
+
+    /// The same options with another first pause between attempts.
+    pub fn with_poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+}
+
 impl Default for LeaseOptions {
     fn default() -> Self {
         LeaseOptions {

@@ -56,7 +56,7 @@ pub use raw::{
 pub use record::{
     AuthState, ClientRegistration, RECORD_SCHEMA, Secret, TokenRecord, Versioned, to_unix, unix_now,
 };
-pub use store::{Page, Query, TokenStore};
+pub use store::{Page, Query, TokenStore, json_error_summary};
 pub use url::{BackendKind, StoreUrl};
 
 /// Re-exported so backends and users name the same `async_trait`.

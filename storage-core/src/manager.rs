@@ -147,11 +147,41 @@ impl TokenManager {
         if !first.value.is_expired(self.leeway) {
             return Ok(first.value);
         }
-        let lease = Lease::acquire(self.store.clone(), &Self::lease_name(key), &self.lease).await?;
+        let lease = match self.acquire_or_adopt(key).await? {
+            Ok(lease) => lease,
+            Err(adopted) => return Ok(adopted),
+        };
         let result = self.refresh_locked(key, refresh).await;
         // A failed release only delays the next refresher until the lease expires.
         let _ = lease.release().await;
         result
+    }
+
+    /// Takes the refresh lease in short steps, re-reading between them: when the holder has
+    /// meanwhile stored a fresh token, that token is adopted at once (`Err`) instead of waiting
+    /// for the lease only to find the work done.
+    async fn acquire_or_adopt(&self, key: &TokenKey) -> Result<Result<Lease, TokenRecord>, Error> {
+        let store: &dyn TokenStore = &self.store;
+        let name = Self::lease_name(key);
+        let deadline = tokio::time::Instant::now() + self.lease.wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let step = LeaseOptions {
+                wait: left.min(Duration::from_millis(100)),
+                ..self.lease.clone()
+            };
+            match Lease::acquire(self.store.clone(), &name, &step).await {
+                Ok(lease) => return Ok(Ok(lease)),
+                Err(e) if e.is_retryable() && !left.is_zero() => {
+                    if let Some(current) = store.get(key).await?
+                        && !current.value.is_expired(self.leeway)
+                    {
+                        return Ok(Err(current.value));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn refresh_locked<F, Fut>(

@@ -131,6 +131,10 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     /// Saves a pending authorization under its CSRF `state` value for at most `ttl`.
     async fn save_state(&self, state: &str, auth: &AuthState, ttl: Duration) -> Result<()>;
 
+    /// Reads the pending authorization for `state` without taking it (`None` once expired).
+    /// For flows that validate before consuming; finish with [`TokenStore::take_state`].
+    async fn peek_state(&self, state: &str) -> Result<Option<AuthState>>;
+
     /// Returns and deletes the pending authorization for `state`, at most once even when
     /// several callers race (on backends with atomic compare-and-swap).
     async fn take_state(&self, state: &str) -> Result<Option<AuthState>>;
@@ -159,10 +163,21 @@ fn decode<T: DeserializeOwned>(backend: &'static str, key: &StorageKey, bytes: &
     serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
         backend,
         key: key.to_string(),
-        // serde_json's message names a position and an expectation, never the input text.
-        message: format!("not a valid record: {e}"),
+        message: format!("not a valid record: {}", json_error_summary(&e)),
         source: None,
     })
+}
+
+/// A serde_json error described without any of the input: its own message can quote a value
+/// ("invalid type: string \"...\"") and the value may be a token.
+pub fn json_error_summary(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "I/O error",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "a field of the wrong type or a missing field",
+        serde_json::error::Category::Eof => "unexpected end of input",
+    };
+    format!("{kind} at line {}, column {}", e.line(), e.column())
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<zeroize::Zeroizing<Vec<u8>>> {
@@ -311,6 +326,15 @@ impl<R: RawStore + ?Sized> TokenStore for R {
         Ok(())
     }
 
+    async fn peek_state(&self, state: &str) -> Result<Option<AuthState>> {
+        let key = state_key(state)?;
+        Ok(get_typed::<_, StateEnvelope>(self, &key)
+            .await?
+            .map(|found| found.value)
+            .filter(|env| env.expires_at > unix_now())
+            .map(|env| env.state))
+    }
+
     async fn take_state(&self, state: &str) -> Result<Option<AuthState>> {
         let key = state_key(state)?;
         let Some(found) = get_typed::<_, StateEnvelope>(self, &key).await? else {
@@ -362,5 +386,37 @@ impl<R: RawStore + ?Sized> TokenStore for R {
             }
         }
         Ok(purged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_never_quote_the_input() {
+        let bad = br#"{"access_token": {"nested": "SECRET-VALUE"}}"#;
+        let err = serde_json::from_slice::<TokenRecord>(bad).unwrap_err();
+        let summary = json_error_summary(&err);
+        assert!(!summary.contains("SECRET"), "{summary}");
+        let err =
+            serde_json::from_slice::<TokenRecord>(br#"{"scopes": "SECRET-VALUE"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("SECRET-VALUE"),
+            "serde quotes values: {err}"
+        );
+        assert!(!json_error_summary(&err).contains("SECRET"));
+    }
+
+    #[tokio::test]
+    async fn peek_state_does_not_consume() {
+        let store = crate::MemoryStore::new();
+        store
+            .save_state("s", &AuthState::new("v"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(store.peek_state("s").await.unwrap().is_some());
+        assert!(store.take_state("s").await.unwrap().is_some());
+        assert!(store.peek_state("s").await.unwrap().is_none());
     }
 }

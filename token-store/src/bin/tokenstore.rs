@@ -242,10 +242,16 @@ async fn get(store: &dyn RawStore, key: &TokenKey, reveal: bool) -> token_store:
 }
 
 fn parse_record(text: &str) -> token_store::Result<TokenRecord> {
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| Error::invalid_input(format!("input is not JSON: {e}")))?;
-    let mut record: TokenRecord = serde_json::from_value(value.clone())
-        .map_err(|e| Error::invalid_input(format!("input is not a token record: {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        Error::invalid_input(format!(
+            "input is not JSON: {}",
+            token_store::json_error_summary(&e)
+        ))
+    })?;
+    let mut record: TokenRecord = serde_json::from_value(value.clone()).map_err(|e| {
+        let why = token_store::json_error_summary(&e);
+        Error::invalid_input(format!("input is not a token record: {why}"))
+    })?;
     // An OAuth token response carries a relative lifetime; store it as an absolute time.
     if record.expires_at.is_none()
         && let Some(secs) = value.get("expires_in").and_then(|v| v.as_f64())
