@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use oauth2::{CsrfToken, PkceCodeVerifier};
 use rmcp::transport::auth::{AuthError, StateStore, StoredAuthorizationState};
-use serde::Deserialize;
 use serde_json::Value;
-use token_store_core::{AuthState, KeyKind, RawStore, StorageKey, TokenStore, Version, unix_now};
+use token_store_core::{AuthState, RawStore, TokenStore};
 
 use crate::credentials::store_error;
 
@@ -21,26 +20,6 @@ pub const DEFAULT_STATE_TTL: Duration = Duration::from_secs(10 * 60);
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 const REQUIRE_ISSUER: &str = "rmcp_require_issuer";
-
-/// The core's state key and envelope, mirrored for the non-destructive read rmcp needs (the
-/// core offers only the destructive `take_state`). Kept to the minimum; the tests check it
-/// against the core's own `save_state`/`take_state`.
-mod core_state {
-    use super::*;
-
-    #[derive(Deserialize)]
-    pub struct StateEnvelope {
-        pub expires_at: f64,
-        pub state: AuthState,
-    }
-
-    pub fn key(csrf: &str) -> token_store_core::Result<StorageKey> {
-        StorageKey::single(
-            KeyKind::State,
-            Version::of_bytes(csrf.as_bytes()).to_string(),
-        )
-    }
-}
 
 /// rmcp's [`StateStore`] over any token-store backend, shared by every process and replica
 /// using the store: the authorization can start on one and the redirect land on another.
@@ -150,24 +129,12 @@ impl StateStore for RmcpStateStore {
     }
 
     async fn load(&self, csrf_token: &str) -> Result<Option<StoredAuthorizationState>, AuthError> {
-        let key = core_state::key(csrf_token).map_err(store_error)?;
-        let Some(raw) = self.store.read(&key).await.map_err(store_error)? else {
-            return Ok(None);
-        };
-        let envelope: core_state::StateEnvelope =
-            serde_json::from_slice(&raw.value).map_err(|e| {
-                // Position only: serde_json's messages may quote stored text.
-                AuthError::CredentialStoreError(format!(
-                    "{}: corrupt authorization state at {key} (line {}, column {})",
-                    self.store.backend(),
-                    e.line(),
-                    e.column()
-                ))
-            })?;
-        if envelope.expires_at <= unix_now() {
-            return Ok(None);
-        }
-        Ok(Some(from_auth_state(csrf_token, envelope.state)))
+        let state = self
+            .typed()
+            .peek_state(csrf_token)
+            .await
+            .map_err(store_error)?;
+        Ok(state.map(|auth| from_auth_state(csrf_token, auth)))
     }
 
     async fn delete(&self, csrf_token: &str) -> Result<(), AuthError> {
