@@ -23,7 +23,7 @@
 //! ```
 //!
 //! Cargo features select backends: `file`, `sqlite`, `redis`, `vault`, `keychain` (all on by
-//! default). A URL naming a backend whose feature is off fails with a [`Error::Config`] that
+//! default); `rmcp` adds the rmcp `CredentialStore` / `StateStore` adapters (`token_store::rmcp`). A URL naming a backend whose feature is off fails with a [`Error::Config`] that
 //! says which feature to enable.
 #![warn(missing_docs)]
 
@@ -39,6 +39,8 @@ pub use token_store_file as file;
 pub use token_store_keychain as keychain;
 #[cfg(feature = "redis")]
 pub use token_store_redis as redis;
+#[cfg(feature = "rmcp")]
+pub use token_store_rmcp as rmcp;
 #[cfg(feature = "sqlite")]
 pub use token_store_sqlite as sqlite;
 #[cfg(feature = "vault")]
