@@ -159,6 +159,11 @@ const KEY_HELP: &str = "add ?key_file=PATH (32 raw bytes, created when missing) 
 
 /// Opens the store a `file://` URL names (see [the crate docs](crate#urls)).
 pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn RawStore>> {
+    Ok(Arc::new(open_file_url(url).await?))
+}
+
+/// Like [`open_url`], returning the concrete [`FileStore`] (for [`FileStore::rekey`]).
+pub async fn open_file_url(url: &StoreUrl) -> Result<FileStore> {
     if url.kind() != BackendKind::File {
         return Err(Error::config(format!(
             "the file backend opens file:// URLs, not {}",
@@ -176,7 +181,7 @@ pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn RawStore>> {
         )));
     }
     let key = key_source(url)?;
-    Ok(Arc::new(FileStore::open(dir, key).await?))
+    FileStore::open(dir, key).await
 }
 
 fn key_source(url: &StoreUrl) -> Result<KeySource> {

@@ -224,3 +224,52 @@ fn doctor_picks_the_encrypted_file_store_on_a_headless_host() {
     );
     assert!(!bad.status.success(), "{}", text(&bad));
 }
+
+#[test]
+fn rekey_re_encrypts_and_the_old_key_no_longer_opens() {
+    let home = tempfile::tempdir().unwrap();
+    let url = file_url(home.path());
+    let put = [
+        "--store",
+        url.as_str(),
+        "put",
+        "--server",
+        "https://r.example",
+    ];
+    ok(tokenstore(
+        home.path(),
+        &put,
+        Some(r#"{"access_token":"at-rekey"}"#),
+    ));
+    let new_key = home.path().join("new.key");
+    let args = [
+        "--store",
+        url.as_str(),
+        "rekey",
+        "--new-key-file",
+        new_key.to_str().unwrap(),
+    ];
+    let out = ok(tokenstore(home.path(), &args, None));
+    assert!(out.contains("re-encrypted 1 records"), "{out}");
+    let old = tokenstore(home.path(), &["--store", url.as_str(), "list"], None);
+    assert!(
+        !old.status.success(),
+        "the old key still opens: {}",
+        text(&old)
+    );
+    assert!(text(&old).contains("wrong key"), "{}", text(&old));
+    let new_url = format!(
+        "file://{}?key_file={}",
+        home.path().join("store").display(),
+        new_key.display()
+    );
+    let get = [
+        "--store",
+        new_url.as_str(),
+        "get",
+        "--server",
+        "https://r.example",
+        "--reveal",
+    ];
+    assert!(ok(tokenstore(home.path(), &get, None)).contains("at-rekey"));
+}

@@ -79,6 +79,16 @@ enum Command {
     },
     /// Show which store auto-detection picks and why, then time a put/get/CAS/delete round trip.
     Doctor,
+    /// Re-encrypt every record of an encrypted file store under a new key, crash-safe
+    /// (a crash leaves the store under either the old key or the new one, complete).
+    Rekey {
+        /// The new key file (created 0600 with a random key if it does not exist).
+        #[arg(long, conflicts_with = "new_passphrase_env")]
+        new_key_file: Option<std::path::PathBuf>,
+        /// The environment variable holding the new passphrase.
+        #[arg(long)]
+        new_passphrase_env: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -179,6 +189,10 @@ async fn open(
 async fn run(cli: Cli) -> token_store::Result<()> {
     match cli.command {
         Command::Doctor => doctor(cli.store.as_deref()).await,
+        Command::Rekey {
+            new_key_file,
+            new_passphrase_env,
+        } => rekey(cli.store.as_deref(), new_key_file, new_passphrase_env).await,
         command => {
             let (store, _, _) = open(cli.store.as_deref()).await?;
             match command {
@@ -192,7 +206,7 @@ async fn run(cli: Cli) -> token_store::Result<()> {
                     Ok(())
                 }
                 Command::Migrate { to } => migrate(&*store, &to).await,
-                Command::Doctor => unreachable!("handled above"),
+                Command::Doctor | Command::Rekey { .. } => unreachable!("handled above"),
             }
         }
     }
@@ -493,4 +507,56 @@ async fn doctor(store: Option<&str>) -> token_store::Result<()> {
     }
     println!("ok");
     Ok(())
+}
+
+#[cfg(feature = "file")]
+async fn rekey(
+    store: Option<&str>,
+    new_key_file: Option<std::path::PathBuf>,
+    new_passphrase_env: Option<String>,
+) -> token_store::Result<()> {
+    use token_store::KeySource;
+    let new_key = match (new_key_file, new_passphrase_env) {
+        (Some(path), None) => KeySource::KeyFile(path),
+        (None, Some(var)) => match std::env::var(&var) {
+            Ok(p) if !p.is_empty() => KeySource::passphrase(p),
+            _ => return Err(Error::config(format!("{var} is unset or empty"))),
+        },
+        _ => return Err(Error::config("give --new-key-file or --new-passphrase-env")),
+    };
+    let store = match store {
+        Some(url) => {
+            let url = token_store::StoreUrl::parse(url)?;
+            if url.kind() != token_store::BackendKind::File {
+                return Err(Error::config(format!(
+                    "rekey works on encrypted file stores (file://), not {}",
+                    url.scheme()
+                )));
+            }
+            token_store::file::open_file_url(&url).await?
+        }
+        None => {
+            let key = KeySource::from_env()
+                .map(Ok)
+                .unwrap_or_else(|| token_store::default_key_file().map(KeySource::KeyFile))?;
+            token_store::file::FileStore::open(token_store::default_data_dir()?, key).await?
+        }
+    };
+    let n = store.rekey(new_key).await?;
+    println!(
+        "re-encrypted {n} records under the new key in {}",
+        store.dir().display()
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "file"))]
+async fn rekey(
+    _: Option<&str>,
+    _: Option<std::path::PathBuf>,
+    _: Option<String>,
+) -> token_store::Result<()> {
+    Err(Error::config(
+        "rekey needs the `file` feature of token-store",
+    ))
 }
