@@ -10,6 +10,7 @@ use token_store_core::{
     Query, RawStore, StorageKey, TokenKey, TokenRecord, TokenStore,
 };
 
+use crate::secrets::{counter, counter_value, secret};
 use crate::{BoxFuture, Instance, Outcome};
 
 type CaseResult = std::result::Result<Outcome, String>;
@@ -76,14 +77,14 @@ pub(crate) fn all() -> Vec<(&'static str, Case)> {
 }
 
 fn full_record(tag: &str) -> TokenRecord {
-    let mut r = TokenRecord::new(format!("access-{tag}-eyJhbGciOi"))
-        .with_refresh_token(format!("refresh-{tag}"))
+    let mut r = TokenRecord::new(secret(format!("access-{tag}-eyJhbGciOi")))
+        .with_refresh_token(secret(format!("refresh-{tag}")))
         .with_scopes(["read", "write"]);
     r.expires_at = Some(1_900_000_000.25);
     r.refresh_expires_at = Some(2_000_000_000.5);
     r.resource = Some("https://mcp.example.com/mcp".into());
     r.authorization_server = Some("https://auth.example.com".into());
-    r.id_token = Some(format!("id-{tag}").into());
+    r.id_token = Some(secret(format!("id-{tag}")).into());
     r.client_id = Some("client-1".into());
     r.metadata.insert("server_name".into(), json!("demo"));
     r.metadata
@@ -134,9 +135,12 @@ async fn round_trip_every_field(i: Instance) -> CaseResult {
 
 async fn unknown_fields_survive_a_write_back(i: Instance) -> CaseResult {
     let sk = key("u", "https://x.example").storage_key();
-    let foreign = br#"{"access_token":"at","refresh_token":null,"scopes":[],"expires_at":null,"token_type":"Bearer","resource":null,"authorization_server":null,"obtained_at":1.5,"metadata":{},"from_the_future":{"k":[1]}}"#;
+    let foreign = format!(
+        r#"{{"access_token":"{}","refresh_token":null,"scopes":[],"expires_at":null,"token_type":"Bearer","resource":null,"authorization_server":null,"obtained_at":1.5,"metadata":{{}},"from_the_future":{{"k":[1]}}}}"#,
+        secret("at")
+    );
     i.store
-        .write(&sk, foreign, &PutOptions::default())
+        .write(&sk, foreign.as_bytes(), &PutOptions::default())
         .await
         .or_fail("raw put")?;
     let s = token_store(&i);
@@ -258,9 +262,13 @@ async fn list_pages(i: Instance) -> CaseResult {
     let s = token_store(&i);
     for n in 0..25 {
         let k = key(&format!("user{n:02}"), "https://p.example");
-        s.put(&k, &TokenRecord::new(format!("t{n}")), Precondition::Any)
-            .await
-            .or_fail("put")?;
+        s.put(
+            &k,
+            &TokenRecord::new(secret(format!("t{n}"))),
+            Precondition::Any,
+        )
+        .await
+        .or_fail("put")?;
     }
     let mut seen = Vec::new();
     let mut cursor = None;
@@ -291,7 +299,7 @@ async fn kinds_do_not_mix(i: Instance) -> CaseResult {
     let s = token_store(&i);
     s.put(
         &key("k", "https://k.example"),
-        &TokenRecord::new("t"),
+        &TokenRecord::new(secret("t")),
         Precondition::Any,
     )
     .await
@@ -303,7 +311,7 @@ async fn kinds_do_not_mix(i: Instance) -> CaseResult {
     )
     .await
     .or_fail("put client")?;
-    s.save_state("st", &AuthState::new("v"), Duration::from_secs(60))
+    s.save_state("st", &AuthState::new(secret("v")), Duration::from_secs(60))
         .await
         .or_fail("save state")?;
     let tokens = s.list(&Query::default()).await.or_fail("list")?;
@@ -347,7 +355,7 @@ async fn odd_keys_round_trip(i: Instance) -> CaseResult {
         },
     ];
     for (n, k) in odd.iter().enumerate() {
-        let rec = TokenRecord::new(format!("odd-{n}"));
+        let rec = TokenRecord::new(secret(format!("odd-{n}")));
         s.put(k, &rec, Precondition::Any)
             .await
             .or_fail(&format!("put odd key {n}"))?;
@@ -357,7 +365,7 @@ async fn odd_keys_round_trip(i: Instance) -> CaseResult {
             .or_fail("get")?
             .ok_or(format!("odd key {n} vanished"))?;
         check!(
-            got.value.access_token.expose() == format!("odd-{n}"),
+            got.value.access_token.expose() == secret(format!("odd-{n}")),
             "odd key {n} read another record"
         );
     }
@@ -390,13 +398,16 @@ async fn invalid_keys_are_rejected(i: Instance) -> CaseResult {
         authorization_server: None,
         scope_fingerprint: String::new(),
     };
-    match s.put(&bad, &TokenRecord::new("t"), Precondition::Any).await {
+    match s
+        .put(&bad, &TokenRecord::new(secret("t")), Precondition::Any)
+        .await
+    {
         Err(Error::InvalidKey { .. }) => {}
         other => return Err(format!("NUL in a key gave {other:?}")),
     }
     let huge = key(&"x".repeat(token_store_core::MAX_ENCODED_KEY_LEN + 1), "r");
     match s
-        .put(&huge, &TokenRecord::new("t"), Precondition::Any)
+        .put(&huge, &TokenRecord::new(secret("t")), Precondition::Any)
         .await
     {
         Err(Error::InvalidKey { .. }) => {}
@@ -563,7 +574,7 @@ async fn concurrent_read_modify_write_loses_no_update(i: Instance) -> CaseResult
     const TASKS: usize = 64;
     let k = key("counter", "https://mcp.example.com/mcp");
     let s: Arc<dyn RawStore> = i.store.clone();
-    TokenStore::put(&*s, &k, &TokenRecord::new("0"), Precondition::Any)
+    TokenStore::put(&*s, &k, &TokenRecord::new(counter(0)), Precondition::Any)
         .await
         .or_fail("init")?;
     let mut handles = Vec::new();
@@ -575,8 +586,8 @@ async fn concurrent_read_modify_write_loses_no_update(i: Instance) -> CaseResult
                 let cur = TokenStore::get(&*s, &k)
                     .await?
                     .ok_or_else(|| Error::invalid_input("gone"))?;
-                let n: u64 = cur.value.access_token.expose().parse().unwrap_or(u64::MAX);
-                let next = TokenRecord::new((n + 1).to_string());
+                let n = counter_value(cur.value.access_token.expose()).unwrap_or(u64::MAX - 1);
+                let next = TokenRecord::new(counter(n + 1));
                 match TokenStore::put(&*s, &k, &next, Precondition::IfVersion(cur.version)).await {
                     Ok(_) => return Ok(()),
                     Err(e) if e.is_conflict() => tokio::task::yield_now().await,
@@ -594,9 +605,9 @@ async fn concurrent_read_modify_write_loses_no_update(i: Instance) -> CaseResult
         .or_fail("get")?
         .ok_or("absent")?;
     check!(
-        end.value.access_token.expose() == TASKS.to_string(),
-        "{TASKS} increments ended at {}",
-        end.value.access_token.expose()
+        counter_value(end.value.access_token.expose()) == Some(TASKS as u64),
+        "{TASKS} increments ended at {:?}",
+        counter_value(end.value.access_token.expose())
     );
     Ok(Outcome::Passed)
 }
@@ -614,7 +625,7 @@ async fn persistence_across_reopen(i: Instance) -> CaseResult {
     TokenStore::put_client(
         &*i.store,
         &ck,
-        &ClientRegistration::new("cid").with_secret("cs"),
+        &ClientRegistration::new("cid").with_secret(secret("cs")),
         Precondition::Any,
     )
     .await
@@ -632,7 +643,7 @@ async fn persistence_across_reopen(i: Instance) -> CaseResult {
         .or_fail("get client")?
         .ok_or("client lost")?;
     check!(
-        c.value.client_secret.map(|s| s.expose() == "cs") == Some(true),
+        c.value.client_secret.map(|s| s.expose() == secret("cs")) == Some(true),
         "client secret lost"
     );
     Ok(Outcome::Passed)
@@ -646,10 +657,10 @@ async fn ttl_expires_records(i: Instance) -> CaseResult {
     let short = key("ttl", "https://short.example");
     let forever = key("ttl", "https://forever.example");
     let opts = PutOptions::new(Precondition::Any).with_ttl(Some(Duration::from_secs(1)));
-    s.put_with(&short, &TokenRecord::new("s"), &opts)
+    s.put_with(&short, &TokenRecord::new(secret("s")), &opts)
         .await
         .or_fail("put ttl")?;
-    s.put(&forever, &TokenRecord::new("f"), Precondition::Any)
+    s.put(&forever, &TokenRecord::new(secret("f")), Precondition::Any)
         .await
         .or_fail("put")?;
     check!(
@@ -668,7 +679,7 @@ async fn ttl_expires_records(i: Instance) -> CaseResult {
     // An expired record is absent for conditional writes too.
     s.put_with(
         &short,
-        &TokenRecord::new("s2"),
+        &TokenRecord::new(secret("s2")),
         &PutOptions::new(Precondition::IfAbsent),
     )
     .await
@@ -679,7 +690,7 @@ async fn ttl_expires_records(i: Instance) -> CaseResult {
 async fn client_registrations_round_trip(i: Instance) -> CaseResult {
     let s = token_store(&i);
     let ck = ClientKey::new("https://Auth.Example.com/").with_application("my-app");
-    let mut reg = ClientRegistration::new("client-123").with_secret("client-SECRET-xyz");
+    let mut reg = ClientRegistration::new("client-123").with_secret(secret("client-xyz"));
     reg.redirect_uris = vec!["http://127.0.0.1:8765/callback".into()];
     reg.extra.insert("client_name".into(), json!("My App"));
     let v = s
@@ -722,7 +733,7 @@ async fn pkce_state_is_taken_once_under_concurrency(i: Instance) -> CaseResult {
         TokenStore::save_state(
             &*s,
             &state,
-            &AuthState::new("verifier"),
+            &AuthState::new(secret("verifier")),
             Duration::from_secs(60),
         )
         .await
@@ -752,7 +763,7 @@ async fn pkce_state_is_taken_once_under_concurrency(i: Instance) -> CaseResult {
 
 async fn pkce_state_expires(i: Instance) -> CaseResult {
     let s = token_store(&i);
-    let mut auth = AuthState::new("verifier-1");
+    let mut auth = AuthState::new(secret("verifier-1"));
     auth.requested_scopes = vec!["read".into()];
     s.save_state("a", &auth, Duration::from_secs(60))
         .await
@@ -806,7 +817,7 @@ async fn secrets_are_redacted_in_debug_and_errors(i: Instance) -> CaseResult {
         .await
         .err()
         .ok_or("no conflict")?;
-    let reg = ClientRegistration::new("c").with_secret("client-LEAKCHECK");
+    let reg = ClientRegistration::new("c").with_secret(secret("client-LEAKCHECK"));
     let texts = [
         format!("{got:?}"),
         format!("{raw:?}"),
@@ -816,7 +827,8 @@ async fn secrets_are_redacted_in_debug_and_errors(i: Instance) -> CaseResult {
         format!("{v:?}"),
     ];
     for t in texts {
-        check!(!t.contains("LEAKCHECK"), "a secret leaked: {t}");
+        let leaks = crate::secrets::find_leaks(&t, &["LEAKCHECK".to_owned()]);
+        check!(leaks.is_empty(), "a secret leaked: {leaks:?}");
     }
     Ok(Outcome::Passed)
 }

@@ -18,8 +18,15 @@
 //! ```
 
 mod cases;
+pub mod crash;
+pub mod fault;
+pub mod hostile;
+pub mod leak;
+mod linear;
 mod model;
+pub mod secrets;
 pub mod services;
+pub mod summary;
 
 use std::fmt;
 use std::future::Future;
@@ -28,7 +35,17 @@ use std::sync::Arc;
 
 use token_store_core::{RawStore, Result};
 
+pub use linear::{concurrent_model_check, concurrent_model_check_without_deletes};
 pub use model::{model_check, model_check_cases};
+/// Re-exported so backend tests write strategies without a dependency of their own.
+pub use proptest;
+/// Re-exported for backend tests that build or read JSON.
+pub use serde_json;
+
+/// Whether the long torture variants were asked for (`TOKEN_STORE_TORTURE_LONG=1`).
+pub fn torture_long() -> bool {
+    std::env::var("TOKEN_STORE_TORTURE_LONG").is_ok_and(|v| v == "1" || v == "true")
+}
 
 /// A boxed future, as the factory and reopen closures return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

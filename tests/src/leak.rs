@@ -1,0 +1,291 @@
+//! Secret-leak check: the whole conformance suite runs with every `tracing` event (TRACE level,
+//! every target, `log` records of client libraries included) written into a buffer, with
+//! every store call's result and error formatted (`Display`, `Debug`, the source chain) into the
+//! same buffer, and the stores' own `Debug`; then the buffer is searched for the suite's
+//! secrets ([`crate::secrets::CANARY`]) and for any secret the backend test adds (passphrases,
+//! service tokens).
+//!
+//! The capturing subscriber is global, so run a leak check from its own test binary (one
+//! test file per backend): everything else in that process is captured too.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use token_store_core::layers::Traced;
+use token_store_core::{
+    Capabilities, ListEntry, ListFilter, Precondition, PutOptions, RawRecord, RawStore, Result,
+    StorageKey, TokenKey, TokenStore, Version,
+};
+
+use crate::{BoxFuture, Factory, Instance};
+
+/// The captured text of this process.
+#[derive(Clone, Default)]
+pub struct Capture {
+    buf: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Capture {
+    /// Appends a line.
+    pub fn line(&self, text: &str) {
+        let mut b = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+        b.extend_from_slice(text.as_bytes());
+        b.push(b'\n');
+    }
+
+    /// Everything captured so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    /// Bytes captured so far.
+    pub fn len(&self) -> usize {
+        self.buf.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether nothing was captured.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+struct Writer(Capture);
+
+impl std::io::Write for Writer {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .buf
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs (once per process) a TRACE-level subscriber for every target writing into the
+/// returned buffer, and routes `log` records into it.
+pub fn capture() -> Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE
+        .get_or_init(|| {
+            let capture = Capture::default();
+            let sink = capture.clone();
+            let installed = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .with_target(true)
+                .with_writer(move || Writer(sink.clone()))
+                .try_init();
+            if let Err(e) = installed {
+                panic!("leak check: cannot install the capturing subscriber: {e}");
+            }
+            capture
+        })
+        .clone()
+}
+
+/// A layer writing every call and its outcome, `Debug` and `Display`, into the capture.
+#[derive(Debug)]
+pub struct Recording<R> {
+    inner: R,
+}
+
+fn record<T: std::fmt::Debug>(op: &str, key: &str, result: &Result<T>) {
+    let c = capture();
+    let mut line = format!("call {op} {key}: ");
+    match result {
+        Ok(v) => {
+            let _ = write!(line, "ok {v:?}");
+        }
+        Err(e) => {
+            let _ = write!(line, "err {e} / {e:?}");
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                let _ = write!(line, " / caused by: {s} / {s:?}");
+                source = s.source();
+            }
+        }
+    }
+    c.line(&line);
+}
+
+impl<R: RawStore> Recording<R> {
+    /// Wraps `inner`; its `Debug` goes into the capture now.
+    pub fn new(inner: R) -> Self {
+        capture().line(&format!("store: {inner:?}"));
+        Recording { inner }
+    }
+}
+
+#[async_trait]
+impl<R: RawStore> RawStore for Recording<R> {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    fn raw_capabilities(&self) -> Capabilities {
+        self.inner.raw_capabilities()
+    }
+    async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
+        let r = self.inner.read(key).await;
+        record("read", &key.to_string(), &r);
+        r
+    }
+    async fn write(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
+        let r = self.inner.write(key, value, options).await;
+        record("write", &format!("{key} {options:?}"), &r);
+        r
+    }
+    async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
+        let r = self.inner.remove(key, precondition).await;
+        record("remove", &format!("{key} {precondition:?}"), &r);
+        r
+    }
+    async fn scan(
+        &self,
+        kind: token_store_core::KeyKind,
+        filter: &ListFilter,
+    ) -> Result<Vec<ListEntry>> {
+        let r = self.inner.scan(kind, filter).await;
+        record("scan", &format!("{kind:?} {filter:?}"), &r);
+        r
+    }
+}
+
+fn wrap(store: Arc<dyn RawStore>) -> Arc<dyn RawStore> {
+    Arc::new(Recording::new(Traced::new(store)))
+}
+
+/// What a leak check found.
+#[derive(Debug, Clone)]
+pub struct LeakReport {
+    /// Bytes of logs, results and errors searched.
+    pub captured: usize,
+    /// Conformance cases run under capture.
+    pub cases: usize,
+    /// Excerpts around each secret found (the secret itself blanked out).
+    pub leaks: Vec<String>,
+}
+
+impl LeakReport {
+    /// Panics listing the leaks, if any.
+    pub fn assert_ok(&self, backend: &str) {
+        assert!(
+            self.leaks.is_empty(),
+            "leak[{backend}]: {} secrets found in logs, errors or Debug output:\n{}",
+            self.leaks.len(),
+            self.leaks.join("\n")
+        );
+    }
+}
+
+/// Runs the whole conformance suite on stores from `factory` with everything captured, plus
+/// a corrupt-record read (its error must not quote the stored bytes), then searches the
+/// capture for the suite's secrets and for `extra` (passphrases, service tokens). Appends a
+/// `torture leak` line to the report. Call from a multi-threaded tokio test in its own binary.
+pub async fn leak_check(backend: &str, factory: impl Factory, extra: Vec<String>) -> LeakReport {
+    let capture = capture();
+    let before = capture.len();
+    let started = Instant::now();
+    let factory = Arc::new(factory);
+    let wrapped = {
+        let factory = factory.clone();
+        move || -> BoxFuture<'static, Result<Instance>> {
+            let factory = factory.clone();
+            Box::pin(async move {
+                let instance = factory.create().await?;
+                let store = wrap(instance.store);
+                Ok(match instance.reopen {
+                    Some(reopen) => Instance::with_reopen(store, move || {
+                        let reopen = reopen.clone();
+                        async move { Ok(wrap(reopen().await?)) }
+                    }),
+                    None => Instance::new(store),
+                })
+            })
+        }
+    };
+    let report = crate::run(backend, wrapped.clone()).await;
+    capture.line(&format!("report: {report}\n{report:?}"));
+    // A record that is not JSON but holds a secret: the Corrupt error must not quote it.
+    match wrapped().await {
+        Ok(instance) => {
+            let key = TokenKey::for_server("https://leak.example/mcp");
+            let garbage = format!(
+                "{{\"access_token\": \"{}\", oops",
+                crate::secrets::secret("corrupt-record")
+            );
+            let _ = instance
+                .store
+                .write(
+                    &key.storage_key(),
+                    garbage.as_bytes(),
+                    &PutOptions::default(),
+                )
+                .await;
+            let got = TokenStore::get(&*instance.store, &key).await;
+            capture.line(&format!("corrupt read: {:?}", got.as_ref().map(|_| ())));
+            if let Err(e) = &got {
+                capture.line(&format!("corrupt read error: {e} / {e:?}"));
+            }
+            // A conflict error and the store's Debug, for good measure.
+            let conflict = TokenStore::put(
+                &*instance.store,
+                &key,
+                &token_store_core::TokenRecord::new(crate::secrets::secret("conflict")),
+                Precondition::IfVersion(Version::new("no-such-version")),
+            )
+            .await;
+            capture.line(&format!("conflict: {conflict:?} / {:?}", instance.store));
+        }
+        Err(e) => capture.line(&format!("factory failed: {e}")),
+    }
+    // A positive control: a TRACE event of an arbitrary target must reach the capture.
+    let control = crate::services::unique("leak-control");
+    tracing::trace!(target: "token_store_leak_control", "{control}");
+    let text = capture.text();
+    assert!(
+        text.contains(&control),
+        "leak[{backend}]: TRACE events of other targets are not captured"
+    );
+    let searched = &text[before.min(text.len())..];
+    // The capture must really hold the stores' trace output, or the check proves nothing.
+    assert!(
+        searched.contains("token store call") && searched.contains("call write"),
+        "leak[{backend}]: the capture holds no store calls; is another subscriber installed?"
+    );
+    if let Some(dir) = std::env::var_os("TOKEN_STORE_LEAK_DUMP") {
+        // For looking at what was searched (it holds no secret if the check passes).
+        let _ = std::fs::write(
+            std::path::Path::new(&dir).join(format!("{backend}.log")),
+            searched,
+        );
+    }
+    let leaks = crate::secrets::find_leaks(searched, &extra);
+    // Not `assert_ok`: that would count this run in the conformance table a second time.
+    assert!(
+        report.failed() == 0 && report.passed() > 0,
+        "leak[{backend}]: the suite failed under capture:\n{report}"
+    );
+    let out = LeakReport {
+        captured: searched.len(),
+        cases: report.passed() + report.failed(),
+        leaks,
+    };
+    crate::summary::torture(
+        "leak",
+        backend,
+        &[
+            ("cases", out.cases.to_string()),
+            ("captured_bytes", out.captured.to_string()),
+            ("secrets_searched", (1 + extra.len()).to_string()),
+            ("leaks", out.leaks.len().to_string()),
+            ("secs", format!("{:.1}", started.elapsed().as_secs_f64())),
+        ],
+    );
+    out
+}
