@@ -244,9 +244,10 @@ impl KeyHeader {
             None => None,
         };
         if let Some(p) = self.params
-            && (p.m_kib > 4 * 1024 * 1024 || p.t > 64 || p.p > 64)
+            && (p.m_kib > 1024 * 1024 || p.t > 32 || p.p > 16)
         {
-            // A tampered header must not make us allocate or spin without bound.
+            // A tampered header must not make us allocate or spin without bound: 1 GiB and 32 passes
+            // are far above any sane setting (OWASP: 19-64 MiB, 2-3 passes).
             return Err(corrupt_header(backend, "Argon2id parameters out of range"));
         }
         let cipher = Cipher::from_master(&*derive_master(source, self.params, salt.as_deref())?);

@@ -217,6 +217,19 @@ impl Inner {
                     // Another process created the store meanwhile: open theirs.
                     continue;
                 }
+                // Records without a header are a damaged store, not an empty one: creating a
+                // new store here would let cleanup() delete every record.
+                if let Some(orphan) = existing_record_dir(dir)? {
+                    return Err(Error::Corrupt {
+                        backend: BACKEND,
+                        key: HEADER_FILE.to_owned(),
+                        message: format!(
+                            "{HEADER_FILE} is missing but record directory {orphan} exists; \
+                             restore {HEADER_FILE} from a backup (records cannot be read without it)"
+                        ),
+                        source: None,
+                    });
+                }
                 let (key_header, cipher) = KeyHeader::create(key, params)?;
                 let records = new_record_dir_name()?;
                 let data_dir = dir.join(&records);
@@ -385,6 +398,21 @@ fn copy_reencrypted(old: &Keyed, cipher: &Cipher, new_dir: &Path) -> Result<usiz
     }
     sync_dir(new_dir).map_err(|e| io_error("sync", new_dir, e))?;
     Ok(count)
+}
+
+/// The name of a record directory in `dir`, if there is one.
+fn existing_record_dir(dir: &Path) -> Result<Option<String>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| io_error("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error("list", dir, e))?;
+        if let Some(name) = entry.file_name().to_str()
+            && name.starts_with(RECORD_DIR_PREFIX)
+            && is_record_dir_name(name)
+        {
+            return Ok(Some(name.to_owned()));
+        }
+    }
+    Ok(None)
 }
 
 /// Removes what a crash can leave behind: record directories other than `current` (a re-key

@@ -327,12 +327,10 @@ fn hostile_store_headers() {
     );
 }
 
-/// BUG (reported to the file backend's owner): with `store.json` gone (deleted by hand, lost
-/// in a partial restore), `open` silently creates a new store and its cleanup deletes every
-/// existing `d-*` record directory: all records are lost without an error. It should refuse
-/// (`Corrupt`: "record directories exist but store.json is missing").
+/// With `store.json` gone (deleted by hand, lost in a partial restore), `open` must refuse
+/// with `Corrupt` rather than create a new store whose cleanup would delete every existing
+/// `d-*` record directory (a bug this test found, now fixed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a missing store.json makes open delete every record; see the doc comment"]
 async fn missing_store_json_does_not_delete_records() {
     let f = forge().await;
     std::fs::remove_file(f.dir.join("store.json")).unwrap();
@@ -348,8 +346,12 @@ async fn missing_store_json_does_not_delete_records() {
         })
         .count();
     assert!(
-        f.path.exists(),
-        "open after losing store.json gave {:?} and deleted the record file ({record_dirs} record dirs left)",
+        matches!(opened, Err(token_store_core::Error::Corrupt { .. })),
+        "open after losing store.json gave {:?}",
         opened.map(|_| ())
+    );
+    assert!(
+        f.path.exists(),
+        "open after losing store.json deleted the record file ({record_dirs} record dirs left)"
     );
 }
