@@ -31,4 +31,6 @@ export TOKEN_STORE_CONFORMANCE_REPORT="$PWD/target/conformance-report.txt"
 mkdir -p target && : > "$TOKEN_STORE_CONFORMANCE_REPORT"
 keyctl session - cargo test --workspace "$@"
 echo "== conformance per backend" >&2
-sort "$TOKEN_STORE_CONFORMANCE_REPORT" >&2
+grep -E '^(conformance|model check)\[' "$TOKEN_STORE_CONFORMANCE_REPORT" | sort >&2 || true
+echo "== reliability (see RELIABILITY.md)" >&2
+cargo run -q -p token-store-conformance --example reliability_table -- "$TOKEN_STORE_CONFORMANCE_REPORT" >&2
