@@ -51,6 +51,12 @@
 //! gets [`Error::Unavailable`]). token-store never asks for an unlock prompt: a locked
 //! Secret Service collection, or a macOS/Windows access denial, is [`Error::Locked`].
 //!
+//! A Secret Service provider that dies and comes back (gnome-keyring restarted) does not
+//! need a new store: while it is gone calls fail with [`Error::Unavailable`], and afterwards
+//! the store opens a new session (a new connection only if the bus dropped it) and retries
+//! the call that found the old session dead once — reads and listings always, writes and
+//! deletes only when the failure proves nothing was changed.
+//!
 //! # Headless machines
 //!
 //! - No D-Bus session bus (SSH, containers, CI): [`probe`] fails at once saying so, and

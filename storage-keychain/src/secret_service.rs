@@ -4,8 +4,19 @@
 //! Every call runs under `tokio::time::timeout`, and dropping a zbus future really cancels
 //! it, so a hung provider or a prompt waiting for a user never hangs the program. Nothing
 //! here asks for an unlock prompt: a locked default collection is [`Error::Locked`].
+//!
+//! The Diffie-Hellman session belongs to the provider process that opened it. When the
+//! provider dies (or the bus connection drops) the session is marked stale and the next call
+//! opens a new one — on the same connection while it is open, else on a new connection —
+//! before it runs, so a restarted gnome-keyring is picked up by the same store. A call that
+//! failed because the session or the provider was gone is retried once on the new session:
+//! reads and listings always, writes and deletes only when the failure proves nothing was
+//! changed (the provider refused the session, or the bus had no provider to deliver to).
 
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use secret_service::{Collection, EncryptionType, Item, SecretService};
@@ -24,9 +35,64 @@ const CONTENT_TYPE: &str = "application/octet-stream";
 /// its file on every change, so items are kept far below anything D-Bus would allow.
 pub const SECRET_SERVICE_MAX_VALUE: usize = 256 * 1024;
 
+/// One session with the provider on one bus connection, replaced whole when it dies.
+struct Live {
+    ss: SecretService<'static>,
+    conn: zbus::Connection,
+    /// Set when a call saw the session (or its provider) gone: the next call opens a new one.
+    stale: AtomicBool,
+}
+
+impl Live {
+    fn usable(&self) -> bool {
+        !self.stale.load(Ordering::Acquire) && !self.conn.is_closed()
+    }
+}
+
+/// What one attempt of a call changed, to know whether retrying it is safe.
+#[derive(Default)]
+struct Attempt {
+    /// A mutating call was sent and may have taken effect.
+    touched: AtomicBool,
+}
+
+impl Attempt {
+    /// Runs a call that changes the keychain, remembering that it may have taken effect
+    /// unless its error proves it never ran.
+    async fn mutate<T>(
+        &self,
+        call: impl Future<Output = std::result::Result<T, secret_service::Error>>,
+    ) -> std::result::Result<T, secret_service::Error> {
+        let before = self.touched.swap(true, Ordering::AcqRel);
+        let r = call.await;
+        if let Err(e) = &r
+            && !before
+            && never_ran(e)
+        {
+            self.touched.store(false, Ordering::Release);
+        }
+        r
+    }
+}
+
+/// When a call that failed on a dead session may run again on a new one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Reads, listings and sweeps of expired items: running twice changes nothing.
+    Always,
+    /// Writes and deletes: only when the failed attempt provably changed nothing.
+    IfUntouched,
+}
+
+type Attempted<'s, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 's>>;
+
 /// A store in the default collection of the Secret Service on the D-Bus session bus.
 pub struct SecretServiceStore {
-    ss: SecretService<'static>,
+    live: Mutex<Arc<Live>>,
+    /// Serialises opening a new session, so concurrent calls that all saw the old one die
+    /// open one new session, not one each.
+    renew: tokio::sync::Mutex<()>,
+    bus_address: Option<String>,
     service: String,
     timeout: Duration,
     namespace: String,
@@ -74,6 +140,12 @@ fn map_error(e: secret_service::Error) -> Error {
             let text = other.to_string();
             if text.contains("IsLocked") {
                 locked(LOCKED)
+            } else if text.contains("NoSession") {
+                unavailable(
+                    "the Secret Service session is gone (the provider restarted?); a new one \
+                     is opened on the next call",
+                    Some(other),
+                )
             } else if text.contains("ServiceUnknown") || text.contains("NameHasNoOwner") {
                 unavailable(
                     "no Secret Service provider (org.freedesktop.secrets) on the session bus",
@@ -93,6 +165,53 @@ fn map_error(e: secret_service::Error) -> Error {
                 )
             }
         }
+    }
+}
+
+/// Why a session can no longer be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dead {
+    /// The provider does not know the session (it restarted, or closed it).
+    NoSession,
+    /// Nobody owns org.freedesktop.secrets on the bus (the provider died).
+    ServiceGone,
+    /// The bus connection itself is gone.
+    ConnectionLost,
+}
+
+fn dead(e: &secret_service::Error) -> Option<Dead> {
+    if matches!(e, secret_service::Error::Unavailable) {
+        return Some(Dead::ServiceGone);
+    }
+    let text = e.to_string();
+    if text.contains("NoSession") {
+        Some(Dead::NoSession)
+    } else if text.contains("ServiceUnknown") || text.contains("NameHasNoOwner") {
+        Some(Dead::ServiceGone)
+    } else if text.contains("Disconnected") || text.contains("I/O") {
+        Some(Dead::ConnectionLost)
+    } else {
+        None
+    }
+}
+
+/// Whether a failed call certainly did nothing: the provider refused it for want of a
+/// session before looking at it, or the bus had nobody to deliver it to. A call lost with
+/// the connection or unanswered may have run.
+fn never_ran(e: &secret_service::Error) -> bool {
+    matches!(dead(e), Some(Dead::NoSession | Dead::ServiceGone))
+}
+
+/// The dead-session cause behind a mapped error, if that is what it is.
+fn dead_cause(e: &Error) -> Option<Dead> {
+    match e {
+        Error::Unavailable {
+            source: Some(source),
+            ..
+        } => source
+            .downcast_ref::<secret_service::Error>()
+            .and_then(dead),
+        _ => None,
     }
 }
 
@@ -128,30 +247,12 @@ impl SecretServiceStore {
         if config.service.is_empty() {
             return Err(Error::config("the keychain service name must not be empty"));
         }
-        let bus = config.bus_address.clone();
+        let bus_address = config.bus_address.clone();
         let work = async {
-            let conn = match &bus {
-                Some(address) => match zbus::connection::Builder::address(address.as_str()) {
-                    Ok(b) => b.build().await,
-                    Err(e) => Err(e),
-                },
-                None => zbus::Connection::session().await,
-            }
-            .map_err(|e| {
-                Error::unavailable(
-                    SECRET_SERVICE,
-                    format!(
-                        "cannot connect to the D-Bus session bus ({}): {e}",
-                        bus.as_deref().map_or_else(bus_hint, str::to_owned)
-                    ),
-                    Some(Box::new(e)),
-                )
-            })?;
-            SecretService::connect_with_existing(EncryptionType::Dh, conn)
-                .await
-                .map_err(map_error)
+            let conn = connect_bus(bus_address.as_deref()).await?;
+            open_session(conn).await.map_err(map_error)
         };
-        let ss = match tokio::time::timeout(config.timeout, work).await {
+        let live = match tokio::time::timeout(config.timeout, work).await {
             Ok(r) => r?,
             Err(_) => {
                 return Err(unavailable(
@@ -160,9 +261,11 @@ impl SecretServiceStore {
                 ));
             }
         };
-        let bus = bus.unwrap_or_else(|| "session".to_owned());
+        let bus = bus_address.clone().unwrap_or_else(|| "session".to_owned());
         Ok(SecretServiceStore {
-            ss,
+            live: Mutex::new(Arc::new(live)),
+            renew: tokio::sync::Mutex::new(()),
+            bus_address,
             namespace: format!("{SECRET_SERVICE}\0{bus}\0{}", config.service),
             service: config.service.clone(),
             timeout: config.timeout,
@@ -178,21 +281,23 @@ impl SecretServiceStore {
     /// Deletes every item of this store's service in the default collection; returns how
     /// many.
     pub async fn clear(&self) -> Result<usize> {
-        self.timed("clear", async {
-            let coll = self.collection().await?;
-            let items = coll
-                .search_items(HashMap::from([("service", self.service.as_str())]))
-                .await
-                .map_err(map_error)?;
-            let mut n = 0;
-            for item in &items {
-                match item.delete().await {
-                    Ok(()) => n += 1,
-                    Err(e) if gone(&e) => {}
-                    Err(e) => return Err(map_error(e)),
+        self.call("clear", Retry::IfUntouched, |live, attempt| {
+            Box::pin(async move {
+                let coll = collection(&live.ss).await?;
+                let items = coll
+                    .search_items(HashMap::from([("service", self.service.as_str())]))
+                    .await
+                    .map_err(map_error)?;
+                let mut n = 0;
+                for item in &items {
+                    match attempt.mutate(item.delete()).await {
+                        Ok(()) => n += 1,
+                        Err(e) if gone(&e) => {}
+                        Err(e) => return Err(map_error(e)),
+                    }
                 }
-            }
-            Ok(n)
+                Ok(n)
+            })
         })
         .await
     }
@@ -210,22 +315,85 @@ impl SecretServiceStore {
         }
     }
 
-    /// The default collection, unlocked, or why not.
-    async fn collection(&self) -> Result<Collection<'_>> {
-        let coll = match self.ss.get_default_collection().await {
-            Ok(c) => c,
-            Err(secret_service::Error::NoResult) => {
-                return Err(locked(
-                    "the Secret Service has no default collection; creating one needs a prompt \
-                     (start the keyring unlocked, e.g. gnome-keyring-daemon --unlock)",
-                ));
+    /// Runs one store operation on the current session within the timeout. When it fails
+    /// because the session or its provider is gone, the session is marked stale and, if
+    /// `retry` allows, the operation runs once more on a new session (same deadline).
+    async fn call<'s, T: 's>(
+        &'s self,
+        op: &str,
+        retry: Retry,
+        attempt: impl Fn(Arc<Live>, Arc<Attempt>) -> Attempted<'s, T> + Send + Sync + 's,
+    ) -> Result<T> {
+        self.timed(op, async {
+            let mut retried = false;
+            loop {
+                let live = self.live().await?;
+                let progress = Arc::new(Attempt::default());
+                let err = match attempt(live.clone(), progress.clone()).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) => e,
+                };
+                let Some(cause) = dead_cause(&err) else {
+                    return Err(err);
+                };
+                live.stale.store(true, Ordering::Release);
+                let safe = retry == Retry::Always || !progress.touched.load(Ordering::Acquire);
+                if retried || !safe {
+                    return Err(err);
+                }
+                retried = true;
+                tracing::debug!(
+                    backend = SECRET_SERVICE,
+                    op,
+                    ?cause,
+                    "Secret Service session lost; retrying once on a new session"
+                );
+            }
+        })
+        .await
+    }
+
+    /// The current session, or a new one when it was found dead. The happy path takes no
+    /// lock but this short mutex and makes no D-Bus call.
+    async fn live(&self) -> Result<Arc<Live>> {
+        let current = self.current();
+        if current.usable() {
+            return Ok(current);
+        }
+        let _renewing = self.renew.lock().await;
+        let current = self.current();
+        if current.usable() {
+            return Ok(current);
+        }
+        let reuse = !current.conn.is_closed();
+        let conn = if reuse {
+            current.conn.clone()
+        } else {
+            connect_bus(self.bus_address.as_deref()).await?
+        };
+        let fresh = match open_session(conn).await {
+            Ok(live) => live,
+            // The connection looked open but is not: one new connection.
+            Err(e) if reuse && dead(&e) == Some(Dead::ConnectionLost) => {
+                let conn = connect_bus(self.bus_address.as_deref()).await?;
+                open_session(conn).await.map_err(map_error)?
             }
             Err(e) => return Err(map_error(e)),
         };
-        if coll.is_locked().await.map_err(map_error)? {
-            return Err(locked(LOCKED));
-        }
-        Ok(coll)
+        tracing::debug!(
+            backend = SECRET_SERVICE,
+            bus = %self.bus,
+            new_connection = !reuse,
+            "opened a new Secret Service session"
+        );
+        let fresh = Arc::new(fresh);
+        *self.live.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        Ok(fresh)
+    }
+
+    fn current(&self) -> Arc<Live> {
+        // Poisoning only means a panic elsewhere while swapping an Arc; the value is whole.
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn identity<'k>(&'k self, encoded: &'k str) -> HashMap<&'k str, &'k str> {
@@ -287,6 +455,55 @@ impl SecretServiceStore {
     }
 }
 
+/// Connects to `address`, or to the session bus.
+async fn connect_bus(address: Option<&str>) -> Result<zbus::Connection> {
+    match address {
+        Some(address) => match zbus::connection::Builder::address(address) {
+            Ok(b) => b.build().await,
+            Err(e) => Err(e),
+        },
+        None => zbus::Connection::session().await,
+    }
+    .map_err(|e| {
+        Error::unavailable(
+            SECRET_SERVICE,
+            format!(
+                "cannot connect to the D-Bus session bus ({}): {e}",
+                address.map_or_else(bus_hint, str::to_owned)
+            ),
+            Some(Box::new(e)),
+        )
+    })
+}
+
+/// Opens a Diffie-Hellman session with the provider on `conn`.
+async fn open_session(conn: zbus::Connection) -> std::result::Result<Live, secret_service::Error> {
+    let ss = SecretService::connect_with_existing(EncryptionType::Dh, conn.clone()).await?;
+    Ok(Live {
+        ss,
+        conn,
+        stale: AtomicBool::new(false),
+    })
+}
+
+/// The default collection, unlocked, or why not.
+async fn collection<'a>(ss: &'a SecretService<'_>) -> Result<Collection<'a>> {
+    let coll = match ss.get_default_collection().await {
+        Ok(c) => c,
+        Err(secret_service::Error::NoResult) => {
+            return Err(locked(
+                "the Secret Service has no default collection; creating one needs a prompt \
+                 (start the keyring unlocked, e.g. gnome-keyring-daemon --unlock)",
+            ));
+        }
+        Err(e) => return Err(map_error(e)),
+    };
+    if coll.is_locked().await.map_err(map_error)? {
+        return Err(locked(LOCKED));
+    }
+    Ok(coll)
+}
+
 fn bus_hint() -> String {
     match std::env::var("DBUS_SESSION_BUS_ADDRESS") {
         Ok(a) if !a.is_empty() => format!("DBUS_SESSION_BUS_ADDRESS={a}"),
@@ -332,12 +549,12 @@ fn clone_corrupt(e: &Error) -> Error {
     }
 }
 
-async fn delete_all(found: &[Found<'_>], keep: Option<&str>) -> Result<()> {
+async fn delete_all(attempt: &Attempt, found: &[Found<'_>], keep: Option<&str>) -> Result<()> {
     for f in found {
         if Some(f.item.item_path.as_str()) == keep {
             continue;
         }
-        match f.item.delete().await {
+        match attempt.mutate(f.item.delete()).await {
             Ok(()) => {}
             Err(e) if gone(&e) => {}
             Err(e) => return Err(map_error(e)),
@@ -365,17 +582,19 @@ impl RawStore for SecretServiceStore {
 
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
         key.validate()?;
-        let encoded = key.encode();
-        self.timed("get", async {
-            let coll = self.collection().await?;
-            let found = self.find(&coll, &encoded).await?;
-            Ok(match newest(&found)? {
-                Some((env, true)) => Some(RawRecord {
-                    value: env.value.clone(),
-                    version: env.version.clone(),
-                    expires_at: env.expires_at,
-                }),
-                _ => None,
+        let encoded = &key.encode();
+        self.call("get", Retry::Always, |live, _| {
+            Box::pin(async move {
+                let coll = collection(&live.ss).await?;
+                let found = self.find(&coll, encoded).await?;
+                Ok(match newest(&found)? {
+                    Some((env, true)) => Some(RawRecord {
+                        value: env.value.clone(),
+                        version: env.version.clone(),
+                        expires_at: env.expires_at,
+                    }),
+                    _ => None,
+                })
             })
         })
         .await
@@ -384,38 +603,40 @@ impl RawStore for SecretServiceStore {
     async fn write(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
         key.validate()?;
         check_size(SECRET_SERVICE, key, value.len(), SECRET_SERVICE_MAX_VALUE)?;
-        let encoded = key.encode();
+        let encoded = &key.encode();
         let env = Envelope::new(key, value, options.ttl)?;
         let expires = if env.expires_at.is_some() {
             env.expires_millis().to_string()
         } else {
             String::new()
         };
-        let bytes = env.encode();
-        let label = slots::label(key);
-        let attrs = self.attributes(key, &encoded, &expires);
-        self.timed("put", async {
-            let _guard = lock::lock(&self.namespace, &encoded).await;
-            let coll = self.collection().await?;
-            let found = self.find(&coll, &encoded).await?;
-            let current = match newest(&found) {
-                Ok(n) => n.filter(|(_, live)| *live).map(|(e, _)| e.version.clone()),
-                // Only an unconditional write may replace what it cannot read.
-                Err(e) if options.precondition != Precondition::Any => return Err(e),
-                Err(_) => None,
-            };
-            check_precondition(SECRET_SERVICE, key, &options.precondition, current.as_ref())?;
-            let attrs = attrs
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            // `replace` overwrites an item with these exact attributes in place; any other
-            // item of this key (other expiry, interrupted write) is deleted after.
-            let item = coll
-                .create_item(&label, attrs, &bytes, true, CONTENT_TYPE)
-                .await
-                .map_err(map_error)?;
-            delete_all(&found, Some(item.item_path.as_str())).await
+        let bytes = &env.encode();
+        let label = &slots::label(key);
+        let attrs = &self.attributes(key, encoded, &expires);
+        self.call("put", Retry::IfUntouched, |live, attempt| {
+            Box::pin(async move {
+                let _guard = lock::lock(&self.namespace, encoded).await;
+                let coll = collection(&live.ss).await?;
+                let found = self.find(&coll, encoded).await?;
+                let current = match newest(&found) {
+                    Ok(n) => n.filter(|(_, live)| *live).map(|(e, _)| e.version.clone()),
+                    // Only an unconditional write may replace what it cannot read.
+                    Err(e) if options.precondition != Precondition::Any => return Err(e),
+                    Err(_) => None,
+                };
+                check_precondition(SECRET_SERVICE, key, &options.precondition, current.as_ref())?;
+                let attrs = attrs
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                // `replace` overwrites an item with these exact attributes in place; any other
+                // item of this key (other expiry, interrupted write) is deleted after.
+                let item = attempt
+                    .mutate(coll.create_item(label, attrs, bytes, true, CONTENT_TYPE))
+                    .await
+                    .map_err(map_error)?;
+                delete_all(&attempt, &found, Some(item.item_path.as_str())).await
+            })
         })
         .await?;
         Ok(env.version)
@@ -423,22 +644,24 @@ impl RawStore for SecretServiceStore {
 
     async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
         key.validate()?;
-        let encoded = key.encode();
-        self.timed("delete", async {
-            let _guard = lock::lock(&self.namespace, &encoded).await;
-            let coll = self.collection().await?;
-            let found = self.find(&coll, &encoded).await?;
-            let existed = match newest(&found) {
-                Ok(n) => {
-                    let current = n.filter(|(_, live)| *live).map(|(e, _)| e.version.clone());
-                    check_precondition(SECRET_SERVICE, key, precondition, current.as_ref())?;
-                    current.is_some()
-                }
-                Err(e) if *precondition != Precondition::Any => return Err(e),
-                Err(_) => true,
-            };
-            delete_all(&found, None).await?;
-            Ok(existed)
+        let encoded = &key.encode();
+        self.call("delete", Retry::IfUntouched, |live, attempt| {
+            Box::pin(async move {
+                let _guard = lock::lock(&self.namespace, encoded).await;
+                let coll = collection(&live.ss).await?;
+                let found = self.find(&coll, encoded).await?;
+                let existed = match newest(&found) {
+                    Ok(n) => {
+                        let current = n.filter(|(_, live)| *live).map(|(e, _)| e.version.clone());
+                        check_precondition(SECRET_SERVICE, key, precondition, current.as_ref())?;
+                        current.is_some()
+                    }
+                    Err(e) if *precondition != Precondition::Any => return Err(e),
+                    Err(_) => true,
+                };
+                delete_all(&attempt, &found, None).await?;
+                Ok(existed)
+            })
         })
         .await
     }
@@ -452,58 +675,65 @@ impl RawStore for SecretServiceStore {
         if let (KeyKind::Token, Some(resource)) = (kind, filter.resource.as_deref()) {
             search.insert(part_attr(kind, 1), resource);
         }
+        let search = &search;
         let (mut keys, to_check, mut unreadable) = self
-            .timed("list", async {
-                let coll = self.collection().await?;
-                let items = coll.search_items(search).await.map_err(map_error)?;
-                let now = millis_ceil(SystemTime::now());
-                let mut keys = std::collections::BTreeMap::new();
-                let mut to_check = std::collections::BTreeSet::new();
-                let mut unreadable = Vec::new();
-                for item in items {
-                    let attrs = match item.get_attributes().await {
-                        Ok(a) => a,
-                        Err(e) if gone(&e) => continue,
-                        Err(e) => return Err(map_error(e)),
-                    };
-                    let encoded = attrs.get("key").cloned().unwrap_or_default();
-                    let Some(key) = StorageKey::decode(&encoded).filter(|k| k.kind() == kind)
-                    else {
-                        unreadable.push(ListEntry::Unreadable {
-                            location: item.item_path.to_string(),
-                            reason: "the item's key attribute is not a token-store key".into(),
-                        });
-                        continue;
-                    };
-                    let expired = attrs
-                        .get("expires")
-                        .and_then(|e| e.parse::<u64>().ok())
-                        .is_some_and(|at| at <= now);
-                    if expired {
-                        to_check.insert(encoded.clone());
+            .call("list", Retry::Always, |live, _| {
+                Box::pin(async move {
+                    let coll = collection(&live.ss).await?;
+                    let items = coll.search_items(search.clone()).await.map_err(map_error)?;
+                    let now = millis_ceil(SystemTime::now());
+                    let mut keys = std::collections::BTreeMap::new();
+                    let mut to_check = std::collections::BTreeSet::new();
+                    let mut unreadable = Vec::new();
+                    for item in items {
+                        let attrs = match item.get_attributes().await {
+                            Ok(a) => a,
+                            Err(e) if gone(&e) => continue,
+                            Err(e) => return Err(map_error(e)),
+                        };
+                        let encoded = attrs.get("key").cloned().unwrap_or_default();
+                        let Some(key) = StorageKey::decode(&encoded).filter(|k| k.kind() == kind)
+                        else {
+                            unreadable.push(ListEntry::Unreadable {
+                                location: item.item_path.to_string(),
+                                reason: "the item's key attribute is not a token-store key".into(),
+                            });
+                            continue;
+                        };
+                        let expired = attrs
+                            .get("expires")
+                            .and_then(|e| e.parse::<u64>().ok())
+                            .is_some_and(|at| at <= now);
+                        if expired {
+                            to_check.insert(encoded.clone());
+                        }
+                        keys.insert(encoded, key);
                     }
-                    keys.insert(encoded, key);
-                }
-                Ok((keys, to_check, unreadable))
+                    Ok((keys, to_check, unreadable))
+                })
             })
             .await?;
         // An item past its expiry attribute is checked against the authoritative envelope
         // (the newest item of the key) and swept; the keychain would keep it forever.
+        // Sweeping is safe to repeat: a retry re-reads what the first attempt left.
         for encoded in to_check {
+            let encoded = &encoded;
             let live = self
-                .timed("list", async {
-                    let _guard = lock::lock(&self.namespace, &encoded).await;
-                    let coll = self.collection().await?;
-                    let found = self.find(&coll, &encoded).await?;
-                    match newest(&found) {
-                        Ok(Some((_, true))) => Ok(true),
-                        Ok(_) => delete_all(&found, None).await.map(|()| false),
-                        Err(_) => Ok(true),
-                    }
+                .call("list", Retry::Always, |live, attempt| {
+                    Box::pin(async move {
+                        let _guard = lock::lock(&self.namespace, encoded).await;
+                        let coll = collection(&live.ss).await?;
+                        let found = self.find(&coll, encoded).await?;
+                        match newest(&found) {
+                            Ok(Some((_, true))) => Ok(true),
+                            Ok(_) => delete_all(&attempt, &found, None).await.map(|()| false),
+                            Err(_) => Ok(true),
+                        }
+                    })
                 })
                 .await?;
             if !live {
-                keys.remove(&encoded);
+                keys.remove(encoded);
             }
         }
         let mut out: Vec<ListEntry> = keys.into_values().map(ListEntry::Key).collect();

@@ -24,7 +24,9 @@ use token_store_conformance::proptest::test_runner::{
 use token_store_conformance::{
     BoxFuture, Instance, concurrent_model_check, model_check_cases, proptest, services, summary,
 };
-use token_store_core::{Error, KeyKind, ListFilter, PutOptions, RawStore, StorageKey};
+use token_store_core::{
+    Error, KeyKind, ListFilter, Precondition, PutOptions, RawStore, StorageKey,
+};
 use token_store_keychain::{Config, KeyringStore, SecretServiceStore};
 
 fn shared_bus() -> bool {
@@ -367,14 +369,9 @@ async fn keyring_killed(same_store: bool) {
     drop(bus);
 }
 
-/// BUG (reported to the keychain backend's owner): after gnome-keyring is killed and started
-/// again, the same store never works again: its Diffie-Hellman session belonged to the dead
-/// daemon, and every call fails with `Error::Backend` ("org.freedesktop.Secret.Error.
-/// NoSession: The session does not exist"), not even `Unavailable`. It should map NoSession
-/// (and a vanished service) to `Unavailable` and open a new session on the same connection
-/// before retrying once.
+/// gnome-keyring killed and started again under load: the same store works again (its
+/// Diffie-Hellman session belonged to the dead daemon; the store opens a new one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: the Secret Service store never recovers from a daemon restart; see the doc comment"]
 async fn fault_keyring_daemon_killed_then_restarted() {
     if !shared_bus() || !common::have_binaries() {
         return;
@@ -382,7 +379,107 @@ async fn fault_keyring_daemon_killed_then_restarted() {
     keyring_killed(true).await;
 }
 
-/// The same fault, checked as far as it holds today: calls fail typed (`Unavailable`) and
+/// The first call of each kind after a restart succeeds (the dead session is found, a new
+/// one opened and the call retried once), calls while the daemon is gone fail with
+/// `Unavailable`, and no call is ever `Backend`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_call_after_daemon_restart_succeeds() {
+    if !shared_bus() || !common::have_binaries() {
+        return;
+    }
+    let mut bus = common::PrivateBus::start(false);
+    bus.start_keyring();
+    let config = Config::default()
+        .with_bus_address(bus.address.clone())
+        .with_timeout(TIMEOUT);
+    let store = SecretServiceStore::connect(&config).await.unwrap();
+    let key = StorageKey::single(KeyKind::Meta, "restart").unwrap();
+    let other = StorageKey::single(KeyKind::Meta, "restart-other").unwrap();
+    let v1 = store
+        .write(&key, b"one", &PutOptions::new(Precondition::IfAbsent))
+        .await
+        .unwrap();
+    store
+        .write(&other, b"x", &PutOptions::default())
+        .await
+        .unwrap();
+
+    // Returns once the bus has noticed (the killed child stays a zombie until the bus is
+    // dropped, so its pid cannot tell).
+    let kill_daemon = |bus: &common::PrivateBus| {
+        fault::signal(secrets_owner_pid(&bus.address), "-KILL");
+        let t = std::time::Instant::now();
+        loop {
+            let out = std::process::Command::new("dbus-send")
+                .arg(format!("--bus={}", bus.address))
+                .args([
+                    "--print-reply",
+                    "--dest=org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus.NameHasOwner",
+                    "string:org.freedesktop.secrets",
+                ])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains("boolean false") {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the daemon did not die"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+
+    // Down: typed and fast, for reads and writes alike.
+    kill_daemon(&bus);
+    for _ in 0..3 {
+        let e = store.read(&key).await.unwrap_err();
+        assert!(matches!(e, Error::Unavailable { .. }), "read: {e:?}");
+        let e = store
+            .write(&other, b"y", &PutOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Unavailable { .. }), "write: {e:?}");
+    }
+    bus.start_keyring();
+    // The store saw the daemon gone: its first call opens a new session up front.
+    let back = store.read(&key).await.unwrap().unwrap();
+    assert_eq!(back.value.as_slice(), b"one");
+
+    // Killed and restarted with no call in between: the store still holds the dead session,
+    // and each first call must find that out and retry.
+    kill_daemon(&bus);
+    bus.start_keyring();
+    let back = store.read(&key).await.unwrap().unwrap();
+    assert_eq!((back.value.as_slice(), &back.version), (&b"one"[..], &v1));
+
+    kill_daemon(&bus);
+    bus.start_keyring();
+    let v2 = store
+        .write(&key, b"two", &PutOptions::new(Precondition::IfVersion(v1)))
+        .await
+        .unwrap();
+
+    kill_daemon(&bus);
+    bus.start_keyring();
+    let listed = store.scan(KeyKind::Meta, &ListFilter::all()).await.unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+
+    kill_daemon(&bus);
+    bus.start_keyring();
+    assert!(
+        store
+            .remove(&key, &Precondition::IfVersion(v2))
+            .await
+            .unwrap()
+    );
+    assert!(store.read(&key).await.unwrap().is_none());
+    assert_eq!(store.clear().await.unwrap(), 1);
+}
+
+/// The same fault, checked from outside the store: calls fail typed (`Unavailable`) and
 /// fast while the daemon is gone, nothing hangs or panics, and the records survive (read
 /// back through a new store).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
