@@ -16,6 +16,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::crypto::KeySource;
 use crate::error::{Error, Result};
 
 /// Which backend a URL selects.
@@ -129,12 +130,27 @@ impl StoreUrl {
         if body.is_empty() {
             return Err(Error::config(format!("{}:// needs a path", self.scheme)));
         }
-        if let Some(rest) = body.strip_prefix("~/") {
-            let home = std::env::var_os("HOME")
-                .ok_or_else(|| Error::config("`~` in a store path but HOME is not set"))?;
-            return Ok(PathBuf::from(home).join(rest));
+        expand_home(&body)
+    }
+
+    /// The encryption key the URL asks for: `key_file=PATH` or `passphrase_env=VAR` (the
+    /// passphrase itself never goes in a URL: URLs end up in logs and shell history).
+    /// `None` when the URL names neither.
+    pub fn key_source(&self) -> Result<Option<KeySource>> {
+        match (self.param("key_file"), self.param("passphrase_env")) {
+            (Some(_), Some(_)) => Err(Error::config(
+                "a store URL takes key_file or passphrase_env, not both",
+            )),
+            (Some(path), None) if path.is_empty() => Err(Error::config("key_file needs a path")),
+            (Some(path), None) => Ok(Some(KeySource::KeyFile(expand_home(&path)?))),
+            (None, Some(var)) => match std::env::var(&var) {
+                Ok(p) if !p.is_empty() => Ok(Some(KeySource::passphrase(p))),
+                _ => Err(Error::config(format!(
+                    "passphrase_env={var}, but the variable {var} is unset or empty"
+                ))),
+            },
+            (None, None) => Ok(None),
         }
-        Ok(PathBuf::from(body))
     }
 
     /// The query parameters, decoded.
@@ -169,6 +185,17 @@ impl StoreUrl {
             None if before_at.len() > start => format!("{}***@{}", &self.raw[..start], after_at),
             None => self.raw.clone(),
         }
+    }
+}
+
+fn expand_home(path: &str) -> Result<PathBuf> {
+    match path.strip_prefix("~/") {
+        Some(rest) => {
+            let home = std::env::var_os("HOME")
+                .ok_or_else(|| Error::config("`~` in a store URL but HOME is not set"))?;
+            Ok(PathBuf::from(home).join(rest))
+        }
+        None => Ok(PathBuf::from(path)),
     }
 }
 

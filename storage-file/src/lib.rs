@@ -139,7 +139,6 @@
 mod format;
 mod store;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use token_store_core::crypto::KeySource;
@@ -185,34 +184,14 @@ pub async fn open_file_url(url: &StoreUrl) -> Result<FileStore> {
 }
 
 fn key_source(url: &StoreUrl) -> Result<KeySource> {
-    match (url.param("key_file"), url.param("passphrase_env")) {
-        (Some(_), Some(_)) => Err(Error::config(
-            "give either key_file or passphrase_env in a file:// URL, not both",
-        )),
-        (Some(path), None) if path.is_empty() => Err(Error::config("key_file is empty")),
-        (Some(path), None) => Ok(KeySource::KeyFile(expand_home(&path)?)),
-        (None, Some(var)) => match std::env::var(&var) {
-            Ok(p) if !p.is_empty() => Ok(KeySource::passphrase(p)),
-            _ => Err(Error::config(format!(
-                "passphrase_env={var}, but the variable {var} is unset or empty"
-            ))),
-        },
-        (None, None) => KeySource::from_env().ok_or_else(|| {
+    // The file store is always encrypted: without a key in the URL, the environment's.
+    match url.key_source()? {
+        Some(key) => Ok(key),
+        None => KeySource::from_env().ok_or_else(|| {
             Error::config(format!(
                 "the encrypted file store {} needs a key: {KEY_HELP}",
                 url.redacted()
             ))
         }),
-    }
-}
-
-fn expand_home(path: &str) -> Result<PathBuf> {
-    match path.strip_prefix("~/") {
-        Some(rest) => {
-            let home = std::env::var_os("HOME")
-                .ok_or_else(|| Error::config("`~` in key_file but HOME is not set"))?;
-            Ok(PathBuf::from(home).join(rest))
-        }
-        None => Ok(PathBuf::from(path)),
     }
 }

@@ -109,8 +109,6 @@ mod store;
 
 use std::sync::Arc;
 
-use token_store_core::crypto::KeySource;
-use token_store_core::layers::Encrypted;
 use token_store_core::{BackendKind, Error, RawStore, Result, StoreUrl};
 
 pub use config::{DEFAULT_MAX_VALUE_SIZE, DEFAULT_PREFIX, RedisConfig, TlsFiles, Topology};
@@ -127,23 +125,5 @@ pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn RawStore>> {
     }
     let config = RedisConfig::from_url(url)?;
     let store = RedisStore::open(config).await?;
-    match key_source(url)? {
-        Some(source) => Ok(Arc::new(Encrypted::open(store, source).await?)),
-        None => Ok(Arc::new(store)),
-    }
-}
-
-fn key_source(url: &StoreUrl) -> Result<Option<KeySource>> {
-    if let Some(path) = url.param("key_file") {
-        return Ok(Some(KeySource::KeyFile(path.into())));
-    }
-    if let Some(var) = url.param("passphrase_env") {
-        let pass = std::env::var(&var).map_err(|_| {
-            Error::config(format!(
-                "passphrase_env={var}: the variable is unset or not UTF-8"
-            ))
-        })?;
-        return Ok(Some(KeySource::passphrase(pass)));
-    }
-    Ok(None)
+    token_store_core::layers::encrypt_per_url(store, url).await
 }

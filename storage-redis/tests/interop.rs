@@ -251,10 +251,18 @@ async fn urls_open_plain_and_encrypted_stores() {
         .put(&key, &TokenRecord::new("SECRET-TOKEN"), Precondition::Any)
         .await
         .unwrap();
-    let plain =
-        token_store_redis::open_url(&StoreUrl::parse(&format!("{url}?prefix={prefix}")).unwrap())
-            .await
-            .unwrap();
+    // Opening the encrypted prefix without its key is refused, not read as corrupt records.
+    let plain_url = StoreUrl::parse(&format!("{url}?prefix={prefix}")).unwrap();
+    assert!(matches!(
+        token_store_redis::open_url(&plain_url).await,
+        Err(token_store_core::Error::Config { .. })
+    ));
+    // What Redis holds, read without the layer: ciphertext only.
+    let plain = token_store_redis::RedisStore::open(
+        token_store_redis::RedisConfig::from_url(&plain_url).unwrap(),
+    )
+    .await
+    .unwrap();
     let raw = plain.read(&key.storage_key()).await.unwrap().unwrap();
     assert!(!raw.value.windows(12).any(|w| w == b"SECRET-TOKEN"));
     let reopened = token_store_redis::open_url(&enc_url).await.unwrap();

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use token_store_core::crypto::KeySource;
 use token_store_core::{BackendKind, Error, Result, StoreUrl};
 
 /// The default busy timeout: how long a write waits for another connection's write lock.
@@ -121,32 +120,17 @@ const KNOWN_PARAMS: &str = "key_file, passphrase_env, busy_timeout_ms, synchrono
 ///
 /// Unknown parameters are an error: a mistyped `key_file` must not silently store tokens in
 /// clear.
-pub fn parse_url(url: &StoreUrl) -> Result<(SqliteConfig, Option<KeySource>)> {
+pub fn parse_url(url: &StoreUrl) -> Result<SqliteConfig> {
     if url.kind() != BackendKind::Sqlite {
         return Err(Error::config(format!("{url} is not an sqlite:// URL")));
     }
     let mut config = SqliteConfig::new(url.path()?);
-    let mut key: Option<KeySource> = None;
+    // Checked here so a bad key parameter fails before the database file is created; the
+    // encryption layer itself is applied by the caller (`layers::encrypt_per_url`).
+    url.key_source()?;
     for (name, value) in url.query() {
         match name.as_str() {
-            "key_file" | "passphrase_env" if key.is_some() => {
-                return Err(Error::config(
-                    "an sqlite:// URL takes key_file or passphrase_env, not both",
-                ));
-            }
-            "key_file" if value.is_empty() => {
-                return Err(Error::config("key_file in an sqlite:// URL needs a path"));
-            }
-            "key_file" => key = Some(KeySource::KeyFile(PathBuf::from(value))),
-            "passphrase_env" => {
-                let passphrase = std::env::var(&value).ok().filter(|p| !p.is_empty());
-                let Some(passphrase) = passphrase else {
-                    return Err(Error::config(format!(
-                        "the sqlite:// URL reads the passphrase from ${value}, which is unset or empty"
-                    )));
-                };
-                key = Some(KeySource::passphrase(passphrase));
-            }
+            "key_file" | "passphrase_env" => {}
             "busy_timeout_ms" => {
                 let ms: u64 = value.parse().map_err(|_| {
                     Error::config(format!(
@@ -169,5 +153,5 @@ pub fn parse_url(url: &StoreUrl) -> Result<(SqliteConfig, Option<KeySource>)> {
             }
         }
     }
-    Ok((config, key))
+    Ok(config)
 }

@@ -452,15 +452,6 @@ impl Db {
             }
         }
     }
-
-    /// Whether any record other than store metadata exists (live or not).
-    pub(crate) fn has_data_records(&mut self) -> Result<bool> {
-        let path = &self.path;
-        self.conn
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM records WHERE kind <> 'meta')")
-            .and_then(|mut s| s.query_row([], |r| r.get(0)))
-            .map_err(|e| map_err(path, "cannot count records", e))
-    }
 }
 
 fn schema_ids(conn: &Connection, path: &str) -> Result<(i32, i32)> {

@@ -126,8 +126,7 @@ mod store;
 
 use std::sync::Arc;
 
-use token_store_core::layers::Encrypted;
-use token_store_core::{Error, KeyKind, RawStore, Result, StorageKey, StoreUrl};
+use token_store_core::{RawStore, Result, StoreUrl};
 
 pub use config::{
     DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_VALUE_SIZE, DEFAULT_SWEEP_INTERVAL, SqliteConfig,
@@ -139,20 +138,7 @@ pub use store::SqliteStore;
 /// Opens the store a `sqlite://` URL names, with the `Encrypted` layer when the URL gives a
 /// key (`key_file=` or `passphrase_env=`).
 pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn RawStore>> {
-    let (config, key) = parse_url(url)?;
-    let path = config.path.display().to_string();
+    let config = parse_url(url)?;
     let store = SqliteStore::open(config).await?;
-    // The Encrypted layer keeps its key header under this meta key.
-    let header = StorageKey::single(KeyKind::Meta, "encryption")?;
-    let encrypted = store.read(&header).await?.is_some();
-    match key {
-        None if encrypted => Err(Error::config(format!(
-            "{path} is encrypted: add ?key_file=... or ?passphrase_env=... to the sqlite:// URL"
-        ))),
-        None => Ok(Arc::new(store)),
-        Some(_) if !encrypted && store.has_data_records().await? => Err(Error::config(format!(
-            "{path} holds unencrypted records; it cannot be opened with a key (migrate it to a new encrypted store instead)"
-        ))),
-        Some(source) => Ok(Arc::new(Encrypted::open(store, source).await?)),
-    }
+    token_store_core::layers::encrypt_per_url(store, url).await
 }

@@ -117,12 +117,6 @@ impl SqliteStore {
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
-
-    /// Whether the store holds records other than metadata (used to refuse turning
-    /// encryption on over plaintext records).
-    pub(crate) async fn has_data_records(&self) -> Result<bool> {
-        self.call(|db| db.has_data_records()).await
-    }
 }
 
 #[async_trait]
