@@ -342,7 +342,7 @@ pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn RawStore>> {
     };
     let config = config_from_url(url)?;
     let store = open(platform, &config).await?;
-    wrap_encrypted(url, store).await
+    token_store_core::layers::encrypt_per_url(store, url).await
 }
 
 fn config_from_url(url: &StoreUrl) -> Result<Config> {
@@ -374,27 +374,6 @@ fn config_from_url(url: &StoreUrl) -> Result<Config> {
         }
     }
     Ok(config)
-}
-
-async fn wrap_encrypted(url: &StoreUrl, store: Arc<dyn RawStore>) -> Result<Arc<dyn RawStore>> {
-    use token_store_core::crypto::KeySource;
-    use token_store_core::layers::Encrypted;
-    let source = match (url.param("key_file"), url.param("passphrase_env")) {
-        (Some(_), Some(_)) => {
-            return Err(Error::config(
-                "give either key_file or passphrase_env, not both",
-            ));
-        }
-        (Some(path), None) => KeySource::KeyFile(path.into()),
-        (None, Some(var)) => {
-            let pass = std::env::var(&var).map_err(|_| {
-                Error::config(format!("passphrase_env names `{var}`, which is not set"))
-            })?;
-            KeySource::passphrase(pass)
-        }
-        (None, None) => return Ok(store),
-    };
-    Ok(Arc::new(Encrypted::open(store, source).await?))
 }
 
 /// Checks that this platform's default keychain really works, for automatic backend
