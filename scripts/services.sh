@@ -123,6 +123,7 @@ vault_provision() {
 	policy="path \"secret/data/$prefix/*\" { capabilities = [\"create\", \"read\", \"update\", \"delete\", \"patch\"] }
 path \"secret/metadata/$prefix/*\" { capabilities = [\"list\", \"read\", \"delete\"] }
 path \"secret/metadata/$prefix\" { capabilities = [\"list\"] }
+path \"secret/destroy/$prefix/*\" { capabilities = [\"update\"] }
 path \"auth/token/renew-self\" { capabilities = [\"update\"] }
 path \"auth/token/lookup-self\" { capabilities = [\"read\"] }"
 	policy=${policy//\"/\\\"}

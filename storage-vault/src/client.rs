@@ -13,6 +13,16 @@ use crate::config::{Auth, VaultConfig};
 
 pub(crate) const BACKEND: &str = "vault";
 
+/// The most of one answer read into memory. A KV read of the largest record is ~350 KiB
+/// (base64 of 256 KiB plus a little JSON), login and metadata answers are a few KiB: anything
+/// past this is a broken server or a proxy, and reading it whole would let it make us allocate
+/// without bound.
+pub(crate) const ANSWER_LIMIT: usize = 1 << 20;
+
+/// LIST answers grow with the folder (one name per key, each up to the 16 KiB key limit),
+/// so they get more room: 16 MiB is some 200 000 typical token or state names.
+pub(crate) const LIST_ANSWER_LIMIT: usize = 16 << 20;
+
 /// A Vault answer the caller interprets itself (2xx, 400, 404); the rest are errors already.
 pub(crate) struct Reply {
     pub status: StatusCode,
@@ -110,12 +120,27 @@ impl VaultHttp {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Reply> {
+        self.call_limited(method, path, body, ANSWER_LIMIT).await
+    }
+
+    /// [`Self::call`] with another bound on the answer's size (for LIST).
+    pub(crate) async fn call_limited(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        limit: usize,
+    ) -> Result<Reply> {
         let token = self.token().await?;
-        let reply = self.send(method.clone(), path, body, Some(&token)).await?;
+        let reply = self
+            .send(method.clone(), path, body, Some(&token), limit)
+            .await?;
         if reply.status == StatusCode::FORBIDDEN && matches!(self.auth, Auth::AppRole { .. }) {
             self.invalidate(&token).await;
             let token = self.token().await?;
-            let reply = self.send(method.clone(), path, body, Some(&token)).await?;
+            let reply = self
+                .send(method.clone(), path, body, Some(&token), limit)
+                .await?;
             return check(&method, path, reply);
         }
         check(&method, path, reply)
@@ -170,6 +195,7 @@ impl VaultHttp {
                     "auth/token/renew-self",
                     Some(&json!({})),
                     Some(&token),
+                    ANSWER_LIMIT,
                 )
                 .await?
             {
@@ -192,7 +218,9 @@ impl VaultHttp {
             "role_id": role_id.expose_secret(),
             "secret_id": secret_id.expose_secret(),
         });
-        let r = self.send(Method::POST, &path, Some(&body), None).await?;
+        let r = self
+            .send(Method::POST, &path, Some(&body), None, ANSWER_LIMIT)
+            .await?;
         if !r.status.is_success() {
             // A bad role or secret id is a 400 ("invalid role or secret ID").
             return Err(match r.status {
@@ -233,6 +261,7 @@ impl VaultHttp {
         path: &str,
         body: Option<&Value>,
         token: Option<&SecretString>,
+        limit: usize,
     ) -> Result<Reply> {
         let url = format!("{}/v1/{path}", self.base);
         let mut req = self.http.request(method.clone(), &url);
@@ -245,21 +274,47 @@ impl VaultHttp {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = req
+        let mut resp = req
             .send()
             .await
             .map_err(|e| transport_error(&method, path, e))?;
         let status = resp.status();
-        let text = resp
-            .text()
+        let too_large = || {
+            Error::backend(
+                BACKEND,
+                format!(
+                    "{method} {path}: HTTP {}: the answer is larger than {limit} bytes, \
+                     more than any Vault answer for this call (a broken server or proxy?)",
+                    status.as_u16()
+                ),
+                None,
+            )
+        };
+        // A declared length over the bound fails before reading anything; a lying or absent
+        // one is caught while reading, chunk by chunk, so at most `limit` bytes are held.
+        if resp
+            .content_length()
+            .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+        {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| transport_error(&method, path, e))?;
-        let body = if text.trim().is_empty() {
+            .map_err(|e| transport_error(&method, path, e))?
+        {
+            if bytes.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let body = if bytes.trim_ascii().is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
                 // A proxy's HTML page, say: keep a short excerpt for the message.
-                let excerpt: String = text.chars().take(200).collect();
+                let excerpt: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
                 json!({ "errors": [excerpt] })
             })
         };

@@ -52,7 +52,9 @@
 //! produces, so the mapping stays one-to-one). On the wire each `%` is escaped once more
 //! (`%25`), because Vault decodes the request path: the KV key name is the encoded text.
 //! Listing one user's tokens is one `LIST M/metadata/P/token/<user_key>/`; listing all is
-//! one LIST per user. A missing folder (404) is an empty list.
+//! one LIST per user. A missing folder (404) is an empty list. LIST also names deleted keys
+//! (their tombstones, below), so each listed key is read, 8 at a time, and tombstones are
+//! left out; an entry that does not decode is listed, so it can be found and replaced.
 //!
 //! The KV data map of a record is `{"value": "<base64 of the bytes>", "generation": "<hex>"}`
 //! (the bytes are the JSON record of token-store-core, or its ciphertext under the
@@ -63,9 +65,11 @@
 //! # Versions and compare-and-swap
 //!
 //! A version is `"<kv version>@<generation>"`. The generation is 64 random bits chosen when
-//! a record is created and carried by every later write, because KV v2 restarts at version 1
-//! after a metadata delete: without it a client holding version `1` of a deleted record could
-//! overwrite a newly created one (ABA).
+//! a record is created and carried by every later write. The store never deletes a key's
+//! metadata, so KV versions only grow; but KV v2 restarts at version 1 after a metadata
+//! delete by anyone else (`bao kv metadata delete`, an older token-store), and without the
+//! generation a client holding version `1` of the deleted record could then overwrite a
+//! newly created one (ABA).
 //!
 //! Every write reads the current version and generation, judges the precondition, then
 //! writes with KV v2's `cas` option set to the version it read (`0`: create only). Vault
@@ -76,14 +80,33 @@
 //! writer's read and its `cas` write (one round trip) would both have to straddle a delete
 //! *and* a re-creation that reached the same KV version.
 //!
-//! A delete writes a tombstone version with `cas` (atomic, so of several racing conditional
-//! deleters, e.g. two callbacks taking one PKCE state, exactly one wins), then deletes the
-//! metadata, i.e. every version, so a deleted token is really gone from Vault. That metadata
-//! delete only happens if the tombstone is still the latest version; the check and the
-//! delete are two requests, so a create that lands in that window (it must have seen the
-//! tombstone as "absent") is deleted with it. A tombstone left by an interrupted delete, a
-//! soft-deleted (`bao kv delete`) or destroyed latest version all read as absent, are
-//! created over with `cas`, and are cleaned up by the next delete of that key.
+//! A delete is one `cas` write of a tombstone version, `{"tombstone": true, ...}`, and that
+//! is its final state: atomic, so of several racing conditional deleters (two callbacks
+//! taking one PKCE state) exactly one wins, and a stale writer's `cas` fails from then on.
+//! Readers treat a tombstone as absent and a create `cas`-writes over it, making a newer
+//! version. The key's metadata is never deleted: KV v2 can only delete it unconditionally, and
+//! doing so after "the tombstone is still the latest" (two requests) could wipe a create
+//! acknowledged in between. So no acknowledged write is ever lost to a delete.
+//!
+//! So that a deleted token is really gone from Vault, the delete then reads the key's
+//! metadata and `destroy`s every older version whose data still exists (all but the
+//! tombstone). That is safe against a concurrent create too: it makes a version newer than
+//! the tombstone, which is never named. If the client dies between the tombstone and the
+//! destroy (or the destroy fails, then the delete reports the error although it happened),
+//! the older versions stay until the next delete of that key, which finishes the job even
+//! when the key is already absent. A soft-deleted (`bao kv delete`) or destroyed latest
+//! version also reads as absent and is created over with `cas`.
+//!
+//! Deleted keys leave their metadata and a tombstone version (a few hundred bytes, no token
+//! material) in Vault, and LIST names them: a key written again reuses them, but every
+//! distinct key ever deleted, e.g. each PKCE state taken, stays until an operator removes it.
+//! During maintenance, with no client writing those keys, `bao kv metadata delete` on keys
+//! whose latest version is a tombstone reclaims them (a tombstone holds no token material).
+//!
+//! An entry another writer left at one of our paths that does not decode (no `value`, not
+//! base64) reads as `Corrupt`; an unconditional write replaces it and an unconditional
+//! delete deletes it (with `cas` on its KV version), as in the file and keychain stores,
+//! while conditional ones report `Corrupt`.
 //!
 //! Consistency: every call goes to the node the address names and KV v2 orders writes per
 //! key, so on one active node (and OpenBao / Vault HA, where standbys forward to the active
@@ -92,8 +115,10 @@
 //! (never a lost update), and their 412 "not yet caught up" is `Unavailable`. Listing is not a
 //! snapshot: keys created or deleted during a multi-folder listing may or may not appear.
 //!
-//! Operation costs in requests: read 1, write 2 (read + cas write), delete 4 (read, cas
-//! tombstone, read, metadata delete), list 1 per user folder (+1 without a user filter).
+//! Operation costs in requests: read 1, write 2 (read + cas write), delete 3–4 (read, cas
+//! tombstone, metadata read, destroy when older versions hold data), delete of an absent key
+//! 1 (2 when it has metadata: the unfinished-destroy check), list 1 per user folder (+1
+//! without a user filter) + 1 read per listed key (8 in flight).
 //!
 //! # Capabilities
 //!
@@ -111,7 +136,10 @@
 //! HTTP status and Vault's own error text (e.g. "Vault is sealed"), never a token or value.
 //! A 404 that carries error text (a wrong mount: "no handler for route"; a wrong namespace:
 //! "namespace not found") → `Config`, never an empty store. Undecodable stored data →
-//! `Corrupt`; a bad URL → `Config` (validated before use, no panics).
+//! `Corrupt`; a bad URL → `Config` (validated before use, no panics). An answer larger than
+//! 1 MiB (16 MiB for LIST) is not read further and fails with `Backend`: the largest KV read
+//! is ~350 KiB, so more is a broken server or proxy, and reading it whole would let it make
+//! the client allocate without bound.
 //!
 //! # Least-privilege policy
 //!
@@ -121,8 +149,13 @@
 //! path "secret/data/token-store/*" {
 //!   capabilities = ["create", "read", "update"]
 //! }
+//! # list: listing; read: the versions a delete destroys
 //! path "secret/metadata/token-store/*" {
-//!   capabilities = ["list", "delete"]
+//!   capabilities = ["list", "read"]
+//! }
+//! # a delete destroys the older versions of the deleted key
+//! path "secret/destroy/token-store/*" {
+//!   capabilities = ["update"]
 //! }
 //! # AppRole only (the `default` policy usually grants these already):
 //! path "auth/token/renew-self" { capabilities = ["update"] }
@@ -130,7 +163,9 @@
 //! ```
 //!
 //! Recommended on the mount (`bao write secret/config max_versions=1` or per prefix via
-//! metadata): keep one version, so refreshed-away tokens do not linger in KV history.
+//! metadata): keep one version, so refreshed-away tokens do not linger in KV history until
+//! the key is deleted (a delete destroys them, but an overwrite keeps up to `max_versions`,
+//! 10 by default).
 //!
 //! # Why `reqwest` and not `vaultrs`
 //!

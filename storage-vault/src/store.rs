@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use futures::{StreamExt as _, TryStreamExt as _, stream};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use token_store_core::{
@@ -14,7 +15,7 @@ use token_store_core::{
     RawStore, Result, SecretBytes, StorageKey, Version, check_size, percent_encode,
 };
 
-use crate::client::{BACKEND, Reply, VaultHttp, status_error};
+use crate::client::{BACKEND, LIST_ANSWER_LIMIT, Reply, VaultHttp, status_error};
 use crate::config::VaultConfig;
 
 /// The largest value accepted: base64 makes it 342 KiB inside the JSON data map, which fits
@@ -33,9 +34,11 @@ pub struct VaultStore {
 
 struct Inner {
     http: VaultHttp,
-    /// `<mount>/data/<prefix>` and `<mount>/metadata/<prefix>`, ready to append to.
+    /// `<mount>/data/<prefix>`, `<mount>/metadata/<prefix>` and `<mount>/destroy/<prefix>`,
+    /// ready to append to.
     data_base: String,
     meta_base: String,
+    destroy_base: String,
     config: VaultConfig,
 }
 
@@ -58,14 +61,27 @@ enum Current {
         generation: String,
         value: SecretBytes,
     },
+    /// KV data at version `n` that is neither ours nor a tombstone (no `value`, not base64:
+    /// another writer, a KV v1 leftover). Unreadable, but an unconditional write or delete
+    /// may replace it, as the file and keychain stores do.
+    Undecodable { n: u64, why: &'static str },
 }
 
 impl Current {
     fn version(&self) -> Option<Version> {
         match self {
-            Current::Absent { .. } => None,
+            Current::Absent { .. } | Current::Undecodable { .. } => None,
             Current::Present { n, generation, .. } => Some(make_version(*n, generation)),
         }
+    }
+}
+
+fn corrupt(key: &StorageKey, message: &str) -> Error {
+    Error::Corrupt {
+        backend: BACKEND,
+        key: key.to_string(),
+        message: message.to_owned(),
+        source: None,
     }
 }
 
@@ -158,6 +174,32 @@ fn two_level(kind: KeyKind) -> bool {
     kind.arity() > 1
 }
 
+/// Our tombstone: `{"tombstone": true, ...}` in the KV data.
+fn is_tombstone(data: &Value) -> bool {
+    data.get("tombstone").and_then(Value::as_bool) == Some(true)
+}
+
+/// From a KV v2 metadata answer, the versions before `t` whose data still exists.
+fn older_live_versions(metadata: &Value, t: u64) -> Vec<u64> {
+    let Some(versions) = metadata
+        .pointer("/data/versions")
+        .and_then(Value::as_object)
+    else {
+        return Vec::new();
+    };
+    let mut out: Vec<u64> = versions
+        .iter()
+        .filter(|(_, v)| v.get("destroyed").and_then(Value::as_bool) != Some(true))
+        .filter_map(|(n, _)| n.parse::<u64>().ok())
+        .filter(|n| *n < t)
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// How many listed keys `scan` reads at once to leave out tombstones.
+const LIST_READS_IN_FLIGHT: usize = 8;
+
 impl VaultStore {
     /// A store for `config`. With AppRole it logs in first, so bad credentials or an
     /// unreachable server fail here.
@@ -175,6 +217,7 @@ impl VaultStore {
             inner: Arc::new(Inner {
                 data_base: join("data"),
                 meta_base: join("metadata"),
+                destroy_base: join("destroy"),
                 http,
                 config,
             }),
@@ -192,6 +235,10 @@ impl VaultStore {
 
     fn meta_path(&self, key: &StorageKey) -> String {
         wire(&format!("{}/{}", self.inner.meta_base, key_path(key)))
+    }
+
+    fn destroy_path(&self, key: &StorageKey) -> String {
+        wire(&format!("{}/{}", self.inner.destroy_base, key_path(key)))
     }
 
     /// Runs a whole store call under the configured time limit.
@@ -226,31 +273,32 @@ impl VaultStore {
     }
 
     fn parse_current(&self, key: &StorageKey, reply: &Reply) -> Result<Current> {
-        let corrupt = |message: &str| Error::Corrupt {
-            backend: BACKEND,
-            key: key.to_string(),
-            message: message.to_owned(),
-            source: None,
-        };
+        // Without a version nothing can be written over it with `cas`: that stays an error
+        // for every operation.
         let n = reply
             .body
             .pointer("/data/metadata/version")
             .and_then(Value::as_u64)
-            .ok_or_else(|| corrupt("KV v2 answer without a version (is the mount KV v1?)"))?;
+            .ok_or_else(|| corrupt(key, "KV v2 answer without a version (is the mount KV v1?)"))?;
         let data = match reply.body.pointer("/data/data") {
             None | Some(Value::Null) => return Ok(Current::Absent { cas: n }),
             Some(d) => d,
         };
-        if data.get("tombstone").and_then(Value::as_bool) == Some(true) {
+        if is_tombstone(data) {
             return Ok(Current::Absent { cas: n });
         }
-        let encoded = data.get("value").and_then(Value::as_str).ok_or_else(|| {
-            corrupt("no `value` field in the KV data (not written by token-store)")
-        })?;
-        let value = SecretBytes::new(
-            B64.decode(encoded)
-                .map_err(|_| corrupt("`value` is not base64"))?,
-        );
+        let Some(encoded) = data.get("value").and_then(Value::as_str) else {
+            return Ok(Current::Undecodable {
+                n,
+                why: "no `value` field in the KV data (not written by token-store)",
+            });
+        };
+        let Ok(bytes) = B64.decode(encoded) else {
+            return Ok(Current::Undecodable {
+                n,
+                why: "`value` is not base64",
+            });
+        };
         // A record written by hand without a generation still gets a stable version.
         let generation = data
             .get("generation")
@@ -260,7 +308,7 @@ impl VaultStore {
         Ok(Current::Present {
             n,
             generation,
-            value,
+            value: SecretBytes::new(bytes),
         })
     }
 
@@ -317,6 +365,9 @@ impl VaultStore {
                 (Current::Absent { cas }, Precondition::Any | Precondition::IfAbsent) => {
                     (*cas, new_generation()?)
                 }
+                // Replaced like an absent record: nothing of it can be a version anyone holds.
+                (Current::Undecodable { n, .. }, Precondition::Any) => (*n, new_generation()?),
+                (Current::Undecodable { why, .. }, _) => return Err(corrupt(key, why)),
                 (Current::Present { n, generation, .. }, Precondition::IfVersion(want))
                     if parse_version(want) == Some((*n, generation.as_str())) =>
                 {
@@ -339,14 +390,17 @@ impl VaultStore {
             let (n, generation) = match (&current, pre) {
                 (Current::Absent { cas }, Precondition::Any | Precondition::IfAbsent) => {
                     if *cas > 0 {
-                        // A tombstone left by an interrupted delete, or a soft delete by hand.
-                        self.purge_if_still(key, *cas).await?;
+                        // A delete interrupted before its destroy, or a soft delete by hand:
+                        // finish the job on what is older than the latest version.
+                        self.destroy_older(key, *cas).await?;
                     }
                     return Ok(false);
                 }
                 (Current::Present { n, generation, .. }, Precondition::Any) => {
                     (*n, generation.clone())
                 }
+                (Current::Undecodable { n, .. }, Precondition::Any) => (*n, new_generation()?),
+                (Current::Undecodable { why, .. }, _) => return Err(corrupt(key, why)),
                 (Current::Present { n, generation, .. }, Precondition::IfVersion(want))
                     if parse_version(want) == Some((*n, generation.as_str())) =>
                 {
@@ -354,32 +408,59 @@ impl VaultStore {
                 }
                 _ => return Err(Self::conflict(key, &current)),
             };
-            // The tombstone makes the delete itself atomic: of racing deleters (PKCE `take`)
-            // exactly one wins this cas, and a stale writer's cas fails from here on.
+            // The tombstone *is* the delete, and its final state: one atomic cas, so of
+            // racing deleters (PKCE `take`) exactly one wins, a stale writer's cas fails from
+            // here on, and a create after it cas-writes over it (a newer version). Nothing
+            // later removes the key's metadata, which KV v2 can only do unconditionally and
+            // would take a concurrent create with it.
             let tombstone = json!({ "tombstone": true, "generation": generation });
             let Some(t) = self.cas_write(key, n, tombstone).await? else {
                 continue;
             };
-            self.purge_if_still(key, t).await?;
+            self.destroy_older(key, t).await?;
             return Ok(true);
         }
         Err(Self::conflict(key, &self.current(key).await?))
     }
 
-    /// Deletes every version and the metadata, unless someone created the record again
-    /// after tombstone version `t` (then theirs stays). The check and the delete are two
-    /// requests: a create landing between them is lost (see the crate docs).
-    async fn purge_if_still(&self, key: &StorageKey, t: u64) -> Result<()> {
-        match self.current(key).await? {
-            Current::Absent { cas } if cas == t => {}
-            _ => return Ok(()),
-        }
+    /// Destroys (KV v2 `destroy`: the data is gone, only the version's metadata stays) every
+    /// version older than `t`, the tombstone or soft-deleted version that is now the latest,
+    /// so a deleted token's bytes do not linger in the key's history. Safe against a
+    /// concurrent create: that makes a version newer than `t`, which is never named here.
+    async fn destroy_older(&self, key: &StorageKey, t: u64) -> Result<()> {
         let path = self.meta_path(key);
-        let reply = self.inner.http.call(Method::DELETE, &path, None).await?;
-        if reply.status.is_success() || reply.status == StatusCode::NOT_FOUND {
+        let reply = self.inner.http.call(Method::GET, &path, None).await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        if !reply.status.is_success() {
+            return Err(status_error("read metadata", &path, &reply));
+        }
+        let versions = older_live_versions(&reply.body, t);
+        if versions.is_empty() {
+            return Ok(());
+        }
+        let path = self.destroy_path(key);
+        let reply = self
+            .inner
+            .http
+            .call(Method::POST, &path, Some(&json!({ "versions": versions })))
+            .await?;
+        if reply.status.is_success() {
             Ok(())
         } else {
-            Err(status_error("delete metadata", &path, &reply))
+            Err(status_error("destroy old versions", &path, &reply))
+        }
+    }
+
+    /// Whether a listed key holds something: a record, or data we cannot decode (listed, so
+    /// it can be found and replaced); not a tombstone or a deleted or destroyed version.
+    async fn is_listed(&self, key: &StorageKey) -> Result<bool> {
+        match self.current(key).await {
+            Ok(Current::Absent { .. }) => Ok(false),
+            Ok(Current::Present { .. } | Current::Undecodable { .. }) => Ok(true),
+            Err(Error::Corrupt { .. }) => Ok(true),
+            Err(e) => Err(e),
         }
     }
 
@@ -389,11 +470,12 @@ impl VaultStore {
         let reply = self
             .inner
             .http
-            .call(
+            .call_limited(
                 Method::from_bytes(b"LIST")
                     .map_err(|e| Error::backend(BACKEND, "LIST method", Some(Box::new(e))))?,
                 &path,
                 None,
+                LIST_ANSWER_LIMIT,
             )
             .await?;
         if reply.status == StatusCode::NOT_FOUND {
@@ -417,39 +499,56 @@ impl VaultStore {
     async fn scan_inner(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
         let kind_dir = kind.as_str();
         let mut out = Vec::new();
-        let leaf_entry = |dir: Option<&str>, leaf: &str, out: &mut Vec<ListEntry>| {
+        let mut keys = Vec::new();
+        let mut leaf_entry = |dir: Option<&str>, leaf: &str, out: &mut Vec<ListEntry>| {
             let location = match dir {
                 Some(d) => format!("{kind_dir}/{d}/{leaf}"),
                 None => format!("{kind_dir}/{leaf}"),
             };
             match key_at(kind, dir, leaf) {
-                Some(key) => out.push(ListEntry::Key(key)),
+                Some(key) => keys.push(key),
                 None => out.push(ListEntry::Unreadable {
                     location,
                     reason: "not a token-store key path".into(),
                 }),
             }
         };
-        if !two_level(kind) {
+        if two_level(kind) {
+            let dirs: Vec<String> = match &filter.user_key {
+                Some(user) => vec![segment(&percent_encode(user))],
+                None => self
+                    .list_folder(kind_dir)
+                    .await?
+                    .into_iter()
+                    .filter_map(|d| d.strip_suffix('/').map(str::to_owned))
+                    .collect(),
+            };
+            for dir in dirs {
+                for name in self.list_folder(&format!("{kind_dir}/{dir}")).await? {
+                    leaf_entry(Some(&dir), &name, &mut out);
+                }
+            }
+        } else {
             for name in self.list_folder(kind_dir).await? {
                 leaf_entry(None, &name, &mut out);
             }
-            return Ok(out);
         }
-        let dirs: Vec<String> = match &filter.user_key {
-            Some(user) => vec![segment(&percent_encode(user))],
-            None => self
-                .list_folder(kind_dir)
-                .await?
+        // LIST names every key with metadata, deleted ones (tombstones) included: one read
+        // per key tells them apart, a few at a time.
+        let listed: Vec<(StorageKey, bool)> = stream::iter(keys)
+            .map(|key| async move {
+                let listed = self.is_listed(&key).await?;
+                Ok::<_, Error>((key, listed))
+            })
+            .buffered(LIST_READS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        out.extend(
+            listed
                 .into_iter()
-                .filter_map(|d| d.strip_suffix('/').map(str::to_owned))
-                .collect(),
-        };
-        for dir in dirs {
-            for name in self.list_folder(&format!("{kind_dir}/{dir}")).await? {
-                leaf_entry(Some(&dir), &name, &mut out);
-            }
-        }
+                .filter(|(_, listed)| *listed)
+                .map(|(key, _)| ListEntry::Key(key)),
+        );
         Ok(out)
     }
 }
@@ -477,6 +576,7 @@ impl RawStore for VaultStore {
         self.bounded("read", async {
             Ok(match self.current(key).await? {
                 Current::Absent { .. } => None,
+                Current::Undecodable { why, .. } => return Err(corrupt(key, why)),
                 Current::Present {
                     n,
                     generation,
@@ -544,6 +644,17 @@ mod tests {
             Some("A".into())
         );
         assert_eq!(key_at(KeyKind::Token, Some("u"), "only-one-part"), None);
+    }
+
+    #[test]
+    fn only_older_live_versions_are_destroyed() {
+        let meta = json!({"data": {"versions": {
+            "1": {"destroyed": true}, "2": {"destroyed": false}, "3": {"destroyed": false},
+            "10": {"destroyed": false}, "11": {"destroyed": false}, "x": {}
+        }}});
+        // 11 is the tombstone and anything newer is a concurrent create: never named.
+        assert_eq!(older_live_versions(&meta, 11), vec![2, 3, 10]);
+        assert_eq!(older_live_versions(&json!({}), 11), Vec::<u64>::new());
     }
 
     #[test]

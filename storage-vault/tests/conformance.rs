@@ -369,3 +369,77 @@ async fn open_url_with_key_file_stores_only_ciphertext() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A delete leaves a tombstone as the latest version and destroys every older one (the
+/// token bytes are gone from KV history); a create over the tombstone is a newer version,
+/// and the next delete destroys everything before its own tombstone, the first one included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_destroys_older_versions_and_keeps_a_tombstone() {
+    let Some(e) = env() else { return };
+    let prefix = unique_prefix("token-store-destroy");
+    let store = VaultStore::connect(token_config(&e.addr, &e.token, &prefix))
+        .await
+        .unwrap();
+    let key = StorageKey::single(KeyKind::Meta, "k").unwrap();
+    for v in [&b"one"[..], b"two", b"three"] {
+        store.write(&key, v, &PutOptions::default()).await.unwrap();
+    }
+    assert!(store.remove(&key, &Default::default()).await.unwrap());
+    let metadata = |prefix: String| {
+        let (addr, token) = (e.addr.clone(), e.token.clone());
+        async move {
+            let body: serde_json::Value = reqwest::Client::new()
+                .get(format!("{addr}/v1/secret/metadata/{prefix}/meta/k"))
+                .header("X-Vault-Token", token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let versions = body["data"]["versions"].as_object().unwrap().clone();
+            let mut out: Vec<(u64, bool)> = versions
+                .iter()
+                .map(|(n, v)| (n.parse().unwrap(), v["destroyed"].as_bool().unwrap()))
+                .collect();
+            out.sort_unstable();
+            out
+        }
+    };
+    // Versions 1-3 held values; 4 is the tombstone.
+    assert_eq!(
+        metadata(prefix.clone()).await,
+        vec![(1, true), (2, true), (3, true), (4, false)]
+    );
+    assert!(store.read(&key).await.unwrap().is_none());
+    let v = store
+        .write(&key, b"again", &PutOptions::default())
+        .await
+        .unwrap();
+    assert!(v.as_str().starts_with("5@"), "{v:?}");
+    assert_eq!(
+        store.read(&key).await.unwrap().map(|r| r.value.to_vec()),
+        Some(b"again".to_vec())
+    );
+    assert!(store.remove(&key, &Default::default()).await.unwrap());
+    assert_eq!(
+        metadata(prefix.clone()).await,
+        vec![
+            (1, true),
+            (2, true),
+            (3, true),
+            (4, true),
+            (5, true),
+            (6, false)
+        ]
+    );
+    // Deleting the absent key again changes nothing and says so.
+    assert!(!store.remove(&key, &Default::default()).await.unwrap());
+    assert!(
+        store
+            .scan(KeyKind::Meta, &Default::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
