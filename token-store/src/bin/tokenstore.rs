@@ -89,6 +89,14 @@ enum Command {
         #[arg(long)]
         new_passphrase_env: Option<String>,
     },
+    /// Time get (hit and miss), put, CAS put, delete and a list of 100 through the typed
+    /// API on this store; prints median, p99 and ops/s. Writes only records of its own
+    /// (users named `tsbench-<pid>-...`) and deletes them afterwards.
+    Bench {
+        /// Timed calls per operation (a tenth of it for the list).
+        #[arg(long, default_value_t = 1000)]
+        ops: usize,
+    },
 }
 
 #[derive(Args)]
@@ -189,6 +197,7 @@ async fn open(
 async fn run(cli: Cli) -> token_store::Result<()> {
     match cli.command {
         Command::Doctor => doctor(cli.store.as_deref()).await,
+        Command::Bench { ops } => bench(cli.store.as_deref(), ops).await,
         Command::Rekey {
             new_key_file,
             new_passphrase_env,
@@ -206,7 +215,9 @@ async fn run(cli: Cli) -> token_store::Result<()> {
                     Ok(())
                 }
                 Command::Migrate { to } => migrate(&*store, &to).await,
-                Command::Doctor | Command::Rekey { .. } => unreachable!("handled above"),
+                Command::Doctor | Command::Rekey { .. } | Command::Bench { .. } => {
+                    unreachable!("handled above")
+                }
             }
         }
     }
@@ -432,6 +443,23 @@ fn redacted(url: &str) -> String {
     token_store::StoreUrl::parse(url)
         .map(|u| u.redacted())
         .unwrap_or_else(|_| "(invalid URL)".to_owned())
+}
+
+async fn bench(store: Option<&str>, ops: usize) -> token_store::Result<()> {
+    let (store, url, _) = open(store).await?;
+    let backend = store.backend();
+    println!("store: {url}");
+    let typed: Arc<dyn TokenStore> = Arc::new(store);
+    let run_id = token_store_bench::ops::run_id();
+    let plan = token_store_bench::Plan::fixed(ops);
+    let rows = token_store_bench::measure_store(typed, &run_id, &plan)
+        .await
+        .map_err(|e| match e.downcast::<Error>() {
+            Ok(e) => *e,
+            Err(e) => Error::backend(backend, format!("benchmark failed: {e}"), None),
+        })?;
+    print!("{}", token_store_bench::store_table(&rows));
+    Ok(())
 }
 
 async fn doctor(store: Option<&str>) -> token_store::Result<()> {

@@ -1,0 +1,1300 @@
+//! The benchmark runner: every backend through the typed API beside its raw client, at
+//! 1/16/64 concurrent tasks, at 10 / 10 000 / 1 000 000 stored records, over a long run
+//! (resident memory), and from a cold start. Prints the operations table (markdown) on
+//! stdout, writes everything as JSON (and, with `--markdown`, as a full markdown report).
+//!
+//! ```text
+//! eval "$(scripts/services.sh start)"
+//! keyctl session - cargo run --release -p token-store-bench -- --markdown target/bench.md
+//! ```
+//!
+//! A backend whose service variable is unset is listed as "not run".
+
+use std::fmt::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde::Serialize;
+use token_store_bench::ops::{Throughput, fail, throughput};
+use token_store_bench::raw::{
+    RawFile, RawMemory, RawRedis, RawSecretService, RawSqlite, RawVault, SqliteVariant,
+};
+use token_store_bench::stats::{fmt_rate, fmt_us};
+use token_store_bench::{
+    BResult, BackendOps, Memory, Op, OpRow, Plan, Summary, Target, TypedTarget, fixture, measure,
+    ops_table,
+};
+use token_store_core::crypto::{KdfParams, KeyHeader, KeySource};
+use token_store_core::layers::Traced;
+use token_store_core::{
+    BackendKind, MemoryStore, Precondition, PutOptions, RawStore, StoreUrl, TokenKey, TokenStore,
+};
+
+#[derive(Parser)]
+#[command(about = "token-store latency benchmark: every backend against its raw client")]
+struct Args {
+    /// Only these backends (comma-separated): memory, file, sqlite, redis, redis-cluster,
+    /// redis-tls, vault, secret-service, keyutils.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Skip these sections (comma-separated): ops, concurrency, longrun, cold, scale.
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<String>,
+    /// Store sizes of the scale section (1 000 000 only for memory, sqlite and redis).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![10, 10_000, 1_000_000])]
+    sizes: Vec<usize>,
+    /// Only these operations in the operations table (comma-separated): get_hit, get_miss,
+    /// put, cas_put, delete, list. For profiling one of them.
+    #[arg(long, value_delimiter = ',')]
+    ops: Vec<String>,
+    /// Leave the raw clients out (for profiling ours alone).
+    #[arg(long)]
+    no_raw: bool,
+    /// Seconds per operation per backend (ours and raw together) in the operations table.
+    #[arg(long, default_value_t = 2.0)]
+    budget: f64,
+    /// Seconds per concurrency level.
+    #[arg(long, default_value_t = 1.0)]
+    concurrency_secs: f64,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "target/token-store-bench/report.json")]
+    json: PathBuf,
+    /// Also write the full report (every section) as markdown here.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+}
+
+impl Args {
+    fn wants(&self, backend: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == backend)
+    }
+
+    fn section(&self, name: &str) -> bool {
+        !self.skip.iter().any(|s| s == name)
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Opens a store the way `token_store::open` does: the backend's `open_url`, the `Traced`
+/// layer, and the typed API over an `Arc<dyn RawStore>`.
+async fn open_store(url: &str) -> BResult<Arc<dyn RawStore>> {
+    let parsed = StoreUrl::parse(url)?;
+    let store: Arc<dyn RawStore> = match parsed.kind() {
+        BackendKind::Memory => Arc::new(MemoryStore::new()),
+        BackendKind::File => token_store_file::open_url(&parsed).await?,
+        BackendKind::Sqlite => token_store_sqlite::open_url(&parsed).await?,
+        BackendKind::Redis | BackendKind::RedisCluster | BackendKind::RedisSentinel => {
+            token_store_redis::open_url(&parsed).await?
+        }
+        BackendKind::Vault => token_store_vault::open_url(&parsed).await?,
+        BackendKind::Keychain => token_store_keychain::open_url(&parsed).await?,
+        other => return Err(fail(format!("no backend for {other:?}"))),
+    };
+    Ok(Arc::new(Traced::new(store)))
+}
+
+fn typed(store: &Arc<dyn RawStore>) -> Arc<dyn TokenStore> {
+    Arc::new(store.clone())
+}
+
+/// One backend of the run: its URL, how to build its raw client, how hard to push it.
+struct Spec {
+    name: &'static str,
+    url: String,
+    raw: Option<Arc<dyn Target>>,
+    /// The redis-benchmark target (host, port) for the concurrency ceiling.
+    redis_benchmark: Option<(String, u16)>,
+    /// Whether the raw client also runs the concurrency section.
+    raw_concurrency: bool,
+    /// Attribution variants: the raw client plus one thing the backend does, timed beside
+    /// ours and raw on the operations they support, to measure where a ratio comes from.
+    variants: Vec<Arc<dyn Target>>,
+}
+
+#[derive(Serialize)]
+struct AttrRow {
+    backend: String,
+    op: Op,
+    variant: String,
+    ours_p50_us: f64,
+    raw_p50_us: f64,
+    variant_p50_us: f64,
+}
+
+#[derive(Serialize)]
+struct ConcurrencyRow {
+    backend: String,
+    op: Op,
+    client: String,
+    levels: Vec<Throughput>,
+}
+
+#[derive(Serialize)]
+struct LongRun {
+    backend: String,
+    ops: usize,
+    secs: f64,
+    before: Memory,
+    after: Memory,
+}
+
+#[derive(Serialize)]
+struct ColdStart {
+    backend: String,
+    open_us: f64,
+    first_get_us: f64,
+    note: String,
+}
+
+#[derive(Serialize)]
+struct ScaleRow {
+    backend: String,
+    records: usize,
+    populate_secs: f64,
+    get: Summary,
+    put: Summary,
+}
+
+/// The typed layer's JSON work per operation, measured alone.
+#[derive(Serialize, Default)]
+struct Codec {
+    encode_p50_us: f64,
+    decode_p50_us: f64,
+}
+
+fn codec() -> Codec {
+    let record = fixture::record(1);
+    let bytes = fixture::record_bytes(1);
+    let time = |f: &dyn Fn()| {
+        let mut s: Vec<Duration> = (0..20_000)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect();
+        Summary::of(&mut s).p50_us
+    };
+    Codec {
+        encode_p50_us: time(&|| {
+            std::hint::black_box(serde_json::to_vec(std::hint::black_box(&record)).ok());
+        }),
+        decode_p50_us: time(&|| {
+            std::hint::black_box(
+                serde_json::from_slice::<token_store_core::TokenRecord>(std::hint::black_box(
+                    &bytes,
+                ))
+                .ok(),
+            );
+        }),
+    }
+}
+
+#[derive(Serialize)]
+struct Report {
+    machine: String,
+    record_json_bytes: usize,
+    ops: Vec<BackendOps>,
+    concurrency: Vec<ConcurrencyRow>,
+    longrun: Vec<LongRun>,
+    cold_start: Vec<ColdStart>,
+    argon2id_derivation_us: Option<f64>,
+    attribution: Vec<AttrRow>,
+    codec: Codec,
+    scale: Vec<ScaleRow>,
+    total_secs: f64,
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores, {cpu}, Linux {}", kernel.trim())
+}
+
+fn main() -> BResult<()> {
+    let args = Args::parse();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // Two workers on this two-core box, like the `tokenstore` CLI.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> BResult<()> {
+    let started = Instant::now();
+    let run_id = token_store_bench::ops::run_id();
+    let tmp = tempfile::Builder::new().prefix("tsbench-").tempdir()?;
+    let mut report = Report {
+        machine: machine(),
+        record_json_bytes: fixture::record_bytes(1).len(),
+        ops: Vec::new(),
+        concurrency: Vec::new(),
+        longrun: Vec::new(),
+        cold_start: Vec::new(),
+        argon2id_derivation_us: None,
+        attribution: Vec::new(),
+        codec: codec(),
+        scale: Vec::new(),
+        total_secs: 0.0,
+    };
+    eprintln!(
+        "machine: {}; record: {} bytes of JSON (encode {}, decode {})",
+        report.machine,
+        report.record_json_bytes,
+        fmt_us(report.codec.encode_p50_us),
+        fmt_us(report.codec.decode_p50_us)
+    );
+
+    for name in [
+        "memory",
+        "file",
+        "sqlite",
+        "redis",
+        "redis-cluster",
+        "redis-tls",
+        "vault",
+        "secret-service",
+        "keyutils",
+    ] {
+        if !args.wants(name) {
+            continue;
+        }
+        let spec = match spec(name, &run_id, tmp.path()).await {
+            Ok(Ok(mut spec)) => {
+                if args.no_raw {
+                    spec.raw = None;
+                }
+                spec
+            }
+            Ok(Err(why)) => {
+                eprintln!("{name}: {why}");
+                report.ops.push(BackendOps {
+                    backend: name.to_owned(),
+                    url: String::new(),
+                    raw_label: None,
+                    rows: vec![],
+                    note: Some(why),
+                });
+                continue;
+            }
+            Err(e) => {
+                eprintln!("{name}: raw client failed: {e}");
+                report.ops.push(BackendOps {
+                    backend: name.to_owned(),
+                    url: String::new(),
+                    raw_label: None,
+                    rows: vec![],
+                    note: Some(format!("raw client failed: {e}")),
+                });
+                continue;
+            }
+        };
+        if let Err(e) = bench_backend(&args, &spec, &run_id, &mut report).await {
+            eprintln!("{name}: failed: {e}");
+            let redacted = StoreUrl::parse(&spec.url)
+                .map(|u| u.redacted())
+                .unwrap_or_default();
+            match report.ops.iter_mut().find(|b| b.backend == name) {
+                Some(b) => b.note = Some(format!("failed: {e}")),
+                None => report.ops.push(BackendOps {
+                    backend: name.to_owned(),
+                    url: redacted,
+                    raw_label: None,
+                    rows: vec![],
+                    note: Some(format!("failed: {e}")),
+                }),
+            }
+        }
+    }
+
+    if args.section("cold") && args.wants("file") {
+        match argon2id_alone().await {
+            Ok(us) => report.argon2id_derivation_us = Some(us),
+            Err(e) => eprintln!("argon2id: {e}"),
+        }
+        match cold_passphrase_file(tmp.path()).await {
+            Ok(c) => report.cold_start.push(c),
+            Err(e) => eprintln!("cold start of the passphrase file store: {e}"),
+        }
+    }
+
+    if args.section("scale") {
+        scale(&args, &run_id, tmp.path(), &mut report).await;
+    }
+
+    report.total_secs = started.elapsed().as_secs_f64();
+    println!("{}", ops_table(&report.ops));
+    if let Some(dir) = args.json.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.json, serde_json::to_vec_pretty(&report)?)?;
+    eprintln!("wrote {}", args.json.display());
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, full_markdown(&report))?;
+        eprintln!("wrote {}", path.display());
+    }
+    eprintln!("total {:.0} s", report.total_secs);
+    Ok(())
+}
+
+/// The backend's URL and raw client, or why it does not run here (`Ok(Err(why))`).
+async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Result<Spec, String>> {
+    let prefix = format!("{run_id}-ours");
+    let raw_prefix = format!("{run_id}-raw");
+    let unset = |var: &str| Ok(Err(format!("not run: {var} is unset")));
+    let spec = match name {
+        "memory" => Spec {
+            name,
+            url: "memory:".to_owned(),
+            raw: Some(Arc::new(RawMemory::new(run_id))),
+            redis_benchmark: None,
+            raw_concurrency: false,
+            variants: vec![],
+        },
+        "file" => {
+            let dir = tmp.join("file-store");
+            Spec {
+                name,
+                url: format!(
+                    "file://{}?key_file={}",
+                    dir.display(),
+                    tmp.join("file.key").display()
+                ),
+                raw: Some(Arc::new(RawFile::new(&tmp.join("raw-files"))?)),
+                redis_benchmark: None,
+                raw_concurrency: true,
+                variants: vec![Arc::new(
+                    RawFile::new(&tmp.join("raw-files-v"))?
+                        .with_backend_read_steps(dir.join("store.json")),
+                )],
+            }
+        }
+        "sqlite" => {
+            let path = tmp.join("sqlite").join("tokens.db");
+            let url = format!("sqlite://{}", path.display());
+            // The raw connection opens the database the store creates.
+            drop(open_store(&url).await?);
+            Spec {
+                name,
+                url,
+                raw: Some(Arc::new(RawSqlite::open(&path, run_id)?)),
+                redis_benchmark: None,
+                raw_concurrency: true,
+                variants: vec![
+                    Arc::new(RawSqlite::variant(
+                        &path,
+                        &format!("{run_id}-v1"),
+                        SqliteVariant::Threaded,
+                    )?),
+                    Arc::new(RawSqlite::variant(
+                        &path,
+                        &format!("{run_id}-v2"),
+                        SqliteVariant::Counter,
+                    )?),
+                ],
+            }
+        }
+        "redis" => {
+            let Some(url) = env("TOKEN_STORE_TEST_REDIS_URL") else {
+                return unset("TOKEN_STORE_TEST_REDIS_URL");
+            };
+            let (host, port) = host_port(&url).ok_or_else(|| fail("bad redis URL"))?;
+            Spec {
+                name,
+                url: format!("{url}?prefix={prefix}"),
+                raw: Some(Arc::new(
+                    RawRedis::connect(&url, None, &raw_prefix, run_id).await?,
+                )),
+                redis_benchmark: Some((host, port)),
+                raw_concurrency: true,
+                variants: vec![Arc::new(
+                    RawRedis::connect(&url, None, &raw_prefix, &format!("{run_id}-v"))
+                        .await?
+                        .with_backend_read_script(),
+                )],
+            }
+        }
+        "redis-cluster" => {
+            let (Some(url), Some(nodes)) = (
+                env("TOKEN_STORE_TEST_REDIS_CLUSTER_URL"),
+                env("TOKEN_STORE_TEST_REDIS_CLUSTER_URLS"),
+            ) else {
+                return unset("TOKEN_STORE_TEST_REDIS_CLUSTER_URL(S)");
+            };
+            let nodes: Vec<String> = nodes.split(',').map(str::to_owned).collect();
+            Spec {
+                name,
+                url: format!("{url}?prefix={prefix}"),
+                raw: Some(Arc::new(
+                    RawRedis::connect_cluster(&nodes, &raw_prefix, run_id).await?,
+                )),
+                redis_benchmark: None,
+                raw_concurrency: true,
+                variants: vec![Arc::new(
+                    RawRedis::connect_cluster(&nodes, &raw_prefix, &format!("{run_id}-v"))
+                        .await?
+                        .with_backend_read_script(),
+                )],
+            }
+        }
+        "redis-tls" => {
+            let (Some(url), Some(ca)) = (
+                env("TOKEN_STORE_TEST_REDIS_TLS_URL"),
+                env("TOKEN_STORE_TEST_TLS_CA"),
+            ) else {
+                return unset("TOKEN_STORE_TEST_REDIS_TLS_URL");
+            };
+            Spec {
+                name,
+                url: format!("{url}?ca={ca}&prefix={prefix}"),
+                raw: Some(Arc::new(
+                    RawRedis::connect(&url, Some(&ca), &raw_prefix, run_id).await?,
+                )),
+                redis_benchmark: None,
+                raw_concurrency: true,
+                variants: vec![Arc::new(
+                    RawRedis::connect(&url, Some(&ca), &raw_prefix, &format!("{run_id}-v"))
+                        .await?
+                        .with_backend_read_script(),
+                )],
+            }
+        }
+        "vault" => {
+            let (Some(addr), Some(token)) = (
+                env("TOKEN_STORE_TEST_VAULT_ADDR"),
+                env("TOKEN_STORE_TEST_VAULT_TOKEN"),
+            ) else {
+                return unset("TOKEN_STORE_TEST_VAULT_ADDR");
+            };
+            let mount = env("TOKEN_STORE_TEST_VAULT_KV_MOUNT").unwrap_or_else(|| "secret".into());
+            let hostport = addr
+                .strip_prefix("http://")
+                .ok_or_else(|| fail("the benchmark uses a plain-HTTP Vault"))?
+                .trim_end_matches('/');
+            Spec {
+                name,
+                url: format!(
+                    "vault://{hostport}/{mount}?prefix={prefix}&token_env=TOKEN_STORE_TEST_VAULT_TOKEN"
+                ),
+                raw: Some(Arc::new(RawVault::new(
+                    &addr,
+                    &token,
+                    &mount,
+                    &raw_prefix,
+                    run_id,
+                )?)),
+                redis_benchmark: None,
+                raw_concurrency: false,
+                variants: vec![Arc::new(
+                    RawVault::new(&addr, &token, &mount, &raw_prefix, &format!("{run_id}-v"))?
+                        .with_backend_requests(),
+                )],
+            }
+        }
+        "secret-service" => {
+            if env("TOKEN_STORE_TEST_SECRET_SERVICE").is_none()
+                || env("DBUS_SESSION_BUS_ADDRESS").is_none()
+            {
+                return unset("TOKEN_STORE_TEST_SECRET_SERVICE");
+            }
+            Spec {
+                name,
+                url: format!("keychain:secret-service?service={prefix}"),
+                raw: Some(Arc::new(
+                    RawSecretService::connect(&raw_prefix, run_id).await?,
+                )),
+                redis_benchmark: None,
+                raw_concurrency: false,
+                variants: vec![Arc::new(
+                    RawSecretService::connect(&raw_prefix, &format!("{run_id}-v"))
+                        .await?
+                        .with_backend_calls(),
+                )],
+            }
+        }
+        "keyutils" => {
+            if env("TOKEN_STORE_TEST_KEYUTILS").is_none() {
+                return unset("TOKEN_STORE_TEST_KEYUTILS");
+            }
+            Spec {
+                name,
+                url: format!("keychain:keyutils?service={prefix}"),
+                raw: None,
+                redis_benchmark: None,
+                raw_concurrency: false,
+                variants: vec![],
+            }
+        }
+        other => return Ok(Err(format!("unknown backend {other}"))),
+    };
+    Ok(Ok(spec))
+}
+
+fn host_port(url: &str) -> Option<(String, u16)> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let authority = authority.rsplit('@').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+/// How hard to push a backend in the operations table.
+fn plan(args: &Args) -> Plan {
+    Plan::timed(100, 50_000, Duration::from_secs_f64(args.budget))
+}
+
+async fn bench_backend(args: &Args, spec: &Spec, run_id: &str, report: &mut Report) -> BResult<()> {
+    let name = spec.name;
+    eprintln!("== {name}");
+    let store = open_store(&spec.url).await?;
+    let url = StoreUrl::parse(&spec.url)?.redacted();
+    let ours = Arc::new(TypedTarget::new(typed(&store), &format!("{run_id}-{name}")));
+    ours.setup().await?;
+    if let Some(raw) = &spec.raw {
+        raw.setup().await?;
+    }
+    if args.section("ops") {
+        for v in &spec.variants {
+            v.setup().await?;
+        }
+    }
+    let outcome = bench_setup_done(args, spec, &store, &ours, &url, report).await;
+    let mut cleaned = vec![ours.cleanup().await];
+    if let Some(raw) = &spec.raw {
+        cleaned.push(raw.cleanup().await);
+    }
+    if args.section("ops") {
+        for v in &spec.variants {
+            cleaned.push(v.cleanup().await);
+        }
+    }
+    outcome?;
+    cleaned.into_iter().collect::<BResult<Vec<()>>>()?;
+    if args.section("cold") {
+        match cold_start(spec, &url).await {
+            Ok(c) => report.cold_start.push(c),
+            Err(e) => eprintln!("{name}: cold start failed: {e}"),
+        }
+    }
+    Ok(())
+}
+
+async fn bench_setup_done(
+    args: &Args,
+    spec: &Spec,
+    store: &Arc<dyn RawStore>,
+    ours: &Arc<TypedTarget>,
+    url: &str,
+    report: &mut Report,
+) -> BResult<()> {
+    let name = spec.name;
+    if args.section("ops") {
+        let plan = plan(args);
+        let mut rows = Vec::new();
+        for op in Op::ALL {
+            let wanted = serde_json::to_value(op)?;
+            if !args.ops.is_empty() && !args.ops.iter().any(|o| wanted == o.as_str()) {
+                continue;
+            }
+            let p = if op == Op::List {
+                plan.scaled_down(10)
+            } else {
+                plan
+            };
+            let mut targets: Vec<&dyn Target> = vec![&**ours];
+            if let Some(raw) = &spec.raw {
+                targets.push(&**raw);
+            }
+            let first_variant = targets.len();
+            targets.extend(spec.variants.iter().map(|v| &**v as &dyn Target));
+            let s = measure(op, &targets, &p).await?;
+            let ours_s = s
+                .first()
+                .copied()
+                .flatten()
+                .ok_or_else(|| fail("no samples"))?;
+            let raw_s = spec.raw.as_ref().and_then(|_| s.get(1).copied().flatten());
+            for (v, vs) in spec.variants.iter().zip(&s[first_variant..]) {
+                if let (Some(vs), Some(r)) = (vs, raw_s) {
+                    eprintln!(
+                        "            variant p50 {:>9}  ({})",
+                        fmt_us(vs.p50_us),
+                        v.label()
+                    );
+                    report.attribution.push(AttrRow {
+                        backend: name.to_owned(),
+                        op,
+                        variant: v.label(),
+                        ours_p50_us: ours_s.p50_us,
+                        raw_p50_us: r.p50_us,
+                        variant_p50_us: vs.p50_us,
+                    });
+                }
+            }
+            eprintln!(
+                "  {op:<9} ours p50 {:>9}  raw p50 {:>9}",
+                fmt_us(ours_s.p50_us),
+                raw_s.map_or("–".into(), |r| fmt_us(r.p50_us))
+            );
+            rows.push(OpRow {
+                op,
+                ours: ours_s,
+                raw: raw_s,
+            });
+        }
+        report.ops.push(BackendOps {
+            backend: name.to_owned(),
+            url: url.to_owned(),
+            raw_label: spec.raw.as_ref().map(|r| r.label()),
+            rows,
+            note: None,
+        });
+    }
+    if args.section("concurrency") {
+        let secs = Duration::from_secs_f64(args.concurrency_secs);
+        for op in [Op::GetHit, Op::CasPut] {
+            let mut levels = Vec::new();
+            for tasks in [1, 16, 64] {
+                let t = throughput(ours.clone(), op, tasks, secs).await?;
+                eprintln!("  {op} x{tasks}: {} ops/s", fmt_rate(t.ops_per_sec));
+                levels.push(t);
+            }
+            report.concurrency.push(ConcurrencyRow {
+                backend: name.to_owned(),
+                op,
+                client: "ours".to_owned(),
+                levels,
+            });
+            if let Some(raw) = spec
+                .raw
+                .as_ref()
+                .filter(|r| spec.raw_concurrency && r.supports(op))
+            {
+                let mut levels = Vec::new();
+                for tasks in [1, 16, 64] {
+                    levels.push(throughput(raw.clone(), op, tasks, secs).await?);
+                }
+                report.concurrency.push(ConcurrencyRow {
+                    backend: name.to_owned(),
+                    op,
+                    client: "raw".to_owned(),
+                    levels,
+                });
+            }
+        }
+        if let Some((host, port)) = &spec.redis_benchmark {
+            for (op, test) in [(Op::GetHit, "GET"), (Op::Put, "SET")] {
+                let mut levels = Vec::new();
+                for tasks in [1, 16, 64] {
+                    match redis_benchmark(host, *port, tasks, test).await {
+                        Ok(t) => levels.push(t),
+                        Err(e) => eprintln!("  redis-benchmark: {e}"),
+                    }
+                }
+                report.concurrency.push(ConcurrencyRow {
+                    backend: name.to_owned(),
+                    op,
+                    client: format!("redis-benchmark -P 1 -t {}", test.to_lowercase()),
+                    levels,
+                });
+            }
+        }
+    }
+    if args.section("longrun") {
+        report.longrun.push(long_run(name, ours).await?);
+    }
+    let _ = store;
+    Ok(())
+}
+
+/// `redis-benchmark -P 1 -c N -t get|set -d <record size>` against the same server.
+async fn redis_benchmark(host: &str, port: u16, clients: usize, test: &str) -> BResult<Throughput> {
+    let requests = if clients == 1 { 20_000 } else { 100_000 };
+    let size = fixture::record_bytes(1).len();
+    let out = tokio::process::Command::new("redis-benchmark")
+        .args(["-h", host, "-p", &port.to_string(), "-P", "1"])
+        .args(["-c", &clients.to_string(), "-n", &requests.to_string()])
+        .args(["-d", &size.to_string(), "-r", "100", "-t", test, "--csv"])
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("\"{test}\"")))
+        .ok_or_else(|| fail(format!("no {test} line in redis-benchmark output")))?;
+    let cols: Vec<f64> = line
+        .split(',')
+        .skip(1)
+        .filter_map(|c| c.trim_matches('"').parse().ok())
+        .collect();
+    // rps, avg, min, p50, p95, p99, max (ms)
+    let get = |i: usize| cols.get(i).copied().unwrap_or(0.0);
+    Ok(Throughput {
+        tasks: clients,
+        ops_per_sec: get(0),
+        latency: Summary {
+            samples: requests,
+            p50_us: get(3) * 1e3,
+            p99_us: get(5) * 1e3,
+            mean_us: get(1) * 1e3,
+            ops_per_sec: get(0),
+        },
+    })
+}
+
+/// Alternating gets and puts for a few seconds; resident memory before and after.
+async fn long_run(name: &str, ours: &Arc<TypedTarget>) -> BResult<LongRun> {
+    // Warm-up first: connection buffers, caches and the allocator's pools settle.
+    let warm = Instant::now();
+    let mut i = 0;
+    while warm.elapsed() < Duration::from_millis(500) {
+        ours.run(if i % 2 == 0 { Op::GetHit } else { Op::Put }, i)
+            .await?;
+        i += 1;
+    }
+    let before = Memory::now();
+    let t = Instant::now();
+    let mut ops = 0;
+    while t.elapsed() < Duration::from_secs(4) || ops < 200 {
+        ours.run(if ops % 2 == 0 { Op::GetHit } else { Op::Put }, ops)
+            .await?;
+        ops += 1;
+    }
+    let after = Memory::now();
+    eprintln!(
+        "  long run: {ops} ops, RSS {} -> {} KiB, HWM {} -> {} KiB",
+        before.rss_kib, after.rss_kib, before.hwm_kib, after.hwm_kib
+    );
+    Ok(LongRun {
+        backend: name.to_owned(),
+        ops,
+        secs: t.elapsed().as_secs_f64(),
+        before,
+        after,
+    })
+}
+
+/// Time to open the store again (a new handle, a new connection) and do its first get.
+async fn cold_start(spec: &Spec, url: &str) -> BResult<ColdStart> {
+    let key = TokenKey::for_server("https://cold-start.example.com/mcp")
+        .with_user(format!("{}-cold", token_store_bench::ops::run_id()));
+    let writer = open_store(&spec.url).await?;
+    TokenStore::put(&*writer, &key, &fixture::record(1), Precondition::Any).await?;
+    let t = Instant::now();
+    let store = open_store(&spec.url).await?;
+    let open_us = t.elapsed().as_secs_f64() * 1e6;
+    let t = Instant::now();
+    let found = TokenStore::get(&*store, &key).await?;
+    let first_get_us = t.elapsed().as_secs_f64() * 1e6;
+    TokenStore::delete(&*writer, &key, Precondition::Any).await?;
+    if found.is_none() {
+        return Err(fail("the record written before was not found"));
+    }
+    eprintln!(
+        "  cold start: open {}, first get {}",
+        fmt_us(open_us),
+        fmt_us(first_get_us)
+    );
+    Ok(ColdStart {
+        backend: spec.name.to_owned(),
+        open_us,
+        first_get_us,
+        note: url.to_owned(),
+    })
+}
+
+/// One Argon2id derivation with the default parameters, alone (what a passphrase open
+/// should cost).
+async fn argon2id_alone() -> BResult<f64> {
+    let t = Instant::now();
+    tokio::task::spawn_blocking(|| {
+        KeyHeader::create(
+            &KeySource::passphrase("benchmark passphrase"),
+            KdfParams::DEFAULT,
+        )
+    })
+    .await??;
+    Ok(t.elapsed().as_secs_f64() * 1e6)
+}
+
+/// Opening an existing passphrase-keyed file store: one Argon2id derivation expected.
+async fn cold_passphrase_file(tmp: &Path) -> BResult<ColdStart> {
+    let dir = tmp.join("file-passphrase");
+    let source = || KeySource::passphrase("benchmark passphrase");
+    let key = fixture::key("cold", 0);
+    let store = token_store_file::FileStore::open(&dir, source()).await?;
+    TokenStore::put(&store, &key, &fixture::record(1), Precondition::Any).await?;
+    drop(store);
+    let t = Instant::now();
+    let store = token_store_file::FileStore::open(&dir, source()).await?;
+    let open_us = t.elapsed().as_secs_f64() * 1e6;
+    let t = Instant::now();
+    TokenStore::get(&store, &key)
+        .await?
+        .ok_or_else(|| fail("missing"))?;
+    let first_get_us = t.elapsed().as_secs_f64() * 1e6;
+    eprintln!("file (passphrase): open {}", fmt_us(open_us));
+    Ok(ColdStart {
+        backend: "file (passphrase, Argon2id m=64 MiB t=3)".to_owned(),
+        open_us,
+        first_get_us,
+        note: "FileStore::open with KeySource::Passphrase".to_owned(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Scale: get and put latency with 10, 10 000 and 1 000 000 stored records.
+
+fn scale_key(i: usize) -> TokenKey {
+    // 1000 users with 1000 servers each at a million records.
+    TokenKey::new(
+        format!("scale-user-{}", i % 1000),
+        &format!("https://mcp-{i}.example.com/mcp"),
+        Some(fixture::ISSUER),
+        fixture::SCOPES,
+    )
+}
+
+/// Random (but fixed) record indexes below `n`, with their keys, for the timed calls.
+fn sample_keys(n: usize, count: usize) -> Vec<TokenKey> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..count)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            scale_key((x % n as u64) as usize)
+        })
+        .collect()
+}
+
+async fn scale_measure(store: &Arc<dyn RawStore>, n: usize) -> BResult<(Summary, Summary)> {
+    let keys = sample_keys(n, 2000);
+    let record = fixture::record(1);
+    let budget = Duration::from_secs(1);
+    let mut gets = Vec::new();
+    let t = Instant::now();
+    for key in keys.iter().cycle() {
+        let s = Instant::now();
+        TokenStore::get(&**store, key)
+            .await?
+            .ok_or_else(|| fail("scale: missing record"))?;
+        gets.push(s.elapsed());
+        if gets.len() >= keys.len() || (t.elapsed() > budget && gets.len() >= 100) {
+            break;
+        }
+    }
+    let mut puts = Vec::new();
+    let t = Instant::now();
+    for key in keys.iter().cycle() {
+        let s = Instant::now();
+        TokenStore::put(&**store, key, &record, Precondition::Any).await?;
+        puts.push(s.elapsed());
+        if puts.len() >= keys.len() || (t.elapsed() > budget && puts.len() >= 100) {
+            break;
+        }
+    }
+    Ok((Summary::of(&mut gets), Summary::of(&mut puts)))
+}
+
+/// Writes records `from..to` through the store's own byte-level API, `batch` at a time
+/// concurrently (the layout is the store's, so nothing is faked).
+async fn populate_raw_api(
+    store: &Arc<dyn RawStore>,
+    from: usize,
+    to: usize,
+    batch: usize,
+) -> BResult<()> {
+    let value = Arc::new(fixture::record_bytes(1));
+    let mut i = from;
+    while i < to {
+        let end = (i + batch).min(to);
+        let mut tasks = Vec::with_capacity(end - i);
+        for j in i..end {
+            let store = store.clone();
+            let value = value.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .write(&scale_key(j).storage_key(), &value, &PutOptions::default())
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        i = end;
+    }
+    Ok(())
+}
+
+/// SQLite rows in the backend's documented layout, in large transactions on a second
+/// connection, then the store's version counter moved past them.
+fn populate_sqlite(path: &Path, from: usize, to: usize) -> BResult<()> {
+    let mut conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.pragma_update(None, "synchronous", "OFF")?;
+    let value = fixture::record_bytes(1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let mut i = from;
+    while i < to {
+        let end = (i + 100_000).min(to);
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let base: i64 = tx.query_row(
+            "SELECT last_version FROM version_counter WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO records(kind, p1, p2, p3, p4, value, version, expires_at, updated_at)
+                 VALUES ('token', ?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7)",
+            )?;
+            for j in i..end {
+                let k = scale_key(j).storage_key();
+                let p = k.parts();
+                stmt.execute(rusqlite::params![
+                    p[0],
+                    p[1],
+                    p[2],
+                    p[3],
+                    value,
+                    base + 1 + (j - i) as i64,
+                    now
+                ])?;
+            }
+        }
+        tx.execute(
+            "UPDATE version_counter SET last_version = ?1 WHERE id = 1",
+            [base + (end - i) as i64],
+        )?;
+        tx.commit()?;
+        i = end;
+    }
+    Ok(())
+}
+
+/// A private `redis-server` (no persistence) on a free port, so a million keys never land
+/// in the shared test Redis. Killed when dropped.
+struct PrivateRedis {
+    child: Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    async fn start() -> BResult<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let me = PrivateRedis { child, port };
+        let client = redis::Client::open(me.url())?;
+        for _ in 0..100 {
+            if let Ok(mut c) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+            {
+                return Ok(me);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(fail("the private redis-server did not start"))
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Redis pipelines of 1000 SETs under the store's key layout.
+async fn populate_redis(url: &str, prefix: &str, from: usize, to: usize) -> BResult<()> {
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let value = fixture::record_bytes(1);
+    let mut i = from;
+    while i < to {
+        let end = (i + 1000).min(to);
+        let mut pipe = redis::pipe();
+        for j in i..end {
+            pipe.cmd("SET")
+                .arg(format!("{prefix}:{}", scale_key(j).storage_key().encode()))
+                .arg(&value)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+        i = end;
+    }
+    Ok(())
+}
+
+async fn scale(args: &Args, run_id: &str, tmp: &Path, report: &mut Report) {
+    let mut sizes = args.sizes.clone();
+    sizes.sort_unstable();
+    for backend in ["memory", "sqlite", "redis", "file"] {
+        if !args.wants(backend) {
+            continue;
+        }
+        eprintln!("== scale: {backend}");
+        if let Err(e) = scale_backend(backend, &sizes, run_id, tmp, report).await {
+            eprintln!("scale {backend}: {e}");
+        }
+    }
+}
+
+async fn scale_backend(
+    backend: &str,
+    sizes: &[usize],
+    run_id: &str,
+    tmp: &Path,
+    report: &mut Report,
+) -> BResult<()> {
+    let prefix = format!("{run_id}-scale");
+    let mut redis_server = None;
+    let (store, sqlite_path) = match backend {
+        "memory" => (open_store("memory:").await?, None),
+        "sqlite" => {
+            let path = tmp.join("scale-sqlite").join("tokens.db");
+            (
+                open_store(&format!("sqlite://{}", path.display())).await?,
+                Some(path),
+            )
+        }
+        "redis" => {
+            let server = PrivateRedis::start().await?;
+            let store = open_store(&format!("{}?prefix={prefix}", server.url())).await?;
+            redis_server = Some(server);
+            (store, None)
+        }
+        _ => {
+            let url = format!(
+                "file://{}?key_file={}",
+                tmp.join("scale-file").display(),
+                tmp.join("scale-file.key").display()
+            );
+            (open_store(&url).await?, None)
+        }
+    };
+    // The file store lists a million files for nothing; 10 000 show its growth.
+    let cap = if backend == "file" {
+        10_000
+    } else {
+        usize::MAX
+    };
+    let mut have = 0;
+    for &n in sizes.iter().filter(|&&n| n <= cap && n > 0) {
+        let t = Instant::now();
+        match backend {
+            "sqlite" => {
+                let path = sqlite_path.clone().ok_or_else(|| fail("no path"))?;
+                let from = have;
+                tokio::task::spawn_blocking(move || populate_sqlite(&path, from, n)).await??;
+            }
+            "redis" => {
+                let url = redis_server
+                    .as_ref()
+                    .map(PrivateRedis::url)
+                    .unwrap_or_default();
+                populate_redis(&url, &prefix, have, n).await?;
+            }
+            "file" => populate_raw_api(&store, have, n, 64).await?,
+            _ => populate_raw_api(&store, have, n, 1024).await?,
+        }
+        let populate_secs = t.elapsed().as_secs_f64();
+        have = n;
+        let (get, put) = scale_measure(&store, n).await?;
+        eprintln!(
+            "  {n:>9} records (populated in {populate_secs:.1} s): get p50 {} p99 {}, put p50 {} p99 {}",
+            fmt_us(get.p50_us),
+            fmt_us(get.p99_us),
+            fmt_us(put.p50_us),
+            fmt_us(put.p99_us)
+        );
+        report.scale.push(ScaleRow {
+            backend: backend.to_owned(),
+            records: n,
+            populate_secs,
+            get,
+            put,
+        });
+    }
+    drop(store);
+    drop(redis_server);
+    if let Some(path) = sqlite_path
+        && let Some(dir) = path.parent()
+    {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The full markdown report.
+
+fn full_markdown(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Machine: {}. Record: {} bytes of JSON.\n",
+        r.machine, r.record_json_bytes
+    );
+    out.push_str("### Operations (one task)\n\n");
+    out.push_str(&ops_table(&r.ops));
+    out.push_str("\nRaw clients:\n\n");
+    for b in r.ops.iter().filter(|b| !b.rows.is_empty()) {
+        let _ = writeln!(
+            out,
+            "- {}: {} — `{}`",
+            b.backend,
+            b.raw_label.as_deref().unwrap_or("none"),
+            b.url
+        );
+    }
+    if !r.attribution.is_empty() {
+        out.push_str(
+            "\n### Where the ratios come from (raw client + one step of the backend, same run)\n\n",
+        );
+        out.push_str("| backend | operation | ours p50 | raw p50 | raw + the backend's step | its p50 | gap explained |\n");
+        out.push_str("| --- | --- | ---: | ---: | --- | ---: | ---: |\n");
+        for a in &r.attribution {
+            let gap = a.ours_p50_us - a.raw_p50_us;
+            let explained = if gap > 0.0 {
+                format!("{:.0} %", 100.0 * (a.variant_p50_us - a.raw_p50_us) / gap)
+            } else {
+                "–".to_owned()
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {explained} |",
+                a.backend,
+                a.op,
+                fmt_us(a.ours_p50_us),
+                fmt_us(a.raw_p50_us),
+                a.variant,
+                fmt_us(a.variant_p50_us)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nThe typed layer's JSON alone: encode {} and decode {} per record (p50).",
+            fmt_us(r.codec.encode_p50_us),
+            fmt_us(r.codec.decode_p50_us)
+        );
+    }
+    if !r.concurrency.is_empty() {
+        out.push_str("\n### Concurrency (one store, N tasks)\n\n");
+        out.push_str("| backend | operation | client | 1 task | 16 tasks | 64 tasks | p50 at 64 | p99 at 64 |\n");
+        out.push_str("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
+        for c in &r.concurrency {
+            let rate = |n: usize| {
+                c.levels
+                    .iter()
+                    .find(|l| l.tasks == n)
+                    .map_or("–".into(), |l| format!("{}/s", fmt_rate(l.ops_per_sec)))
+            };
+            let at64 = c.levels.iter().find(|l| l.tasks == 64);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                c.backend,
+                c.op,
+                c.client,
+                rate(1),
+                rate(16),
+                rate(64),
+                at64.map_or("–".into(), |l| fmt_us(l.latency.p50_us)),
+                at64.map_or("–".into(), |l| fmt_us(l.latency.p99_us)),
+            );
+        }
+    }
+    if !r.scale.is_empty() {
+        out.push_str("\n### Scale (get and put of random records among N)\n\n");
+        out.push_str("| backend | records | populate | get p50 | get p99 | put p50 | put p99 |\n");
+        out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        for s in &r.scale {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.1} s | {} | {} | {} | {} |",
+                s.backend,
+                s.records,
+                s.populate_secs,
+                fmt_us(s.get.p50_us),
+                fmt_us(s.get.p99_us),
+                fmt_us(s.put.p50_us),
+                fmt_us(s.put.p99_us)
+            );
+        }
+    }
+    if !r.longrun.is_empty() {
+        out.push_str("\n### Long run (alternating get/put, same records): resident memory\n\n");
+        out.push_str(
+            "| backend | ops | VmRSS before | VmRSS after | Δ RSS | VmHWM before | VmHWM after |\n",
+        );
+        out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        for l in &r.longrun {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} KiB | {} KiB | {:+} KiB | {} KiB | {} KiB |",
+                l.backend,
+                l.ops,
+                l.before.rss_kib,
+                l.after.rss_kib,
+                l.after.rss_kib as i64 - l.before.rss_kib as i64,
+                l.before.hwm_kib,
+                l.after.hwm_kib
+            );
+        }
+    }
+    if !r.cold_start.is_empty() {
+        out.push_str("\n### Cold start (open a new handle, then the first get)\n\n");
+        out.push_str("| backend | open | first get |\n| --- | ---: | ---: |\n");
+        for c in &r.cold_start {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                c.backend,
+                fmt_us(c.open_us),
+                fmt_us(c.first_get_us)
+            );
+        }
+        if let Some(a) = r.argon2id_derivation_us {
+            let _ = writeln!(
+                out,
+                "\nOne Argon2id derivation alone (m=64 MiB, t=3, p=1): {}.",
+                fmt_us(a)
+            );
+        }
+    }
+    let _ = writeln!(out, "\nWhole run: {:.0} s.", r.total_secs);
+    out
+}

@@ -1,0 +1,275 @@
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Script, TlsCertificates, Value, cmd};
+use token_store_core::async_trait;
+
+use super::RawKeys;
+use crate::fixture;
+use crate::ops::{BResult, LIST_SIZE, Op, SIDE_KEYS, Target, fail};
+
+/// The smallest atomic compare-and-set Redis offers without server-side versions: compare
+/// the stored value's SHA-1 (what the token-store backend compares too) and SET.
+const CAS: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur and redis.sha1hex(cur) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// The backend's read script (`storage-redis`), for the attribution variant.
+const BACKEND_READ: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return nil end
+return {v, redis.call('PTTL', KEYS[1])}
+";
+
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, c: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(x) => x.req_packed_command(c),
+            Conn::Cluster(x) => x.req_packed_command(c),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        p: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(x) => x.req_packed_commands(p, offset, count),
+            Conn::Cluster(x) => x.req_packed_commands(p, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(x) => x.get_db(),
+            Conn::Cluster(x) => x.get_db(),
+        }
+    }
+}
+
+/// The `redis` crate on one multiplexed connection (a cluster connection for a cluster):
+/// GET, SET, DEL, `SCAN MATCH`, and a minimal Lua compare-and-set.
+pub struct RawRedis {
+    conn: Conn,
+    keys: RawKeys,
+    prefix: String,
+    value: Vec<u8>,
+    value_sha1: String,
+    cas: Script,
+    /// Attribution variant: reads with the backend's Lua script instead of GET.
+    lua_read: Option<Script>,
+}
+
+impl RawRedis {
+    /// One multiplexed connection to `url` (`redis://` or `rediss://`), with `ca` as the
+    /// TLS root when given. Keys go under `prefix`.
+    pub async fn connect(url: &str, ca: Option<&str>, prefix: &str, run_id: &str) -> BResult<Self> {
+        let client = match ca {
+            Some(ca) => redis::Client::build_with_tls(
+                url,
+                TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(ca)?),
+                },
+            )?,
+            None => redis::Client::open(url)?,
+        };
+        let conn = Conn::Single(client.get_multiplexed_async_connection().await?);
+        Self::with(conn, prefix, run_id).await
+    }
+
+    /// A cluster connection from seed node URLs.
+    pub async fn connect_cluster(nodes: &[String], prefix: &str, run_id: &str) -> BResult<Self> {
+        let client = redis::cluster::ClusterClient::new(nodes.to_vec())?;
+        let conn = Conn::Cluster(client.get_async_connection().await?);
+        Self::with(conn, prefix, run_id).await
+    }
+
+    async fn with(mut conn: Conn, prefix: &str, run_id: &str) -> BResult<Self> {
+        let value = fixture::record_bytes(1);
+        let value_sha1: String = cmd("EVAL")
+            .arg("return redis.sha1hex(ARGV[1])")
+            .arg(0)
+            .arg(&value)
+            .query_async(&mut conn)
+            .await?;
+        Ok(RawRedis {
+            conn,
+            keys: RawKeys::new(run_id),
+            prefix: prefix.to_owned(),
+            value,
+            value_sha1,
+            cas: Script::new(CAS),
+            lua_read: None,
+        })
+    }
+
+    /// The attribution variant: gets run the backend's Lua read script (GET + PTTL in one
+    /// EVALSHA) instead of a plain GET; only gets are supported.
+    pub fn with_backend_read_script(mut self) -> Self {
+        self.lua_read = Some(Script::new(BACKEND_READ));
+        self
+    }
+
+    async fn read(&self, key: String) -> BResult<Option<Vec<u8>>> {
+        let mut c = self.conn.clone();
+        Ok(match &self.lua_read {
+            Some(script) => {
+                let found: Option<(Vec<u8>, i64)> = script.key(key).invoke_async(&mut c).await?;
+                found.map(|(v, _)| v)
+            }
+            None => cmd("GET").arg(key).query_async(&mut c).await?,
+        })
+    }
+
+    fn key(&self, encoded: &str) -> String {
+        format!("{}:{encoded}", self.prefix)
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
+    }
+}
+
+#[async_trait]
+impl Target for RawRedis {
+    fn label(&self) -> String {
+        if self.lua_read.is_some() {
+            return "redis crate + the backend's Lua read script (EVALSHA: GET + PTTL)".to_owned();
+        }
+        if self.is_cluster() {
+            "redis crate, cluster connection".to_owned()
+        } else {
+            "redis crate, one multiplexed connection".to_owned()
+        }
+    }
+
+    fn supports(&self, op: Op) -> bool {
+        if self.lua_read.is_some() {
+            return matches!(op, Op::GetHit | Op::GetMiss);
+        }
+        // SCAN on a cluster needs one walk per master: that is the backend's work, not a
+        // single raw command to compare with.
+        !(op == Op::List && self.is_cluster())
+    }
+
+    async fn setup(&self) -> BResult<()> {
+        let mut c = self.conn.clone();
+        for k in &self.keys.hit {
+            cmd("SET")
+                .arg(self.key(k))
+                .arg(&self.value)
+                .query_async::<()>(&mut c)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn prepare(&self, op: Op, i: usize) -> BResult<()> {
+        if op == Op::Delete {
+            let mut c = self.conn.clone();
+            cmd("SET")
+                .arg(self.key(&self.keys.del[i % SIDE_KEYS]))
+                .arg(&self.value)
+                .query_async::<()>(&mut c)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn run(&self, op: Op, i: usize) -> BResult<()> {
+        let mut c = self.conn.clone();
+        let k = i % LIST_SIZE;
+        match op {
+            Op::GetHit => {
+                self.read(self.key(&self.keys.hit[k]))
+                    .await?
+                    .ok_or_else(|| fail("missing"))?;
+            }
+            Op::GetMiss => {
+                if self
+                    .read(self.key(&self.keys.miss[i % SIDE_KEYS]))
+                    .await?
+                    .is_some()
+                {
+                    return Err(fail("found"));
+                }
+            }
+            Op::Put => {
+                cmd("SET")
+                    .arg(self.key(&self.keys.hit[k]))
+                    .arg(&self.value)
+                    .query_async::<()>(&mut c)
+                    .await?;
+            }
+            Op::CasPut => {
+                let ok: i64 = self
+                    .cas
+                    .key(self.key(&self.keys.hit[k]))
+                    .arg(&self.value_sha1)
+                    .arg(&self.value)
+                    .invoke_async(&mut c)
+                    .await?;
+                if ok != 1 {
+                    return Err(fail("CAS mismatch"));
+                }
+            }
+            Op::Delete => {
+                let n: i64 = cmd("DEL")
+                    .arg(self.key(&self.keys.del[i % SIDE_KEYS]))
+                    .query_async(&mut c)
+                    .await?;
+                if n != 1 {
+                    return Err(fail("nothing deleted"));
+                }
+            }
+            Op::List => {
+                let pattern = format!("{}*", self.key(&self.keys.user_prefix()));
+                let mut cursor = 0u64;
+                let mut n = 0;
+                loop {
+                    let (next, batch): (u64, Vec<Vec<u8>>) = cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut c)
+                        .await?;
+                    n += batch.len();
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+                if n != LIST_SIZE {
+                    return Err(fail(format!("listed {n}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn cleanup(&self) -> BResult<()> {
+        let mut c = self.conn.clone();
+        for k in self.keys.hit.iter().chain(&self.keys.del) {
+            cmd("DEL")
+                .arg(self.key(k))
+                .query_async::<()>(&mut c)
+                .await?;
+        }
+        Ok(())
+    }
+}
