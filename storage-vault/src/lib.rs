@@ -196,9 +196,7 @@ mod store;
 
 use std::sync::Arc;
 
-use token_store_core::crypto::KeySource;
-use token_store_core::layers::Encrypted;
-use token_store_core::{Error, RawStore, Result, StoreUrl};
+use token_store_core::{RawStore, Result, StoreUrl};
 
 pub use config::{
     Auth, DEFAULT_APPROLE_MOUNT, DEFAULT_MOUNT, DEFAULT_PREFIX, DEFAULT_TIMEOUT, VaultConfig,
@@ -210,25 +208,5 @@ pub use store::{MAX_VALUE_SIZE, VaultStore};
 pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn RawStore>> {
     let config = VaultConfig::from_url(url)?;
     let store = VaultStore::connect(config).await?;
-    let key = match (url.param("key_file"), url.param("passphrase_env")) {
-        (Some(_), Some(_)) => {
-            return Err(Error::config(
-                "a vault:// URL takes key_file or passphrase_env, not both",
-            ));
-        }
-        (Some(f), None) => Some(KeySource::KeyFile(f.into())),
-        (None, Some(var)) => Some(KeySource::passphrase(
-            std::env::var(&var)
-                .ok()
-                .filter(|p| !p.is_empty())
-                .ok_or_else(|| {
-                    Error::config(format!("passphrase_env names {var}, which is unset"))
-                })?,
-        )),
-        (None, None) => None,
-    };
-    Ok(match key {
-        Some(source) => Arc::new(Encrypted::open(store, source).await?),
-        None => Arc::new(store),
-    })
+    token_store_core::layers::encrypt_per_url(store, url).await
 }
