@@ -63,6 +63,12 @@ pub enum ManagerError {
     Store(#[from] Error),
 }
 
+fn login_required(key: &TokenKey) -> ManagerError {
+    ManagerError::LoginRequired {
+        key: key.to_string(),
+    }
+}
+
 /// Keeps tokens valid; see the module docs.
 ///
 /// ```
@@ -140,9 +146,7 @@ impl TokenManager {
         Fut: Future<Output = Result<TokenRecord, RefreshError>>,
     {
         let store: &dyn TokenStore = &self.store;
-        let login_required = || ManagerError::LoginRequired {
-            key: key.to_string(),
-        };
+        let login_required = || login_required(key);
         let first = store.get(key).await?.ok_or_else(login_required)?;
         if !first.value.is_expired(self.leeway) {
             return Ok(first.value);
@@ -194,9 +198,7 @@ impl TokenManager {
         Fut: Future<Output = Result<TokenRecord, RefreshError>>,
     {
         let store: &dyn TokenStore = &self.store;
-        let login_required = || ManagerError::LoginRequired {
-            key: key.to_string(),
-        };
+        let login_required = || login_required(key);
         // Re-read under the lease: whoever held it before us may have refreshed already.
         let Versioned {
             value: current,
