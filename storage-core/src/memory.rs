@@ -70,12 +70,7 @@ impl RawStore for MemoryStore {
     }
 
     fn raw_capabilities(&self) -> Capabilities {
-        Capabilities {
-            atomic_cas: true,
-            ttl: true,
-            max_value_size: MAX_VALUE,
-            ..Capabilities::default()
-        }
+        Capabilities::new(MAX_VALUE).with_atomic_cas().with_ttl()
     }
 
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {

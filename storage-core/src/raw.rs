@@ -213,6 +213,61 @@ pub struct Capabilities {
     pub max_value_size: usize,
 }
 
+/// Builder methods, so backends in other crates (where the struct is `#[non_exhaustive]`)
+/// declare their capabilities in one expression.
+impl Capabilities {
+    /// Nothing but storage of values up to `max_value_size` bytes.
+    pub fn new(max_value_size: usize) -> Self {
+        Capabilities {
+            max_value_size,
+            ..Self::default()
+        }
+    }
+
+    /// Conditional writes are atomic across every process sharing the store.
+    pub fn with_atomic_cas(mut self) -> Self {
+        self.atomic_cas = true;
+        self
+    }
+
+    /// Conditional writes are atomic within one process only.
+    pub fn with_process_local_cas(mut self) -> Self {
+        self.process_local_cas = true;
+        self
+    }
+
+    /// Records can have an enforced time-to-live.
+    pub fn with_ttl(mut self) -> Self {
+        self.ttl = true;
+        self
+    }
+
+    /// Values are encrypted before they reach the medium.
+    pub fn with_encryption_at_rest(mut self) -> Self {
+        self.encrypted_at_rest = true;
+        self
+    }
+
+    /// Several hosts can share the store (implies several processes).
+    pub fn with_sharing_across_hosts(mut self) -> Self {
+        self.shared_across_hosts = true;
+        self.shared_across_processes = true;
+        self
+    }
+
+    /// Several processes on one host can share the store.
+    pub fn with_sharing_across_processes(mut self) -> Self {
+        self.shared_across_processes = true;
+        self
+    }
+
+    /// Records survive restarts when `persistent` is true.
+    pub fn with_persistence(mut self, persistent: bool) -> Self {
+        self.persistent = persistent;
+        self
+    }
+}
+
 impl Default for Capabilities {
     fn default() -> Self {
         Capabilities {

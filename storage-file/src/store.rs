@@ -706,14 +706,12 @@ impl RawStore for FileStore {
     }
 
     fn raw_capabilities(&self) -> Capabilities {
-        let mut c = Capabilities::default();
-        c.atomic_cas = true;
-        c.ttl = true;
-        c.encrypted_at_rest = true;
-        c.shared_across_processes = true;
-        c.persistent = true;
-        c.max_value_size = MAX_VALUE;
-        c
+        Capabilities::new(MAX_VALUE)
+            .with_atomic_cas()
+            .with_ttl()
+            .with_encryption_at_rest()
+            .with_sharing_across_processes()
+            .with_persistence(true)
     }
 
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {

@@ -570,14 +570,11 @@ impl RawStore for SecretServiceStore {
     }
 
     fn raw_capabilities(&self) -> Capabilities {
-        let mut c = Capabilities::default();
-        c.atomic_cas = false;
-        c.process_local_cas = true;
-        c.ttl = true;
-        c.persistent = true;
-        c.shared_across_processes = false;
-        c.max_value_size = SECRET_SERVICE_MAX_VALUE;
-        c
+        // No atomic CAS in a keychain: a process-wide per-key lock is the strongest guarantee.
+        Capabilities::new(SECRET_SERVICE_MAX_VALUE)
+            .with_process_local_cas()
+            .with_ttl()
+            .with_persistence(true)
     }
 
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {

@@ -386,13 +386,10 @@ impl<S: Slots> RawStore for SlotStore<S> {
     }
 
     fn raw_capabilities(&self) -> Capabilities {
-        let mut c = Capabilities::default();
-        c.atomic_cas = false;
-        c.process_local_cas = true;
-        c.ttl = true;
-        c.persistent = self.persistent;
-        c.max_value_size = self.max_value;
-        c
+        Capabilities::new(self.max_value)
+            .with_process_local_cas()
+            .with_ttl()
+            .with_persistence(self.persistent)
     }
 
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {

@@ -295,14 +295,11 @@ impl RawStore for RedisStore {
     }
 
     fn raw_capabilities(&self) -> Capabilities {
-        let mut c = Capabilities::default();
-        c.atomic_cas = true;
-        c.ttl = true;
-        c.shared_across_hosts = true;
-        c.shared_across_processes = true;
-        c.persistent = true;
-        c.max_value_size = self.config.max_value_size;
-        c
+        Capabilities::new(self.config.max_value_size)
+            .with_atomic_cas()
+            .with_ttl()
+            .with_sharing_across_hosts()
+            .with_persistence(true)
     }
 
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {

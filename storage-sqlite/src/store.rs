@@ -126,13 +126,11 @@ impl RawStore for SqliteStore {
     }
 
     fn raw_capabilities(&self) -> Capabilities {
-        let mut c = Capabilities::default();
-        c.atomic_cas = true;
-        c.ttl = true;
-        c.shared_across_processes = true;
-        c.persistent = true;
-        c.max_value_size = self.inner.config.max_value_size;
-        c
+        Capabilities::new(self.inner.config.max_value_size)
+            .with_atomic_cas()
+            .with_ttl()
+            .with_sharing_across_processes()
+            .with_persistence(true)
     }
 
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {

@@ -560,16 +560,12 @@ impl RawStore for VaultStore {
     }
 
     fn raw_capabilities(&self) -> Capabilities {
-        let mut c = Capabilities::default();
-        c.atomic_cas = true;
-        // KV v2's only expiry (`delete_version_after`) soft-deletes and keeps the key listed;
-        // token-store checks expiry in its records instead.
-        c.ttl = false;
-        c.shared_across_hosts = true;
-        c.shared_across_processes = true;
-        c.persistent = true;
-        c.max_value_size = MAX_VALUE_SIZE;
-        c
+        // No TTL: KV v2's only expiry (`delete_version_after`) soft-deletes and keeps the key
+        // listed.
+        Capabilities::new(MAX_VALUE_SIZE)
+            .with_atomic_cas()
+            .with_sharing_across_hosts()
+            .with_persistence(true)
     }
 
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
