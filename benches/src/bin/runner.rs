@@ -382,7 +382,7 @@ async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Result<Sp
                 raw_concurrency: true,
                 variants: vec![Arc::new(
                     RawFile::new(&tmp.join("raw-files-v"))?
-                        .with_backend_read_steps(dir.join("store.json")),
+                        .with_backend_steps(dir.join("store.json")),
                 )],
             }
         }
@@ -587,7 +587,8 @@ async fn bench_backend(args: &Args, spec: &Spec, run_id: &str, report: &mut Repo
     }
     outcome?;
     cleaned.into_iter().collect::<BResult<Vec<()>>>()?;
-    if args.section("cold") {
+    // A new memory store is a new, empty store: there is nothing to open.
+    if args.section("cold") && spec.name != "memory" {
         match cold_start(spec, &url).await {
             Ok(c) => report.cold_start.push(c),
             Err(e) => eprintln!("{name}: cold start failed: {e}"),

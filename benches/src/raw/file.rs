@@ -18,8 +18,9 @@ pub struct RawFile {
     miss: Vec<String>,
     del: Vec<String>,
     value: Vec<u8>,
-    /// Attribution variant: reads on a blocking thread that also reads and parses this
-    /// header file (the file store's `store.json` check), as the backend reads.
+    /// Attribution variant: every call on a blocking thread that also reads and parses this
+    /// header file (the file store's `store.json` check), writes under the `flock`, as the
+    /// backend does them.
     header: Option<PathBuf>,
 }
 
@@ -43,11 +44,40 @@ impl RawFile {
         })
     }
 
-    /// The attribution variant: gets go through `spawn_blocking` and read and parse
-    /// `header` (JSON) after the record, as the file store does on every read; only gets.
-    pub fn with_backend_read_steps(mut self, header: PathBuf) -> Self {
+    /// The attribution variant: gets and puts go through `spawn_blocking` and read and
+    /// parse `header` (JSON), puts under the `flock`, as the file store does; only gets and
+    /// puts.
+    pub fn with_backend_steps(mut self, header: PathBuf) -> Self {
         self.header = Some(header);
         self
+    }
+
+    async fn write_like_backend(&self, name: &str) -> BResult<()> {
+        let header = self.header.clone().ok_or_else(|| fail("no header"))?;
+        let dir = self.dir.clone();
+        let lock = self.lock.try_clone()?;
+        let value = self.value.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || -> BResult<()> {
+            lock.lock()?;
+            let outcome = (|| -> BResult<()> {
+                let h: serde_json::Value = serde_json::from_slice(&std::fs::read(&header)?)?;
+                if h.get("records").is_none() {
+                    return Err(fail("not a store header"));
+                }
+                let tmp = dir.join(format!(".tmp-{name}"));
+                let mut f = File::create(&tmp)?;
+                f.write_all(&value)?;
+                f.sync_all()?;
+                drop(f);
+                std::fs::rename(&tmp, dir.join(&name))?;
+                File::open(&dir)?.sync_all()?;
+                Ok(())
+            })();
+            lock.unlock()?;
+            outcome
+        })
+        .await?
     }
 
     async fn read_like_backend(&self, name: &str) -> BResult<Option<Vec<u8>>> {
@@ -84,13 +114,14 @@ impl RawFile {
 impl Target for RawFile {
     fn label(&self) -> String {
         if self.header.is_some() {
-            return "std::fs read on spawn_blocking + read and parse store.json".to_owned();
+            return "std::fs on spawn_blocking + read and parse store.json (+ flock for writes)"
+                .to_owned();
         }
         "std::fs: read / write+fsync+rename+dir fsync".to_owned()
     }
 
     fn supports(&self, op: Op) -> bool {
-        self.header.is_none() || matches!(op, Op::GetHit | Op::GetMiss)
+        self.header.is_none() || matches!(op, Op::GetHit | Op::GetMiss | Op::Put)
     }
 
     async fn setup(&self) -> BResult<()> {
@@ -112,6 +143,10 @@ impl Target for RawFile {
         if self.header.is_some() {
             let found = match op {
                 Op::GetHit => self.read_like_backend(&self.hit[k]).await?.is_some(),
+                Op::Put => {
+                    self.write_like_backend(&self.hit[k]).await?;
+                    true
+                }
                 _ => self
                     .read_like_backend(&self.miss[i % SIDE_KEYS])
                     .await?
@@ -120,7 +155,7 @@ impl Target for RawFile {
             return if found {
                 Ok(())
             } else {
-                Err(fail("unexpected get result"))
+                Err(fail("unexpected result"))
             };
         }
         match op {
