@@ -22,6 +22,8 @@ pub struct RawFile {
     /// header file (the file store's `store.json` check), writes under the `flock`, as the
     /// backend does them.
     header: Option<PathBuf>,
+    /// Attribution variant: every call on `spawn_blocking` (with or without `header`).
+    blocking: bool,
 }
 
 impl RawFile {
@@ -41,6 +43,7 @@ impl RawFile {
             del: (0..SIDE_KEYS).map(|i| name("del-", i)).collect(),
             value: fixture::record_bytes(1),
             header: None,
+            blocking: false,
         })
     }
 
@@ -49,11 +52,19 @@ impl RawFile {
     /// puts.
     pub fn with_backend_steps(mut self, header: PathBuf) -> Self {
         self.header = Some(header);
+        self.blocking = true;
+        self
+    }
+
+    /// The attribution variant: gets and puts only moved to `spawn_blocking` (puts under
+    /// the `flock`), no header read.
+    pub fn with_spawn_blocking(mut self) -> Self {
+        self.blocking = true;
         self
     }
 
     async fn write_like_backend(&self, name: &str) -> BResult<()> {
-        let header = self.header.clone().ok_or_else(|| fail("no header"))?;
+        let header = self.header.clone();
         let dir = self.dir.clone();
         let lock = self.lock.try_clone()?;
         let value = self.value.clone();
@@ -61,10 +72,7 @@ impl RawFile {
         tokio::task::spawn_blocking(move || -> BResult<()> {
             lock.lock()?;
             let outcome = (|| -> BResult<()> {
-                let h: serde_json::Value = serde_json::from_slice(&std::fs::read(&header)?)?;
-                if h.get("records").is_none() {
-                    return Err(fail("not a store header"));
-                }
+                check_header(header.as_deref())?;
                 let tmp = dir.join(format!(".tmp-{name}"));
                 let mut f = File::create(&tmp)?;
                 f.write_all(&value)?;
@@ -82,17 +90,14 @@ impl RawFile {
 
     async fn read_like_backend(&self, name: &str) -> BResult<Option<Vec<u8>>> {
         let path = self.dir.join(name);
-        let header = self.header.clone().ok_or_else(|| fail("no header"))?;
+        let header = self.header.clone();
         tokio::task::spawn_blocking(move || -> BResult<Option<Vec<u8>>> {
             let found = match std::fs::read(&path) {
                 Ok(b) => Some(b),
                 Err(e) if e.kind() == ErrorKind::NotFound => None,
                 Err(e) => return Err(e.into()),
             };
-            let h: serde_json::Value = serde_json::from_slice(&std::fs::read(&header)?)?;
-            if h.get("records").is_none() {
-                return Err(fail("not a store header"));
-            }
+            check_header(header.as_deref())?;
             Ok(found)
         })
         .await?
@@ -110,18 +115,33 @@ impl RawFile {
     }
 }
 
+/// Reads and parses a store header, as the file store does before trusting its key.
+fn check_header(header: Option<&Path>) -> BResult<()> {
+    if let Some(header) = header {
+        let h: serde_json::Value = serde_json::from_slice(&std::fs::read(header)?)?;
+        if h.get("records").is_none() {
+            return Err(fail("not a store header"));
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Target for RawFile {
     fn label(&self) -> String {
-        if self.header.is_some() {
-            return "std::fs on spawn_blocking + read and parse store.json (+ flock for writes)"
-                .to_owned();
+        match (self.blocking, &self.header) {
+            (true, Some(_)) => {
+                return "std::fs on spawn_blocking + read and parse store.json (+ flock for writes)"
+                    .to_owned();
+            }
+            (true, None) => return "std::fs on spawn_blocking (+ flock for writes)".to_owned(),
+            _ => {}
         }
         "std::fs: read / write+fsync+rename+dir fsync".to_owned()
     }
 
     fn supports(&self, op: Op) -> bool {
-        self.header.is_none() || matches!(op, Op::GetHit | Op::GetMiss | Op::Put)
+        !self.blocking || matches!(op, Op::GetHit | Op::GetMiss | Op::Put)
     }
 
     async fn setup(&self) -> BResult<()> {
@@ -140,7 +160,7 @@ impl Target for RawFile {
 
     async fn run(&self, op: Op, i: usize) -> BResult<()> {
         let k = i % LIST_SIZE;
-        if self.header.is_some() {
+        if self.blocking {
             let found = match op {
                 Op::GetHit => self.read_like_backend(&self.hit[k]).await?.is_some(),
                 Op::Put => {

@@ -10,7 +10,7 @@
 //! | sqlite | one `rusqlite` connection, one prepared (cached) statement per operation, autocommit |
 //! | redis (all topologies) | `redis` crate, one multiplexed (or cluster) connection: GET, SET, DEL, SCAN, a minimal Lua CAS |
 //! | vault | `reqwest`: one KV v2 HTTP call per operation (`cas` option for CAS) |
-//! | secret service | `secret-service` crate: search + get secret, create item (replace), search + delete |
+//! | secret service | `secret-service` crate: search + get secret, create item (replace), search + delete, search + attributes of each item |
 
 mod file;
 mod memory;

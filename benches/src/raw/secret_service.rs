@@ -10,7 +10,8 @@ use crate::ops::{BResult, LIST_SIZE, Op, SIDE_KEYS, Target, fail};
 /// The `secret-service` crate on one D-Bus connection (session bus, Diffie-Hellman
 /// session): a get is a search by attributes plus `GetSecret`, a put creates an item with
 /// `replace = true` in the default collection, a delete searches and deletes, a list
-/// searches by user. There is no compare-and-swap to compare with.
+/// searches by user and reads each item's attributes (where its key is). There is no
+/// compare-and-swap to compare with.
 pub struct RawSecretService {
     ss: SecretService<'static>,
     service: String,
@@ -170,8 +171,15 @@ impl Target for RawSecretService {
                         ("user", user),
                     ]))
                     .await?;
-                if found.unlocked.len() != LIST_SIZE {
-                    return Err(fail(format!("listed {}", found.unlocked.len())));
+                // SearchItems returns object paths: the keys are in each item's attributes.
+                let mut n = 0;
+                for item in &found.unlocked {
+                    if item.get_attributes().await?.contains_key("key") {
+                        n += 1;
+                    }
+                }
+                if n != LIST_SIZE {
+                    return Err(fail(format!("listed {n}")));
                 }
             }
         }
