@@ -70,6 +70,8 @@ pub struct RawRedis {
     cas: Script,
     /// Attribution variant: reads with the backend's Lua script instead of GET.
     lua_read: Option<Script>,
+    /// Attribution variant: reads with a pipelined GET + PTTL (the proposed read).
+    pipelined_read: bool,
 }
 
 impl RawRedis {
@@ -113,6 +115,7 @@ impl RawRedis {
             value_sha1,
             cas: Script::new(CAS),
             lua_read: None,
+            pipelined_read: false,
         })
     }
 
@@ -123,8 +126,25 @@ impl RawRedis {
         self
     }
 
+    /// The variant reading as proposed for the backend: GET and PTTL pipelined in one
+    /// round trip, no Lua; only gets.
+    pub fn with_pipelined_read(mut self) -> Self {
+        self.pipelined_read = true;
+        self
+    }
+
     async fn read(&self, key: String) -> BResult<Option<Vec<u8>>> {
         let mut c = self.conn.clone();
+        if self.pipelined_read {
+            let (v, _pttl): (Option<Vec<u8>>, i64) = redis::pipe()
+                .cmd("GET")
+                .arg(&key)
+                .cmd("PTTL")
+                .arg(&key)
+                .query_async(&mut c)
+                .await?;
+            return Ok(v);
+        }
         Ok(match &self.lua_read {
             Some(script) => {
                 let found: Option<(Vec<u8>, i64)> = script.key(key).invoke_async(&mut c).await?;
@@ -149,6 +169,9 @@ impl Target for RawRedis {
         if self.lua_read.is_some() {
             return "redis crate + the backend's Lua read script (EVALSHA: GET + PTTL)".to_owned();
         }
+        if self.pipelined_read {
+            return "redis crate, pipelined GET + PTTL (the proposed read, no Lua)".to_owned();
+        }
         if self.is_cluster() {
             "redis crate, cluster connection".to_owned()
         } else {
@@ -157,7 +180,7 @@ impl Target for RawRedis {
     }
 
     fn supports(&self, op: Op) -> bool {
-        if self.lua_read.is_some() {
+        if self.lua_read.is_some() || self.pipelined_read {
             return matches!(op, Op::GetHit | Op::GetMiss);
         }
         // SCAN on a cluster needs one walk per master: that is the backend's work, not a
