@@ -1193,7 +1193,7 @@ fn full_markdown(r: &Report) -> String {
     }
     if !r.attribution.is_empty() {
         out.push_str(
-            "\n### Where the ratios come from (raw client + one step of the backend, same run)\n\n",
+            "\n### Where the ratios come from (the raw client doing one more step of the backend, same run)\n\n",
         );
         out.push_str("| backend | operation | ours p50 | raw p50 | variant: the raw client doing | its p50 | share of the ours − raw gap |\n");
         out.push_str("| --- | --- | ---: | ---: | --- | ---: | ---: |\n");
