@@ -408,28 +408,10 @@ async fn first_call_after_daemon_restart_succeeds() {
     // dropped, so its pid cannot tell).
     let kill_daemon = |bus: &common::PrivateBus| {
         fault::signal(secrets_owner_pid(&bus.address), "-KILL");
-        let t = std::time::Instant::now();
-        loop {
-            let out = std::process::Command::new("dbus-send")
-                .arg(format!("--bus={}", bus.address))
-                .args([
-                    "--print-reply",
-                    "--dest=org.freedesktop.DBus",
-                    "/org/freedesktop/DBus",
-                    "org.freedesktop.DBus.NameHasOwner",
-                    "string:org.freedesktop.secrets",
-                ])
-                .output()
-                .unwrap();
-            if String::from_utf8_lossy(&out.stdout).contains("boolean false") {
-                break;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(5),
-                "the daemon did not die"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        assert!(
+            bus.wait_for_secrets_owner(false, Duration::from_secs(5)),
+            "the daemon did not die"
+        );
     };
 
     // Down: typed and fast, for reads and writes alike.

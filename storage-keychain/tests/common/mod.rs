@@ -119,28 +119,10 @@ impl PrivateBus {
             .unwrap();
         child.stdin.take().unwrap().write_all(b"pass").unwrap();
         self.children.push(child);
-        let start = Instant::now();
-        loop {
-            let out = Command::new("dbus-send")
-                .arg(format!("--bus={}", self.address))
-                .args([
-                    "--print-reply",
-                    "--dest=org.freedesktop.DBus",
-                    "/org/freedesktop/DBus",
-                    "org.freedesktop.DBus.NameHasOwner",
-                    "string:org.freedesktop.secrets",
-                ])
-                .output()
-                .unwrap();
-            if String::from_utf8_lossy(&out.stdout).contains("boolean true") {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "gnome-keyring did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            self.wait_for_secrets_owner(true, Duration::from_secs(10)),
+            "gnome-keyring did not start"
+        );
     }
 
     /// Puts a process on the bus that owns org.freedesktop.secrets and never answers, like
@@ -164,6 +146,37 @@ impl PrivateBus {
         let _ = std::io::BufRead::read_line(&mut out, &mut line);
         self.children.push(child);
         line.starts_with("owned")
+    }
+
+    /// Polls until org.freedesktop.secrets has an owner on this bus (`owned`) or has none
+    /// (`!owned`); false if that did not happen within `limit`.
+    pub fn wait_for_secrets_owner(&self, owned: bool, limit: Duration) -> bool {
+        let want = if owned {
+            "boolean true"
+        } else {
+            "boolean false"
+        };
+        let start = Instant::now();
+        loop {
+            let out = Command::new("dbus-send")
+                .arg(format!("--bus={}", self.address))
+                .args([
+                    "--print-reply",
+                    "--dest=org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus.NameHasOwner",
+                    "string:org.freedesktop.secrets",
+                ])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains(want) {
+                return true;
+            }
+            if start.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
