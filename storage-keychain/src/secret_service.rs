@@ -5,6 +5,15 @@
 //! it, so a hung provider or a prompt waiting for a user never hangs the program. Nothing
 //! here asks for an unlock prompt: a locked default collection is [`Error::Locked`].
 //!
+//! A read makes two D-Bus calls, as a bare client would: a service-wide `SearchItems`
+//! (which splits unlocked from locked items) kept to the items under the default
+//! collection's object path, then `GetSecret`; deletes and listings find their items the
+//! same way. The collection's path is resolved with
+//! `ReadAlias` once per session and again by every write; a miss asks the collection's
+//! `Locked` property instead, since a provider may hide a locked collection's items. So a
+//! store that only reads follows a changed default collection when its session is renewed
+//! or the old collection disappears; one that writes, at its next write.
+//!
 //! The Diffie-Hellman session belongs to the provider process that opened it. When the
 //! provider dies (or the bus connection drops) the session is marked stale and the next call
 //! opens a new one — on the same connection while it is open, else on a new connection —
@@ -24,6 +33,7 @@ use token_store_core::{
     Capabilities, Error, KeyKind, ListEntry, ListFilter, Precondition, PutOptions, RawRecord,
     RawStore, Result, StorageKey, Version, async_trait, check_precondition, check_size,
 };
+use zbus::zvariant::OwnedObjectPath;
 
 use crate::envelope::{Envelope, millis_ceil};
 use crate::{Config, SECRET_SERVICE, lock, slots};
@@ -41,11 +51,25 @@ struct Live {
     conn: zbus::Connection,
     /// Set when a call saw the session (or its provider) gone: the next call opens a new one.
     stale: AtomicBool,
+    /// The default collection's object path, once resolved on this session.
+    default: Mutex<Option<OwnedObjectPath>>,
 }
 
 impl Live {
     fn usable(&self) -> bool {
         !self.stale.load(Ordering::Acquire) && !self.conn.is_closed()
+    }
+
+    fn cached_default(&self) -> Option<OwnedObjectPath> {
+        // Poisoning only means a panic elsewhere while swapping a path; the value is whole.
+        self.default
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn remember_default(&self, path: Option<OwnedObjectPath>) {
+        *self.default.lock().unwrap_or_else(|p| p.into_inner()) = path;
     }
 }
 
@@ -283,7 +307,7 @@ impl SecretServiceStore {
     pub async fn clear(&self) -> Result<usize> {
         self.call("clear", Retry::IfUntouched, |live, attempt| {
             Box::pin(async move {
-                let coll = collection(&live.ss).await?;
+                let coll = collection(&live).await?;
                 let items = coll
                     .search_items(HashMap::from([("service", self.service.as_str())]))
                     .await
@@ -400,37 +424,21 @@ impl SecretServiceStore {
         HashMap::from([("service", self.service.as_str()), ("key", encoded)])
     }
 
-    /// Every item of one key with its decoded envelope (several only after an interrupted
-    /// write; the newest wins).
+    /// Every item of one key in `coll` with its decoded envelope (several only after an
+    /// interrupted write; the newest wins).
     async fn find<'c>(&self, coll: &'c Collection<'_>, encoded: &str) -> Result<Vec<Found<'c>>> {
         let items = coll
             .search_items(self.identity(encoded))
             .await
             .map_err(map_error)?;
-        let mut out = Vec::with_capacity(items.len());
-        for item in items {
-            let env = match item.get_secret().await {
-                Ok(bytes) => {
-                    let bytes = token_store_core::SecretBytes::new(bytes);
-                    Envelope::decode(SECRET_SERVICE, encoded, &bytes).and_then(|env| {
-                        if env.key == encoded {
-                            Ok(env)
-                        } else {
-                            Err(Error::Corrupt {
-                                backend: SECRET_SERVICE,
-                                key: encoded.to_owned(),
-                                message: "the item's secret belongs to another key".into(),
-                                source: None,
-                            })
-                        }
-                    })
-                }
-                Err(e) if gone(&e) => continue,
-                Err(e) => return Err(map_error(e)),
-            };
-            out.push(Found { item, env });
-        }
-        Ok(out)
+        secrets(items, encoded).await
+    }
+
+    /// [`find`](Self::find) in the default collection without resolving it or asking
+    /// whether it is locked when the search answers that: two calls for a hit.
+    async fn lookup<'l>(&self, live: &'l Live, encoded: &str) -> Result<Vec<Found<'l>>> {
+        let items = search_default(live, self.identity(encoded)).await?;
+        secrets(items, encoded).await
     }
 
     fn attributes(
@@ -483,25 +491,124 @@ async fn open_session(conn: zbus::Connection) -> std::result::Result<Live, secre
         ss,
         conn,
         stale: AtomicBool::new(false),
+        default: Mutex::new(None),
     })
 }
 
-/// The default collection, unlocked, or why not.
-async fn collection<'a>(ss: &'a SecretService<'_>) -> Result<Collection<'a>> {
-    let coll = match ss.get_default_collection().await {
+/// The default collection, unlocked, or why not; resolved afresh (`ReadAlias`) and
+/// remembered for reads.
+async fn collection(live: &Live) -> Result<Collection<'_>> {
+    let coll = match live.ss.get_default_collection().await {
         Ok(c) => c,
-        Err(secret_service::Error::NoResult) => {
-            return Err(locked(
-                "the Secret Service has no default collection; creating one needs a prompt \
-                 (start the keyring unlocked, e.g. gnome-keyring-daemon --unlock)",
-            ));
-        }
+        Err(secret_service::Error::NoResult) => return Err(no_default()),
         Err(e) => return Err(map_error(e)),
     };
+    live.remember_default(Some(coll.collection_path.clone()));
     if coll.is_locked().await.map_err(map_error)? {
         return Err(locked(LOCKED));
     }
     Ok(coll)
+}
+
+/// The default collection's path: remembered, or resolved (`ReadAlias`) and remembered.
+async fn default_path(live: &Live) -> Result<OwnedObjectPath> {
+    if let Some(path) = live.cached_default() {
+        return Ok(path);
+    }
+    let path = match live.ss.get_default_collection().await {
+        Ok(c) => c.collection_path,
+        Err(secret_service::Error::NoResult) => return Err(no_default()),
+        Err(e) => return Err(map_error(e)),
+    };
+    live.remember_default(Some(path.clone()));
+    Ok(path)
+}
+
+fn no_default() -> Error {
+    locked(
+        "the Secret Service has no default collection; creating one needs a prompt \
+         (start the keyring unlocked, e.g. gnome-keyring-daemon --unlock)",
+    )
+}
+
+/// Whether `item` lives in the collection at `collection` (the Secret Service API puts
+/// items at `<collection path>/<id>`).
+fn in_collection(item: &Item<'_>, collection: &str) -> bool {
+    item.item_path
+        .as_str()
+        .strip_prefix(collection)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The unlocked items matching `attributes` in the default collection: a service-wide
+/// search kept to the collection, [`Error::Locked`] when a match there is locked. Only
+/// when nothing matches is the collection asked whether it is locked.
+async fn search_default<'l>(
+    live: &'l Live,
+    attributes: HashMap<&str, &str>,
+) -> Result<Vec<Item<'l>>> {
+    let mut resolved = live.cached_default().is_none();
+    loop {
+        let path = default_path(live).await?;
+        let found = live
+            .ss
+            .search_items(attributes.clone())
+            .await
+            .map_err(map_error)?;
+        if found.locked.iter().any(|i| in_collection(i, &path)) {
+            return Err(locked(LOCKED));
+        }
+        let items: Vec<Item<'l>> = found
+            .unlocked
+            .into_iter()
+            .filter(|i| in_collection(i, &path))
+            .collect();
+        if !items.is_empty() {
+            return Ok(items);
+        }
+        let is_locked = match live.ss.get_collection_by_path(path).await {
+            Ok(coll) => coll.is_locked().await,
+            Err(e) => Err(e),
+        };
+        match is_locked {
+            Ok(true) => return Err(locked(LOCKED)),
+            Ok(false) => return Ok(items),
+            // The remembered collection was deleted (or renamed): resolve it again, once.
+            Err(e) if gone(&e) && !resolved => {
+                live.remember_default(None);
+                resolved = true;
+            }
+            Err(e) => return Err(map_error(e)),
+        }
+    }
+}
+
+/// Each item's decoded envelope, skipping items deleted meanwhile.
+async fn secrets<'c>(items: Vec<Item<'c>>, encoded: &str) -> Result<Vec<Found<'c>>> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let env = match item.get_secret().await {
+            Ok(bytes) => {
+                let bytes = token_store_core::SecretBytes::new(bytes);
+                Envelope::decode(SECRET_SERVICE, encoded, &bytes).and_then(|env| {
+                    if env.key == encoded {
+                        Ok(env)
+                    } else {
+                        Err(Error::Corrupt {
+                            backend: SECRET_SERVICE,
+                            key: encoded.to_owned(),
+                            message: "the item's secret belongs to another key".into(),
+                            source: None,
+                        })
+                    }
+                })
+            }
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(map_error(e)),
+        };
+        out.push(Found { item, env });
+    }
+    Ok(out)
 }
 
 fn bus_hint() -> String {
@@ -582,8 +689,7 @@ impl RawStore for SecretServiceStore {
         let encoded = &key.encode();
         self.call("get", Retry::Always, |live, _| {
             Box::pin(async move {
-                let coll = collection(&live.ss).await?;
-                let found = self.find(&coll, encoded).await?;
+                let found = self.lookup(&live, encoded).await?;
                 Ok(match newest(&found)? {
                     Some((env, true)) => Some(RawRecord {
                         value: env.value.clone(),
@@ -613,7 +719,7 @@ impl RawStore for SecretServiceStore {
         self.call("put", Retry::IfUntouched, |live, attempt| {
             Box::pin(async move {
                 let _guard = lock::lock(&self.namespace, encoded).await;
-                let coll = collection(&live.ss).await?;
+                let coll = collection(&live).await?;
                 let found = self.find(&coll, encoded).await?;
                 let current = match newest(&found) {
                     Ok(n) => n.filter(|(_, live)| *live).map(|(e, _)| e.version.clone()),
@@ -645,8 +751,7 @@ impl RawStore for SecretServiceStore {
         self.call("delete", Retry::IfUntouched, |live, attempt| {
             Box::pin(async move {
                 let _guard = lock::lock(&self.namespace, encoded).await;
-                let coll = collection(&live.ss).await?;
-                let found = self.find(&coll, encoded).await?;
+                let found = self.lookup(&live, encoded).await?;
                 let existed = match newest(&found) {
                     Ok(n) => {
                         let current = n.filter(|(_, live)| *live).map(|(e, _)| e.version.clone());
@@ -676,8 +781,7 @@ impl RawStore for SecretServiceStore {
         let (mut keys, to_check, mut unreadable) = self
             .call("list", Retry::Always, |live, _| {
                 Box::pin(async move {
-                    let coll = collection(&live.ss).await?;
-                    let items = coll.search_items(search.clone()).await.map_err(map_error)?;
+                    let items = search_default(&live, search.clone()).await?;
                     let now = millis_ceil(SystemTime::now());
                     let mut keys = std::collections::BTreeMap::new();
                     let mut to_check = std::collections::BTreeSet::new();
@@ -719,8 +823,7 @@ impl RawStore for SecretServiceStore {
                 .call("list", Retry::Always, |live, attempt| {
                     Box::pin(async move {
                         let _guard = lock::lock(&self.namespace, encoded).await;
-                        let coll = collection(&live.ss).await?;
-                        let found = self.find(&coll, encoded).await?;
+                        let found = self.lookup(&live, encoded).await?;
                         match newest(&found) {
                             Ok(Some((_, true))) => Ok(true),
                             Ok(_) => delete_all(&attempt, &found, None).await.map(|()| false),

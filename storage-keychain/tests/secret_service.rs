@@ -162,6 +162,71 @@ async fn items_are_recognisable_and_hold_no_secret_in_attributes_or_labels() {
     used.clean().await;
 }
 
+/// Reads search the whole service and keep what is in the default collection: an item with
+/// this store's attributes in another collection (gnome-keyring's `session` one) is
+/// neither read, listed nor deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_in_another_collection_are_not_ours() {
+    if shared_bus().is_none() {
+        return;
+    }
+    let used = Used::default();
+    let config = used.config("ts-other-coll");
+    let store = SecretServiceStore::connect(&config).await.unwrap();
+    let ss = secret_service::SecretService::connect(secret_service::EncryptionType::Dh)
+        .await
+        .unwrap();
+    let Ok(session) = ss.get_collection_by_alias("session").await else {
+        println!("no session collection on this provider; nothing to check");
+        return;
+    };
+    let default = ss.get_default_collection().await.unwrap();
+    assert_ne!(session.collection_path, default.collection_path);
+    let key = StorageKey::single(KeyKind::Meta, "elsewhere").unwrap();
+    let encoded = key.encode();
+    let attrs = HashMap::from([
+        ("xdg:schema", "org.token-store.Record"),
+        ("service", config.service.as_str()),
+        ("kind", "meta"),
+        ("key", encoded.as_str()),
+        ("name", "elsewhere"),
+    ]);
+    // A valid envelope of this key, so only the collection tells it apart.
+    store
+        .write(&key, b"v", &PutOptions::default())
+        .await
+        .unwrap();
+    let mine = default
+        .search_items(HashMap::from([("key", encoded.as_str())]))
+        .await
+        .unwrap();
+    let secret = mine[0].get_secret().await.unwrap();
+    assert!(store.remove(&key, &Precondition::Any).await.unwrap());
+    let foreign = session
+        .create_item(
+            "elsewhere",
+            attrs,
+            &secret,
+            true,
+            "application/octet-stream",
+        )
+        .await
+        .unwrap();
+
+    assert!(store.read(&key).await.unwrap().is_none());
+    assert!(
+        store
+            .scan(KeyKind::Meta, &ListFilter::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!store.remove(&key, &Precondition::Any).await.unwrap());
+    assert_eq!(foreign.get_secret().await.unwrap(), secret);
+    foreign.delete().await.unwrap();
+    used.clean().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_passes_on_a_working_keyring() {
     if shared_bus().is_none() {
@@ -212,12 +277,16 @@ async fn a_locked_collection_is_error_locked_within_the_timeout() {
 
     let t = Instant::now();
     let read = store.read(&key).await;
+    // A miss too: nothing matches, so only the collection can say it is locked.
+    let never = StorageKey::single(KeyKind::Meta, "never-written").unwrap();
+    let miss = store.read(&never).await;
     let write = store.write(&key, b"w", &PutOptions::default()).await;
     let remove = store.remove(&key, &Precondition::Any).await;
     let scan = store.scan(KeyKind::Meta, &ListFilter::all()).await;
     let elapsed = t.elapsed();
     for (op, r) in [
         ("read", read.map(|_| ())),
+        ("miss", miss.map(|_| ())),
         ("write", write.map(|_| ())),
         ("remove", remove.map(|_| ())),
         ("scan", scan.map(|_| ())),
@@ -227,7 +296,7 @@ async fn a_locked_collection_is_error_locked_within_the_timeout() {
             other => panic!("{op} on a locked collection gave {other:?}"),
         }
     }
-    println!("4 calls on a locked collection failed in {elapsed:?}");
+    println!("5 calls on a locked collection failed in {elapsed:?}");
     assert!(elapsed < timeout, "locked calls took {elapsed:?}");
     let why = probe_with(Platform::SecretService, &config)
         .await
