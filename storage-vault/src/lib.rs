@@ -64,38 +64,54 @@
 //!
 //! # Versions and compare-and-swap
 //!
-//! A version is `"<kv version>@<generation>"`. The generation is 64 random bits chosen when
-//! a record is created and carried by every later write. The store never deletes a key's
-//! metadata, so KV versions only grow; but KV v2 restarts at version 1 after a metadata
-//! delete by anyone else (`bao kv metadata delete`, an older token-store), and without the
-//! generation a client holding version `1` of the deleted record could then overwrite a
-//! newly created one (ABA).
+//! A version is `"<kv version>@<generation>"`. The generation is 64 random bits chosen by
+//! every create and unconditional write, and carried by a compare-and-swap write. The store
+//! never deletes a key's metadata, so KV versions only grow; but KV v2 restarts at version 1
+//! after a metadata delete by anyone else (`bao kv metadata delete`, an older token-store),
+//! and without the generation a client holding version `1` of the deleted record could then
+//! overwrite a newly created one (ABA).
 //!
-//! Every write reads the current version and generation, judges the precondition, then
-//! writes with KV v2's `cas` option set to the version it read (`0`: create only). Vault
-//! rejects the write atomically if anyone wrote in between (HTTP 400 "check-and-set parameter
-//! did not match"); the store then re-reads and judges again, so `Conflict` always names the
-//! version that is current (or `None`). `IfVersion` with a version of another generation is a
-//! conflict even when the KV version numbers match. The remaining ABA window: a stale
-//! writer's read and its `cas` write (one round trip) would both have to straddle a delete
-//! *and* a re-creation that reached the same KV version.
+//! Writes, by precondition:
 //!
-//! A delete is one `cas` write of a tombstone version, `{"tombstone": true, ...}`, and that
-//! is its final state: atomic, so of several racing conditional deleters (two callbacks
-//! taking one PKCE state) exactly one wins, and a stale writer's `cas` fails from then on.
-//! Readers treat a tombstone as absent and a create `cas`-writes over it, making a newer
-//! version. The key's metadata is never deleted: KV v2 can only delete it unconditionally, and
-//! doing so after "the tombstone is still the latest" (two requests) could wipe a create
-//! acknowledged in between. So no acknowledged write is ever lost to a delete.
+//! - **unconditional**: one plain write (no `cas`), whatever the key holds (a record, a
+//!   tombstone, foreign data), under a new generation; a holder of any older version then
+//!   fails its `IfVersion`. Where the mount or key has `cas_required`, Vault refuses it; the
+//!   store then reads and writes with `cas` as below, for that call and every later one.
+//! - **create** (`IfAbsent`): one write with `cas` 0, which Vault accepts only when the key
+//!   has no version at all. A key with metadata (a tombstone, a record) refuses it, and the
+//!   store reads and judges, as for `IfVersion`.
+//! - **`IfVersion`**: a read of the current version and generation, the check, then a write
+//!   with KV v2's `cas` option set to the version read (2 requests). `cas` compares only the
+//!   KV version, and after a metadata delete and re-creation a stale version names the same
+//!   number as the new record: only the read can tell the generations apart, so this cannot
+//!   be one request without losing the ABA guarantee. A version of another generation is a
+//!   conflict even when the KV version numbers match.
 //!
-//! So that a deleted token is really gone from Vault, the delete then reads the key's
-//! metadata and `destroy`s every older version whose data still exists (all but the
-//! tombstone). That is safe against a concurrent create too: it makes a version newer than
-//! the tombstone, which is never named. If the client dies between the tombstone and the
-//! destroy (or the destroy fails, then the delete reports the error although it happened),
-//! the older versions stay until the next delete of that key, which finishes the job even
-//! when the key is already absent. A soft-deleted (`bao kv delete`) or destroyed latest
-//! version also reads as absent and is created over with `cas`.
+//! Vault rejects a `cas` write atomically if anyone wrote in between (HTTP 400
+//! "check-and-set parameter did not match"); the store then re-reads and judges again, so
+//! `Conflict` always names the version that is current (or `None`). The remaining ABA
+//! window: a stale writer's read and its `cas` write (one round trip) would both have to
+//! straddle a delete *and* a re-creation that reached the same KV version.
+//!
+//! A delete is one `cas` write of a tombstone version, `{"tombstone": true, ...}`, after a
+//! read (the precondition, and whether there was anything to delete), and that is its final
+//! state: atomic, so of several racing conditional deleters (two callbacks taking one PKCE
+//! state) exactly one wins, and a stale writer's `cas` fails from then on. Readers treat a
+//! tombstone as absent and a create `cas`-writes over it, making a newer version. The key's
+//! metadata is never deleted: KV v2 can only delete it unconditionally, and doing so after
+//! "the tombstone is still the latest" (two requests) could wipe a create acknowledged in
+//! between. So no acknowledged write is ever lost to a delete.
+//!
+//! So that a deleted token is really gone from Vault, the delete then `destroy`s every
+//! version older than the tombstone. For a history of up to 128 versions it names them all
+//! without looking (Vault skips versions already destroyed or no longer kept); a longer one
+//! is read from the key's metadata first, to name only those whose data still exists. That
+//! is safe against a concurrent create too: it makes a version newer than the tombstone,
+//! which is never named. If the client dies between the tombstone and the destroy (or the
+//! destroy fails, then the delete reports the error although it happened), the older
+//! versions stay until the next delete of that key, which finishes the job even when the
+//! key is already absent. A soft-deleted (`bao kv delete`) or destroyed latest version also
+//! reads as absent and is created over with `cas`.
 //!
 //! Deleted keys leave their metadata and a tombstone version (a few hundred bytes, no token
 //! material) in Vault, and LIST names them: a key written again reuses them, but every
@@ -115,10 +131,14 @@
 //! (never a lost update), and their 412 "not yet caught up" is `Unavailable`. Listing is not a
 //! snapshot: keys created or deleted during a multi-folder listing may or may not appear.
 //!
-//! Operation costs in requests: read 1, write 2 (read + cas write), delete 3–4 (read, cas
-//! tombstone, metadata read, destroy when older versions hold data), delete of an absent key
-//! 1 (2 when it has metadata: the unfinished-destroy check), list 1 per user folder (+1
-//! without a user filter) + 1 read per listed key (8 in flight).
+//! Operation costs in requests: read 1; unconditional write 1; create 1 (3 over a
+//! tombstone: the refused `cas` 0, read, `cas` write); `IfVersion` write 2 (read + `cas`
+//! write); delete 3 (read, `cas` tombstone, destroy; +1 metadata read for a history over
+//! 128 versions); delete of an absent key 1 (2 when it has metadata: the destroy that
+//! finishes an interrupted delete); list 1 per user folder (+1 without a user filter) + 1
+//! read per listed key, 8 in flight. Those reads are what a listing costs: LIST names
+//! tombstones too, and only the data tells them from records (more in flight did not help:
+//! on a small server the reads are bound by its CPU).
 //!
 //! # Capabilities
 //!
@@ -149,7 +169,7 @@
 //! path "secret/data/token-store/*" {
 //!   capabilities = ["create", "read", "update"]
 //! }
-//! # list: listing; read: the versions a delete destroys
+//! # list: listing; read: which versions a delete destroys (keys with a long history)
 //! path "secret/metadata/token-store/*" {
 //!   capabilities = ["list", "read"]
 //! }

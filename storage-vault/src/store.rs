@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -40,6 +41,9 @@ struct Inner {
     meta_base: String,
     destroy_base: String,
     config: VaultConfig,
+    /// Set once Vault refused a write without `cas` ("check-and-set parameter required":
+    /// `cas_required` on the mount or a key): unconditional writes then read first.
+    cas_required: AtomicBool,
 }
 
 impl fmt::Debug for VaultStore {
@@ -197,6 +201,11 @@ fn older_live_versions(metadata: &Value, t: u64) -> Vec<u64> {
     out
 }
 
+/// The longest history a delete destroys without reading the key's metadata first: the
+/// request then names versions `1..t`, a few hundred bytes. Keys overwritten more often
+/// (a token refreshed for months) take one metadata read to name only the live ones.
+const BLIND_DESTROY_MAX: u64 = 128;
+
 /// How many listed keys `scan` reads at once to leave out tombstones.
 const LIST_READS_IN_FLIGHT: usize = 8;
 
@@ -220,6 +229,7 @@ impl VaultStore {
                 destroy_base: join("destroy"),
                 http,
                 config,
+                cas_required: AtomicBool::new(false),
             }),
         })
     }
@@ -312,10 +322,20 @@ impl VaultStore {
         })
     }
 
-    /// Writes `data` with KV v2's check-and-set; `Ok(None)` when `cas` did not match.
-    async fn cas_write(&self, key: &StorageKey, cas: u64, data: Value) -> Result<Option<u64>> {
+    /// Writes `data`, with KV v2's check-and-set when `cas` is given. `Ok(None)`: Vault
+    /// refused it for check-and-set, i.e. `cas` did not match, or (without `cas`) the mount
+    /// or key has `cas_required`.
+    async fn post_data(
+        &self,
+        key: &StorageKey,
+        cas: Option<u64>,
+        data: Value,
+    ) -> Result<Option<u64>> {
         let path = self.data_path(key);
-        let body = json!({ "options": { "cas": cas }, "data": data });
+        let body = match cas {
+            Some(cas) => json!({ "options": { "cas": cas }, "data": data }),
+            None => json!({ "data": data }),
+        };
         let reply = self
             .inner
             .http
@@ -356,12 +376,33 @@ impl VaultStore {
         pre: &Precondition,
     ) -> Result<Version> {
         let encoded = B64.encode(value);
+        // One request where Vault alone can judge the precondition. Unconditional: a plain
+        // write, whatever the key holds (record, tombstone, foreign data), under a new
+        // generation. Create: `cas` 0 succeeds only when the key has no version at all; a
+        // tombstone or a record makes it fail, and the loop below judges what is there.
+        // `IfVersion` always reads first: `cas` compares only the KV version, and after a
+        // metadata delete by someone else a re-created record repeats the numbers, so only
+        // the read can tell its generation from the caller's (see the crate docs).
+        let one_shot = match pre {
+            Precondition::Any if !self.inner.cas_required.load(Ordering::Relaxed) => Some(None),
+            Precondition::IfAbsent => Some(Some(0)),
+            _ => None,
+        };
+        if let Some(cas) = one_shot {
+            let generation = new_generation()?;
+            let data = json!({ "value": encoded, "generation": generation });
+            if let Some(n) = self.post_data(key, cas, data).await? {
+                return Ok(make_version(n, &generation));
+            }
+            if cas.is_none() {
+                self.inner.cas_required.store(true, Ordering::Relaxed);
+            }
+        }
         for _ in 0..MAX_ATTEMPTS {
             let current = self.current(key).await?;
             let (cas, generation) = match (&current, pre) {
-                (Current::Present { n, generation, .. }, Precondition::Any) => {
-                    (*n, generation.clone())
-                }
+                // Only with `cas_required`: a new generation, as the plain write above.
+                (Current::Present { n, .. }, Precondition::Any) => (*n, new_generation()?),
                 (Current::Absent { cas }, Precondition::Any | Precondition::IfAbsent) => {
                     (*cas, new_generation()?)
                 }
@@ -376,7 +417,7 @@ impl VaultStore {
                 _ => return Err(Self::conflict(key, &current)),
             };
             let data = json!({ "value": encoded, "generation": generation });
-            if let Some(n) = self.cas_write(key, cas, data).await? {
+            if let Some(n) = self.post_data(key, Some(cas), data).await? {
                 return Ok(make_version(n, &generation));
             }
             // Someone wrote between our read and our write: judge the precondition again.
@@ -414,7 +455,7 @@ impl VaultStore {
             // later removes the key's metadata, which KV v2 can only do unconditionally and
             // would take a concurrent create with it.
             let tombstone = json!({ "tombstone": true, "generation": generation });
-            let Some(t) = self.cas_write(key, n, tombstone).await? else {
+            let Some(t) = self.post_data(key, Some(n), tombstone).await? else {
                 continue;
             };
             self.destroy_older(key, t).await?;
@@ -427,16 +468,24 @@ impl VaultStore {
     /// version older than `t`, the tombstone or soft-deleted version that is now the latest,
     /// so a deleted token's bytes do not linger in the key's history. Safe against a
     /// concurrent create: that makes a version newer than `t`, which is never named here.
+    ///
+    /// Up to [`BLIND_DESTROY_MAX`] older versions are named without looking: Vault skips
+    /// versions that are already destroyed or were never kept, so that is one request. A key
+    /// with a longer history has its metadata read first, so the list stays short.
     async fn destroy_older(&self, key: &StorageKey, t: u64) -> Result<()> {
-        let path = self.meta_path(key);
-        let reply = self.inner.http.call(Method::GET, &path, None).await?;
-        if reply.status == StatusCode::NOT_FOUND {
-            return Ok(());
-        }
-        if !reply.status.is_success() {
-            return Err(status_error("read metadata", &path, &reply));
-        }
-        let versions = older_live_versions(&reply.body, t);
+        let versions: Vec<u64> = if t <= BLIND_DESTROY_MAX + 1 {
+            (1..t).collect()
+        } else {
+            let path = self.meta_path(key);
+            let reply = self.inner.http.call(Method::GET, &path, None).await?;
+            if reply.status == StatusCode::NOT_FOUND {
+                return Ok(());
+            }
+            if !reply.status.is_success() {
+                return Err(status_error("read metadata", &path, &reply));
+            }
+            older_live_versions(&reply.body, t)
+        };
         if versions.is_empty() {
             return Ok(());
         }

@@ -447,3 +447,143 @@ async fn delete_destroys_older_versions_and_keeps_a_tombstone() {
             .is_empty()
     );
 }
+
+/// Raw KV v2 call with the test token, for what only an operator or another client does.
+async fn kv(e: &common::Env, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}/v1/secret/{path}", e.addr))
+        .header("X-Vault-Token", &e.token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let status = req.send().await.unwrap().status();
+    assert!(status.is_success(), "{path}: {status}");
+}
+
+/// ABA: after `bao kv metadata delete` (maintenance, another client) a re-created key starts
+/// again at KV version 1, so a version held from before names the same KV version as the new
+/// record. `cas` alone would let it through; the generation makes it a conflict, for writes
+/// and deletes alike. (Why a CAS put reads first instead of one `cas` write.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_version_fails_after_metadata_delete_and_re_create() {
+    use token_store_core::{Error, Precondition};
+    let Some(e) = env() else { return };
+    let prefix = unique_prefix("token-store-aba");
+    let store = VaultStore::connect(token_config(&e.addr, &e.token, &prefix))
+        .await
+        .unwrap();
+    let key = StorageKey::single(KeyKind::Meta, "k").unwrap();
+    let create = PutOptions::new(Precondition::IfAbsent);
+    let stale = store.write(&key, b"old", &create).await.unwrap();
+    assert!(stale.as_str().starts_with("1@"), "{stale:?}");
+    assert!(store.remove(&key, &Precondition::Any).await.unwrap());
+    kv(
+        &e,
+        reqwest::Method::DELETE,
+        &format!("metadata/{prefix}/meta/k"),
+        None,
+    )
+    .await;
+    for pre in [create, PutOptions::default()] {
+        let fresh = store.write(&key, b"new", &pre).await.unwrap();
+        assert!(fresh.as_str().starts_with("1@"), "{fresh:?}");
+        assert_ne!(fresh, stale);
+        let r = store
+            .write(
+                &key,
+                b"stale",
+                &PutOptions::new(Precondition::IfVersion(stale.clone())),
+            )
+            .await;
+        assert!(
+            matches!(r, Err(Error::Conflict { .. })),
+            "stale write: {r:?}"
+        );
+        let r = store
+            .remove(&key, &Precondition::IfVersion(stale.clone()))
+            .await;
+        assert!(
+            matches!(r, Err(Error::Conflict { .. })),
+            "stale delete: {r:?}"
+        );
+        let got = store.read(&key).await.unwrap().unwrap();
+        assert_eq!((got.value.to_vec(), got.version), (b"new".to_vec(), fresh));
+        kv(
+            &e,
+            reqwest::Method::DELETE,
+            &format!("metadata/{prefix}/meta/k"),
+            None,
+        )
+        .await;
+    }
+}
+
+/// With `cas_required` on a key, Vault refuses the single unconditional write: the store
+/// falls back to read + `cas` write, and later calls go that way directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconditional_writes_work_where_cas_is_required() {
+    use token_store_core::{Error, Precondition};
+    let Some(e) = env() else { return };
+    let prefix = unique_prefix("token-store-casreq");
+    let store = VaultStore::connect(token_config(&e.addr, &e.token, &prefix))
+        .await
+        .unwrap();
+    let key = StorageKey::single(KeyKind::Meta, "k").unwrap();
+    kv(
+        &e,
+        reqwest::Method::POST,
+        &format!("metadata/{prefix}/meta/k"),
+        Some(serde_json::json!({ "cas_required": true })),
+    )
+    .await;
+    for value in [&b"one"[..], b"two"] {
+        let v = store
+            .write(&key, value, &PutOptions::default())
+            .await
+            .unwrap();
+        let got = store.read(&key).await.unwrap().unwrap();
+        assert_eq!((got.value.to_vec(), got.version), (value.to_vec(), v));
+    }
+    let r = store
+        .write(&key, b"x", &PutOptions::new(Precondition::IfAbsent))
+        .await;
+    assert!(matches!(r, Err(Error::Conflict { .. })), "{r:?}");
+    assert!(store.remove(&key, &Precondition::Any).await.unwrap());
+    assert!(store.read(&key).await.unwrap().is_none());
+}
+
+/// A key with more history than a delete names blindly: the metadata is read and every
+/// older version with data is destroyed all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_destroys_a_long_history() {
+    let Some(e) = env() else { return };
+    let prefix = unique_prefix("token-store-history");
+    let store = VaultStore::connect(token_config(&e.addr, &e.token, &prefix))
+        .await
+        .unwrap();
+    let key = StorageKey::single(KeyKind::Meta, "k").unwrap();
+    for i in 0..140u32 {
+        store
+            .write(&key, &i.to_be_bytes(), &PutOptions::default())
+            .await
+            .unwrap();
+    }
+    assert!(store.remove(&key, &Default::default()).await.unwrap());
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/secret/metadata/{prefix}/meta/k", e.addr))
+        .header("X-Vault-Token", &e.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let versions = body["data"]["versions"].as_object().unwrap();
+    // KV keeps the last 10 (the default max_versions): 131-140 held values, 141 the tombstone.
+    let live: Vec<u64> = versions
+        .iter()
+        .filter(|(_, v)| v["destroyed"] == false)
+        .map(|(n, _)| n.parse().unwrap())
+        .collect();
+    assert_eq!(live, vec![141], "{versions:?}");
+}
