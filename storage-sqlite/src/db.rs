@@ -1,5 +1,6 @@
-//! The synchronous side: one `rusqlite::Connection`, its setup, the schema migrations and
-//! every statement. Only the connection thread ([`crate::worker`]) calls into this module.
+//! The synchronous side: the write connection ([`Db`], owned by the connection thread), its
+//! setup, the schema migrations and every statement; read-only connections
+//! ([`open_reader`]) share the statements that only read ([`read_row`], [`scan_rows`]).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,7 +29,8 @@ const MIGRATIONS: &[&str] = &[
     // 1: one table for every kind. Key parts are columns (unused parts are ''), so listing
     // by kind + user_key uses the unique index's prefix and listing by resource has its own.
     // A rowid table, not WITHOUT ROWID: values up to 1 MiB are far above the row size where
-    // WITHOUT ROWID pays off.
+    // WITHOUT ROWID pays off. `version_counter` is written only by versions of this crate
+    // from before random versions; it stays for them (see the crate docs).
     "CREATE TABLE records (
         kind       TEXT    NOT NULL,
         p1         TEXT    NOT NULL,
@@ -58,8 +60,6 @@ const SELECT_VERSION: &str = "SELECT version FROM records
     WHERE kind = ?1 AND p1 = ?2 AND p2 = ?3 AND p3 = ?4 AND p4 = ?5
       AND (expires_at IS NULL OR expires_at > ?6)";
 
-const NEXT_VERSION: &str = "UPDATE version_counter SET last_version = last_version + 1 WHERE id = 1 RETURNING last_version";
-
 const UPSERT: &str =
     "INSERT INTO records(kind, p1, p2, p3, p4, value, version, expires_at, updated_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -84,6 +84,16 @@ const CAS: &str = "UPDATE records SET value = ?6, version = ?7, expires_at = ?8,
 const DELETE: &str =
     "DELETE FROM records WHERE kind = ?1 AND p1 = ?2 AND p2 = ?3 AND p3 = ?4 AND p4 = ?5";
 
+// An unconditional delete that says whether the row it removed was live.
+const DELETE_ANY: &str =
+    "DELETE FROM records WHERE kind = ?1 AND p1 = ?2 AND p2 = ?3 AND p3 = ?4 AND p4 = ?5
+    RETURNING expires_at IS NULL OR expires_at > ?6";
+
+// A conditional delete in one statement: it removes the row only if it is live at ?7.
+const DELETE_IF_VERSION: &str =
+    "DELETE FROM records WHERE kind = ?1 AND p1 = ?2 AND p2 = ?3 AND p3 = ?4 AND p4 = ?5
+      AND version = ?7 AND (expires_at IS NULL OR expires_at > ?6)";
+
 const SWEEP: &str = "DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at <= ?1";
 
 const SCAN_ALL: &str = "SELECT p1, p2, p3, p4, expires_at FROM records WHERE kind = ?1";
@@ -94,28 +104,13 @@ const SCAN_RESOURCE: &str =
 const SCAN_USER_RESOURCE: &str =
     "SELECT p1, p2, p3, p4, expires_at FROM records WHERE kind = ?1 AND p1 = ?2 AND p2 = ?3";
 
-/// A storage key as the row's key columns.
-pub(crate) struct KeyCols {
-    kind: &'static str,
-    parts: [String; 4],
-    /// The encoded key, for error messages (keys are not secret).
-    display: String,
-    key: StorageKey,
-}
-
-impl KeyCols {
-    pub(crate) fn new(key: &StorageKey) -> Self {
-        let mut parts: [String; 4] = Default::default();
-        for (slot, part) in parts.iter_mut().zip(key.parts()) {
-            slot.clone_from(part);
-        }
-        KeyCols {
-            kind: key.kind().as_str(),
-            parts,
-            display: key.encode(),
-            key: key.clone(),
-        }
+/// A storage key as the row's key columns: `kind`, then the parts, `''` for unused ones.
+fn cols(key: &StorageKey) -> (&'static str, [&str; 4]) {
+    let mut parts = [""; 4];
+    for (slot, part) in parts.iter_mut().zip(key.parts()) {
+        *slot = part;
     }
+    (key.kind().as_str(), parts)
 }
 
 /// The open connection and what the connection thread remembers between calls.
@@ -240,54 +235,28 @@ impl Db {
         Ok(())
     }
 
-    pub(crate) fn read(&mut self, key: &KeyCols) -> Result<Option<RawRecord>> {
-        let now = now_ms();
-        let path = &self.path;
-        let mut stmt = self
-            .conn
-            .prepare_cached(SELECT_ONE)
-            .map_err(|e| map_err(path, "cannot prepare a read", e))?;
-        let [p1, p2, p3, p4] = &key.parts;
-        let row = stmt
-            .query_row(params![key.kind, p1, p2, p3, p4, now], |r| {
-                let value = match r.get_ref(0)?.as_blob() {
-                    Ok(b) => Some(SecretBytes::new(b.to_vec())),
-                    Err(_) => None,
-                };
-                let version: i64 = r.get(1)?;
-                let expires_at: Option<i64> = r.get(2)?;
-                Ok((value, version, expires_at))
-            })
-            .optional()
-            .map_err(|e| map_err(path, &format!("cannot read {}", key.display), e))?;
-        let Some((value, version, expires_at)) = row else {
-            return Ok(None);
-        };
-        let value = value.ok_or_else(|| Error::Corrupt {
-            backend: BACKEND,
-            key: key.display.clone(),
-            message: "the stored value is not a BLOB".into(),
-            source: None,
-        })?;
-        Ok(Some(RawRecord {
-            value,
-            version: Version::new(version.to_string()),
-            expires_at: expires_at.and_then(system_time),
-        }))
+    pub(crate) fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
+        read_row(&self.conn, &self.path, key)
     }
 
     pub(crate) fn write(
         &mut self,
-        key: &KeyCols,
+        key: &StorageKey,
         value: &[u8],
         precondition: &Precondition,
         ttl: Option<Duration>,
     ) -> Result<Version> {
-        let path = self.path.clone();
-        let e = |what: &'static str| {
-            let path = path.clone();
-            move |err| map_err(&path, &format!("{what} {}", key.display), err)
+        let expected = match precondition {
+            // Not one of ours if it does not parse: it cannot be the current one.
+            Precondition::IfVersion(expected) => expected.as_str().parse::<i64>().ok(),
+            _ => None,
         };
+        // Drawn before the write lock is taken: it needs no lock, and the lock is shared
+        // with every other process.
+        let version = new_version(expected)?;
+        let path = self.path.as_str();
+        let e =
+            |what: &'static str| move |err| map_err(path, &format!("{what} {}", key.encode()), err);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -307,25 +276,18 @@ impl Db {
         } else {
             None
         };
-        // Versions come from one store-wide counter bumped in this transaction: they never
-        // repeat, not even for a key deleted and created again (no ABA for a stale CAS).
-        let version: i64 = tx
-            .prepare_cached(NEXT_VERSION)
-            .and_then(|mut s| s.query_row([], |r| r.get(0)))
-            .map_err(e("cannot take a version for"))?;
-        let [p1, p2, p3, p4] = &key.parts;
-        let row = params![key.kind, p1, p2, p3, p4, value, version, expires_at, now];
+        let (kind, [p1, p2, p3, p4]) = cols(key);
+        let row = params![kind, p1, p2, p3, p4, value, version, expires_at, now];
         let changed = match precondition {
             Precondition::Any => tx.prepare_cached(UPSERT).and_then(|mut s| s.execute(row)),
             Precondition::IfAbsent => tx.prepare_cached(CREATE).and_then(|mut s| s.execute(row)),
-            Precondition::IfVersion(expected) => match expected.as_str().parse::<i64>() {
-                Ok(expected) => tx.prepare_cached(CAS).and_then(|mut s| {
+            Precondition::IfVersion(_) => match expected {
+                Some(expected) => tx.prepare_cached(CAS).and_then(|mut s| {
                     s.execute(params![
-                        key.kind, p1, p2, p3, p4, value, version, expires_at, now, expected
+                        kind, p1, p2, p3, p4, value, version, expires_at, now, expected
                     ])
                 }),
-                // Not one of our versions: it cannot be the current one.
-                Err(_) => Ok(0),
+                None => Ok(0),
             },
             other => {
                 return Err(Error::invalid_input(format!(
@@ -337,11 +299,11 @@ impl Db {
         if changed == 0 {
             let current =
                 current_version(&tx, key, now).map_err(e("cannot read the version of"))?;
-            // Dropping the transaction rolls back the counter bump and the sweep.
+            // Dropping the transaction rolls back the sweep.
             drop(tx);
             return Err(Error::Conflict {
                 backend: BACKEND,
-                key: key.display.clone(),
+                key: key.encode(),
                 current,
             });
         }
@@ -355,72 +317,59 @@ impl Db {
         Ok(Version::new(version.to_string()))
     }
 
-    pub(crate) fn remove(&mut self, key: &KeyCols, precondition: &Precondition) -> Result<bool> {
-        let path = self.path.clone();
-        let e = |what: &'static str| {
-            let path = path.clone();
-            move |err| map_err(&path, &format!("{what} {}", key.display), err)
-        };
+    pub(crate) fn remove(&mut self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
+        let path = self.path.as_str();
+        let e =
+            |what: &'static str| move |err| map_err(path, &format!("{what} {}", key.encode()), err);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(e("cannot begin a delete of"))?;
         let now = now_ms();
-        let current = current_version(&tx, key, now).map_err(e("cannot read the version of"))?;
-        check_precondition(BACKEND, &key.key, precondition, current.as_ref())?;
-        let [p1, p2, p3, p4] = &key.parts;
-        // Deletes an expired row too: it was absent already, now it is gone.
-        tx.prepare_cached(DELETE)
-            .and_then(|mut s| s.execute(params![key.kind, p1, p2, p3, p4]))
-            .map_err(e("cannot delete"))?;
+        let (kind, [p1, p2, p3, p4]) = cols(key);
+        // The usual deletes are one statement each, judged at `now` under the write lock.
+        let fast = match precondition {
+            Precondition::Any => Some(
+                tx.prepare_cached(DELETE_ANY)
+                    .and_then(|mut s| {
+                        s.query_row(params![kind, p1, p2, p3, p4, now], |r| r.get::<_, bool>(0))
+                            .optional()
+                    })
+                    .map(|live| live == Some(true)),
+            ),
+            Precondition::IfVersion(expected) => match expected.as_str().parse::<i64>() {
+                Ok(expected) => match tx
+                    .prepare_cached(DELETE_IF_VERSION)
+                    .and_then(|mut s| s.execute(params![kind, p1, p2, p3, p4, now, expected]))
+                {
+                    // Nothing deleted: the general path below reports the conflict.
+                    Ok(0) => None,
+                    other => Some(other.map(|_| true)),
+                },
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        let existed = match fast {
+            Some(existed) => existed.map_err(e("cannot delete"))?,
+            None => {
+                let current =
+                    current_version(&tx, key, now).map_err(e("cannot read the version of"))?;
+                check_precondition(BACKEND, key, precondition, current.as_ref())?;
+                // Deletes an expired row too: it was absent already, now it is gone.
+                tx.prepare_cached(DELETE)
+                    .and_then(|mut s| s.execute(params![kind, p1, p2, p3, p4]))
+                    .map_err(e("cannot delete"))?;
+                current.is_some()
+            }
+        };
         tx.commit().map_err(e("cannot commit a delete of"))?;
-        Ok(current.is_some())
+        Ok(existed)
     }
 
     pub(crate) fn scan(&mut self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
-        let now = now_ms();
-        let path = &self.path;
-        let kind_name = kind.as_str();
-        // The resource filter applies to tokens only (see `ListFilter::matches`).
-        let resource = filter
-            .resource
-            .as_deref()
-            .filter(|_| kind == KeyKind::Token);
-        let user = filter.user_key.as_deref();
-        type Row = (String, String, String, String, Option<i64>);
-        let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        };
-        let collect = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<Vec<Row>> {
-            let mut stmt = self.conn.prepare_cached(sql)?;
-            let rows = stmt.query_map(args, map)?;
-            rows.collect()
-        };
-        let rows = match (user, resource) {
-            (None, None) => collect(SCAN_ALL, &[&kind_name]),
-            (Some(u), None) => collect(SCAN_USER, &[&kind_name, &u]),
-            (None, Some(r)) => collect(SCAN_RESOURCE, &[&kind_name, &r]),
-            (Some(u), Some(r)) => collect(SCAN_USER_RESOURCE, &[&kind_name, &u, &r]),
-        }
-        .map_err(|e| map_err(path, &format!("cannot list {kind_name} keys"), e))?;
-        let mut expired = 0usize;
-        let mut out = Vec::with_capacity(rows.len());
-        for (p1, p2, p3, p4, expires_at) in rows {
-            if expires_at.is_some_and(|at| at <= now) {
-                expired += 1;
-                continue;
-            }
-            let mut parts = vec![p1, p2, p3, p4];
-            parts.truncate(kind.arity());
-            match StorageKey::new(kind, parts) {
-                Ok(key) => out.push(ListEntry::Key(key)),
-                Err(e) => out.push(ListEntry::Unreadable {
-                    location: format!("{path}: a {kind_name} row"),
-                    reason: e.to_string(),
-                }),
-            }
-        }
-        if expired > 0 {
+        let (out, expired_at) = scan_rows(&self.conn, &self.path, kind, filter)?;
+        if let Some(now) = expired_at {
             self.sweep_opportunistically(now);
         }
         Ok(out)
@@ -428,7 +377,7 @@ impl Db {
 
     /// Deletes expired rows if the write lock is free right now; a listing must not wait
     /// for a busy writer just to tidy up, and the next write sweeps anyway.
-    fn sweep_opportunistically(&mut self, now: i64) {
+    pub(crate) fn sweep_opportunistically(&mut self, now: i64) {
         let result = (|| -> rusqlite::Result<usize> {
             self.conn.busy_timeout(Duration::ZERO)?;
             let outcome = (|| {
@@ -452,6 +401,136 @@ impl Db {
             }
         }
     }
+}
+
+/// A new version: a random positive `i64` (63 bits), never `not` (the version a CAS
+/// replaces). Versions are not counted: a counter row would be a second page written by
+/// every commit. A record deleted and created again gets an old version back only by a
+/// 2^-63 chance, so a stale CAS fails (no ABA).
+fn new_version(not: Option<i64>) -> Result<i64> {
+    loop {
+        let bits = getrandom::u64().map_err(|e| {
+            Error::backend(
+                BACKEND,
+                "the system random number generator failed",
+                Some(Box::new(e)),
+            )
+        })?;
+        let v = i64::try_from(bits >> 1).unwrap_or(i64::MAX);
+        if v != 0 && Some(v) != not {
+            return Ok(v);
+        }
+    }
+}
+
+/// Opens a read-only connection to a database [`Db::open`] has already checked and migrated.
+/// WAL readers never wait for the writer, nor the writer for them.
+pub(crate) fn open_reader(config: &SqliteConfig) -> Result<Connection> {
+    let path = config.path.as_path();
+    let shown = path.display().to_string();
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_EXRESCODE;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| map_err(&shown, "cannot open a read connection to the database", e))?;
+    // A reader can meet a lock too (a WAL being reset or recovered): the same busy timeout.
+    conn.busy_timeout(config.busy_timeout)
+        .map_err(at(&shown, "cannot set the busy timeout"))?;
+    conn.set_prepared_statement_cache_capacity(8);
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+        .map_err(at(&shown, "cannot enable defensive mode"))?;
+    Ok(conn)
+}
+
+/// The live row at `key`, read in one statement (its own read transaction).
+pub(crate) fn read_row(
+    conn: &Connection,
+    path: &str,
+    key: &StorageKey,
+) -> Result<Option<RawRecord>> {
+    let now = now_ms();
+    let mut stmt = conn
+        .prepare_cached(SELECT_ONE)
+        .map_err(|e| map_err(path, "cannot prepare a read", e))?;
+    let (kind, [p1, p2, p3, p4]) = cols(key);
+    let row = stmt
+        .query_row(params![kind, p1, p2, p3, p4, now], |r| {
+            let value = match r.get_ref(0)?.as_blob() {
+                Ok(b) => Some(SecretBytes::new(b.to_vec())),
+                Err(_) => None,
+            };
+            let version: i64 = r.get(1)?;
+            let expires_at: Option<i64> = r.get(2)?;
+            Ok((value, version, expires_at))
+        })
+        .optional()
+        .map_err(|e| map_err(path, &format!("cannot read {}", key.encode()), e))?;
+    let Some((value, version, expires_at)) = row else {
+        return Ok(None);
+    };
+    let value = value.ok_or_else(|| Error::Corrupt {
+        backend: BACKEND,
+        key: key.encode(),
+        message: "the stored value is not a BLOB".into(),
+        source: None,
+    })?;
+    Ok(Some(RawRecord {
+        value,
+        version: Version::new(version.to_string()),
+        expires_at: expires_at.and_then(system_time),
+    }))
+}
+
+/// The live keys of `kind` that match `filter`, and, if it met expired rows, the time they
+/// were judged at (for a sweep, which needs the write connection).
+pub(crate) fn scan_rows(
+    conn: &Connection,
+    path: &str,
+    kind: KeyKind,
+    filter: &ListFilter,
+) -> Result<(Vec<ListEntry>, Option<i64>)> {
+    let now = now_ms();
+    let kind_name = kind.as_str();
+    // The resource filter applies to tokens only (see `ListFilter::matches`).
+    let resource = filter
+        .resource
+        .as_deref()
+        .filter(|_| kind == KeyKind::Token);
+    let user = filter.user_key.as_deref();
+    type Row = (String, String, String, String, Option<i64>);
+    let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    };
+    let collect = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<Vec<Row>> {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(args, map)?;
+        rows.collect()
+    };
+    let rows = match (user, resource) {
+        (None, None) => collect(SCAN_ALL, &[&kind_name]),
+        (Some(u), None) => collect(SCAN_USER, &[&kind_name, &u]),
+        (None, Some(r)) => collect(SCAN_RESOURCE, &[&kind_name, &r]),
+        (Some(u), Some(r)) => collect(SCAN_USER_RESOURCE, &[&kind_name, &u, &r]),
+    }
+    .map_err(|e| map_err(path, &format!("cannot list {kind_name} keys"), e))?;
+    let mut expired = false;
+    let mut out = Vec::with_capacity(rows.len());
+    for (p1, p2, p3, p4, expires_at) in rows {
+        if expires_at.is_some_and(|at| at <= now) {
+            expired = true;
+            continue;
+        }
+        let mut parts = vec![p1, p2, p3, p4];
+        parts.truncate(kind.arity());
+        match StorageKey::new(kind, parts) {
+            Ok(key) => out.push(ListEntry::Key(key)),
+            Err(e) => out.push(ListEntry::Unreadable {
+                location: format!("{path}: a {kind_name} row"),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    Ok((out, expired.then_some(now)))
 }
 
 fn schema_ids(conn: &Connection, path: &str) -> Result<(i32, i32)> {
@@ -490,13 +569,13 @@ fn identify(conn: &Connection, path: &str) -> Result<usize> {
 
 fn current_version(
     tx: &rusqlite::Transaction<'_>,
-    key: &KeyCols,
+    key: &StorageKey,
     now: i64,
 ) -> rusqlite::Result<Option<Version>> {
-    let [p1, p2, p3, p4] = &key.parts;
+    let (kind, [p1, p2, p3, p4]) = cols(key);
     let v: Option<i64> = tx
         .prepare_cached(SELECT_VERSION)?
-        .query_row(params![key.kind, p1, p2, p3, p4, now], |r| r.get(0))
+        .query_row(params![kind, p1, p2, p3, p4, now], |r| r.get(0))
         .optional()?;
     Ok(v.map(|v| Version::new(v.to_string())))
 }

@@ -38,7 +38,7 @@
 //!     p1 TEXT NOT NULL, p2 TEXT NOT NULL,        -- the key's parts, raw (not percent-encoded);
 //!     p3 TEXT NOT NULL, p4 TEXT NOT NULL,        -- unused parts are ''
 //!     value BLOB NOT NULL,                       -- the record's bytes (JSON, or sealed by Encrypted)
-//!     version INTEGER NOT NULL,                  -- from version_counter, never reused
+//!     version INTEGER NOT NULL,                  -- random, positive (63 bits)
 //!     expires_at INTEGER,                        -- unix ms, NULL = no TTL
 //!     updated_at INTEGER NOT NULL                -- unix ms
 //! ) STRICT;
@@ -47,6 +47,11 @@
 //! CREATE INDEX records_expiry ON records(expires_at) WHERE expires_at IS NOT NULL;
 //! CREATE TABLE version_counter (id INTEGER PRIMARY KEY CHECK (id = 1), last_version INTEGER NOT NULL) STRICT;
 //! ```
+//!
+//! `version_counter` is no longer written: versions used to be taken from it, which made
+//! every commit write a second page. It stays in the schema (no migration) so that an older
+//! version of this crate sharing the file keeps working; its small counted versions and the
+//! random ones cannot meet in practice.
 //!
 //! For tokens `p1..p4` are `user_key`, `resource`, `authorization_server` (`''` for none) and
 //! `scope_fingerprint`; for clients `p1, p2` are the issuer and the application; the other
@@ -64,12 +69,13 @@
 //!
 //! - **Compare-and-swap across processes.** Every write is one `BEGIN IMMEDIATE`
 //!   transaction (the database write lock is taken up front, so no deferred transaction can
-//!   fail to upgrade): it takes the next version from the store-wide counter and writes with
-//!   a single conditional statement (`UPDATE … WHERE version = ?` for `IfVersion`, an upsert
-//!   that only replaces an expired row for `IfAbsent`). A failed precondition rolls back and
-//!   returns `Conflict` with the current version.
-//! - **No ABA.** Versions come from a counter row bumped in the writing transaction, so a
-//!   record deleted and created again never gets an old version back, and a stale CAS fails.
+//!   fail to upgrade) that writes with a single conditional statement (`UPDATE … WHERE
+//!   version = ?` for `IfVersion`, an upsert that only replaces an expired row for
+//!   `IfAbsent`, `DELETE … WHERE version = ?` for a conditional delete). A failed
+//!   precondition rolls back and returns `Conflict` with the current version.
+//! - **No ABA.** Every write gives the record a new random 63-bit version (from the OS
+//!   random number generator, never the version a CAS replaces), so a record deleted and
+//!   created again gets an old version back only by a 2⁻⁶³ chance, and a stale CAS fails.
 //! - **TTL.** `expires_at` is checked on every read and precondition (an expired row is
 //!   absent), and expired rows are deleted by a write at most every
 //!   [`SqliteConfig::sweep_interval`] and by a listing that meets one (if the lock is free).
@@ -92,8 +98,13 @@
 //!   user must log in again), and token writes are rare, so durability wins by default.
 //!   `NORMAL` is still crash-safe for the process and never corrupts, but the last commits
 //!   may be lost on power loss; choose it only for write-heavy, re-creatable data.
-//! - Every call goes through one connection on one dedicated thread per [`SqliteStore`];
-//!   clones share it. Open one store per process and share it.
+//! - Writes go through one connection on one dedicated thread per [`SqliteStore`] (the
+//!   runtime never waits for an fsync or a busy lock); reads and listings run on the
+//!   caller's thread on up to `min(cores, 8)` (at least 2) read-only connections, each used
+//!   by one thread at a time, and go to the connection thread when all are in use. A read
+//!   holds its runtime worker for the few microseconds of an indexed lookup (longer only if
+//!   the pages must come from disk, or if another process is resetting the WAL, up to the
+//!   busy timeout). Clones share all of it. Open one store per process and share it.
 //!
 //! # Threat model and limits
 //!

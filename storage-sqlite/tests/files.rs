@@ -246,7 +246,7 @@ async fn a_lock_released_within_the_busy_timeout_is_waited_for() {
 }
 
 #[tokio::test]
-async fn versions_keep_growing_across_delete_and_reopen() {
+async fn versions_never_repeat_across_delete_and_reopen() {
     let root = tempfile::tempdir().unwrap();
     let db = root.path().join("tokens.db");
     let key = meta_key("aba");
@@ -301,32 +301,50 @@ async fn expired_rows_are_absent_and_swept() {
     let root = tempfile::tempdir().unwrap();
     let db = root.path().join("tokens.db");
     let store = SqliteStore::open(SqliteConfig::new(&db)).await.unwrap();
+    store
+        .write(&meta_key("keep"), b"x", &PutOptions::default())
+        .await
+        .unwrap();
     let short = PutOptions::default().with_ttl(Some(Duration::from_millis(50)));
-    for n in 0..5 {
+    for n in 1..5 {
         store
             .write(&meta_key(&format!("t{n}")), b"x", &short)
             .await
             .unwrap();
     }
+    // Written last and read at once, with room for a loaded machine's fsyncs.
+    let ttl = Duration::from_millis(400);
     store
-        .write(&meta_key("keep"), b"x", &PutOptions::default())
+        .write(
+            &meta_key("t0"),
+            b"x",
+            &PutOptions::default().with_ttl(Some(ttl)),
+        )
         .await
         .unwrap();
     let got = store.read(&meta_key("t0")).await.unwrap().unwrap();
     assert!(got.expires_at.is_some());
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
     assert!(store.read(&meta_key("t0")).await.unwrap().is_none());
-    // A CAS against the expired record's version fails: it is absent.
+    // A CAS against the expired record's own version fails: it is absent.
     match store
         .write(
-            &meta_key("t1"),
+            &meta_key("t0"),
             b"y",
-            &PutOptions::new(Precondition::IfVersion(got.version)),
+            &PutOptions::new(Precondition::IfVersion(got.version.clone())),
         )
         .await
     {
         Err(Error::Conflict { current: None, .. }) => {}
         other => panic!("CAS on an expired record gave {other:?}"),
+    }
+    // So does a conditional delete, which leaves the row to the sweep.
+    match store
+        .remove(&meta_key("t0"), &Precondition::IfVersion(got.version))
+        .await
+    {
+        Err(Error::Conflict { current: None, .. }) => {}
+        other => panic!("a conditional delete of an expired record gave {other:?}"),
     }
     let listed = store.scan(KeyKind::Meta, &ListFilter::all()).await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
