@@ -184,11 +184,16 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Result<()> {
 }
 
 /// Decrypts and decodes the record file `name`. `label` names it in errors (the storage key
-/// when the caller knows it, else the file name).
-pub(crate) fn open(cipher: &Cipher, name: &str, file: &[u8], label: &str) -> Result<Record> {
+/// when the caller knows it, else the file name); it is only formatted for an error.
+pub(crate) fn open(
+    cipher: &Cipher,
+    name: &str,
+    file: &[u8],
+    label: &dyn std::fmt::Display,
+) -> Result<Record> {
     let corrupt = |message: &str| Error::Corrupt {
         backend: BACKEND,
-        key: label.to_owned(),
+        key: label.to_string(),
         message: message.to_owned(),
         source: None,
     };
@@ -206,7 +211,7 @@ pub(crate) fn open(cipher: &Cipher, name: &str, file: &[u8], label: &str) -> Res
     }
     let plain = cipher
         .open(&aad(name), &file[FILE_MAGIC.len()..])
-        .map_err(|e| e.into_error(BACKEND, label.to_owned()))?;
+        .map_err(|e| e.into_error(BACKEND, label.to_string()))?;
     let mut r = Reader(&plain);
     let format = r.take(1).ok_or_else(|| corrupt("empty plaintext"))?[0];
     if format != RECORD_FORMAT {
@@ -270,32 +275,32 @@ mod tests {
         let name = c.keyed_name(key.encode().as_bytes());
         let v = Version::new("abc");
         let file = seal(&c, &name, &key, &v, 42, b"value").unwrap();
-        let r = open(&c, &name, &file, "x").unwrap();
+        let r = open(&c, &name, &file, &"x").unwrap();
         assert_eq!(r.key, key);
         assert_eq!(r.version, v);
         assert_eq!(r.expires_ms, 42);
         assert_eq!(r.value.as_slice(), b"value");
         let other = "0".repeat(64);
         assert!(matches!(
-            open(&c, &other, &file, "x"),
+            open(&c, &other, &file, &"x"),
             Err(Error::Integrity { .. })
         ));
         assert!(matches!(
-            open(&cipher(2), &name, &file, "x"),
+            open(&cipher(2), &name, &file, &"x"),
             Err(Error::Integrity { .. })
         ));
         assert!(matches!(
-            open(&c, &name, b"", "x"),
+            open(&c, &name, b"", &"x"),
             Err(Error::Corrupt { .. })
         ));
         assert!(matches!(
-            open(&c, &name, &file[..10], "x"),
+            open(&c, &name, &file[..10], &"x"),
             Err(Error::Corrupt { .. })
         ));
         let mut future = file.clone();
         future[3] = 9;
         assert!(matches!(
-            open(&c, &name, &future, "x"),
+            open(&c, &name, &future, &"x"),
             Err(Error::Corrupt { .. })
         ));
     }

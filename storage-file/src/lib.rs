@@ -132,8 +132,17 @@
 //!   not the encryption, bounds the write rate. Reads cost no fsync and no lock.
 //! - **Listing** decrypts every record: fine for thousands of records, not for millions.
 //!   Opening lists the record directory once (to remove temporary files a crash left).
-//! - **Reads** also read the small `store.json` to notice a re-key by another process, so a
-//!   stale handle fails with [`Error::WrongKey`] instead of reading old data.
+//! - **Threads**: a read (one small file, usually from the page cache) runs on the calling
+//!   task's thread, because handing it to a blocking thread and back costs more than the
+//!   read; writes, deletes, listing and re-keying run on tokio's blocking pool (they fsync
+//!   or read every record).
+//! - **Re-key detection**: every operation checks, after reading, that `store.json` still
+//!   names this handle's record directory, so a handle left behind by a re-key in another
+//!   process fails with [`Error::WrongKey`] instead of reading old data. The check is one
+//!   `stat`: the header is read and parsed again only when its inode, size or times changed
+//!   (a re-key replaces it by rename, so the inode always changes; the handle keeps the file
+//!   it read open, so its inode number cannot be reused meanwhile). A removed header is
+//!   [`Error::Corrupt`].
 #![warn(missing_docs)]
 
 mod format;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use token_store_core::crypto::{Cipher, KdfParams, KeyHeader, KeySource, fill_random};
@@ -42,8 +42,53 @@ struct Inner {
     /// blocking task, so a cancelled caller cannot release it while the task still works.
     op: Arc<tokio::sync::Mutex<()>>,
     keyed: RwLock<Arc<Keyed>>,
+    /// `DIR/store.json`.
+    header_path: PathBuf,
+    /// The record directory `store.json` named when last read, to skip re-reading it while
+    /// it is the same file (see [`Inner::is_current`]).
+    header: Mutex<Option<CachedHeader>>,
     /// Argon2id parameters for a passphrase given to [`FileStore::rekey`].
     params: KdfParams,
+}
+
+/// The last `store.json` read and what identifies that file on disk.
+struct CachedHeader {
+    /// Held open so the file's inode stays allocated: while it is, no later `store.json`
+    /// can get its inode number, so an equal [`FileId`] means this very file.
+    _file: File,
+    id: FileId,
+    records: String,
+}
+
+/// What tells one `store.json` from another without reading it. It is only ever replaced by
+/// rename (a re-key), which changes the inode; size and times also catch an edit in place.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileId {
+    /// `None` where the platform gives no inode numbers: then the header is read every time.
+    #[cfg(unix)]
+    fn of(m: &std::fs::Metadata) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        Some(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn of(_: &std::fs::Metadata) -> Option<Self> {
+        None
+    }
 }
 
 /// What the current key opens.
@@ -154,10 +199,27 @@ impl FileStore {
         .await
     }
 
-    /// Runs a lock-free read `f`, then checks that the key it used was still the store's key
-    /// (re-keying moves the records). A re-key by this handle is waited for and the read
-    /// retried; one by another handle is [`Error::WrongKey`].
-    async fn unlocked<T: Send + 'static>(
+    /// Runs a lock-free read `f` on the calling thread, then checks that the key it used was
+    /// still the store's key (re-keying moves the records). A re-key by this handle is
+    /// waited for and the read retried; one by another handle is [`Error::WrongKey`].
+    ///
+    /// Inline, not on the blocking pool: a read is one small file from the page cache plus
+    /// a `stat` of `store.json`, a few microseconds, less than the hand-off to a blocking
+    /// thread and back.
+    async fn unlocked<T>(&self, f: impl Fn(&Keyed) -> Result<T>) -> Result<T> {
+        for attempt in 0..2 {
+            match self.inner.try_unlocked(&f)? {
+                Some(result) => return result,
+                None if attempt == 0 => self.wait_for_rekey().await,
+                None => {}
+            }
+        }
+        Err(Error::WrongKey { backend: BACKEND })
+    }
+
+    /// Like [`FileStore::unlocked`], on the blocking pool: for `scan`, which reads every
+    /// record.
+    async fn unlocked_blocking<T: Send + 'static>(
         &self,
         f: impl Fn(&Keyed) -> Result<T> + Send + Sync + 'static,
     ) -> Result<T> {
@@ -165,20 +227,18 @@ impl FileStore {
         for attempt in 0..2 {
             let inner = self.inner.clone();
             let f = f.clone();
-            let outcome = blocking(move || {
-                let keyed = inner.keyed();
-                let result = f(&keyed);
-                // Checked after the read: the key in use then was current before.
-                Ok(inner.is_current(&keyed)?.then_some(result))
-            })
-            .await?;
-            match outcome {
+            match blocking(move || inner.try_unlocked(&*f)).await? {
                 Some(result) => return result,
-                None if attempt == 0 => drop(self.inner.op.lock().await),
+                None if attempt == 0 => self.wait_for_rekey().await,
                 None => {}
             }
         }
         Err(Error::WrongKey { backend: BACKEND })
+    }
+
+    /// Returns once no locked operation of this handle (a re-key among them) is running.
+    async fn wait_for_rekey(&self) {
+        drop(self.inner.op.lock().await);
     }
 }
 
@@ -290,12 +350,23 @@ impl Inner {
             records,
         };
         Inner {
+            header_path: dir.join(HEADER_FILE),
             dir,
             lock_file,
             op: Arc::new(tokio::sync::Mutex::new(())),
             keyed: RwLock::new(Arc::new(keyed)),
+            header: Mutex::new(None),
             params,
         }
+    }
+
+    /// One attempt of a lock-free read: `f`'s result, or `None` when a re-key replaced the
+    /// key it used.
+    fn try_unlocked<T>(&self, f: impl FnOnce(&Keyed) -> Result<T>) -> Result<Option<Result<T>>> {
+        let keyed = self.keyed();
+        let result = f(&keyed);
+        // Checked after the read: the key in use then was current before.
+        Ok(self.is_current(&keyed)?.then_some(result))
     }
 
     fn keyed(&self) -> Arc<Keyed> {
@@ -306,9 +377,46 @@ impl Inner {
     }
 
     /// Whether `keyed` is still the store's key (no re-key replaced it).
+    ///
+    /// One `stat` of `store.json` when it is the file read last time; a changed file is
+    /// read and parsed again. A missing or unreadable header is an error, as when it was
+    /// read every time.
     fn is_current(&self, keyed: &Keyed) -> Result<bool> {
-        let header = read_header(&self.dir)?.ok_or_else(missing_header)?;
-        Ok(header.records == keyed.records)
+        let path = &self.header_path;
+        let id = match std::fs::metadata(path) {
+            Ok(m) => FileId::of(&m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing_header()),
+            Err(e) => return Err(io_error("stat", path, e)),
+        };
+        if let Some(id) = id
+            && let Some(cached) = self.cached_header().as_ref()
+            && cached.id == id
+        {
+            return Ok(cached.records == keyed.records);
+        }
+        let Some((file, bytes)) = open_file(path)? else {
+            return Err(missing_header());
+        };
+        let header = StoreHeader::parse(&bytes)?;
+        let current = header.records == keyed.records;
+        // The identity of the file just read (not of the path stat above, which may name
+        // an older file): what is cached must be what was parsed.
+        let id = file
+            .metadata()
+            .map_err(|e| io_error("stat", path, e))
+            .map(|m| FileId::of(&m))?;
+        *self.cached_header() = id.map(|id| CachedHeader {
+            _file: file,
+            id,
+            records: header.records,
+        });
+        Ok(current)
+    }
+
+    fn cached_header(&self) -> std::sync::MutexGuard<'_, Option<CachedHeader>> {
+        self.header
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn rekey(&self, old: &Keyed, key_header: KeyHeader, cipher: Cipher) -> Result<usize> {
@@ -491,7 +599,12 @@ fn missing_header() -> Error {
 /// Reads a whole file, `None` when it does not exist. Files longer than any record are
 /// refused unread.
 fn read_file(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>> {
-    let file = match File::open(path) {
+    Ok(open_file(path)?.map(|(_, bytes)| bytes))
+}
+
+/// Like [`read_file`], also returning the open file.
+fn open_file(path: &Path) -> Result<Option<(File, Zeroizing<Vec<u8>>)>> {
+    let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error("open", path, e)),
@@ -508,11 +621,21 @@ fn read_file(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>> {
             source: None,
         });
     }
-    let mut bytes = Zeroizing::new(Vec::with_capacity(len as usize));
-    file.take(MAX_FILE as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io_error("read", path, e))?;
-    Ok(Some(bytes))
+    // Up to the length just read: files are replaced, never grown in place, so this skips
+    // the read that `read_to_end` would make to find the end. One that shrank meanwhile
+    // reads short, which decrypting then rejects.
+    let mut bytes = Zeroizing::new(vec![0u8; len as usize]);
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match file.read(&mut bytes[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error("read", path, e)),
+        }
+    }
+    bytes.truncate(filled);
+    Ok(Some((file, bytes)))
 }
 
 fn file_label(path: &Path) -> String {
@@ -533,7 +656,7 @@ fn list_dir(dir: &Path) -> Result<Vec<String>> {
 /// Opens the record file `name` found by listing: its embedded key must be the one its
 /// name stands for.
 fn open_named(cipher: &Cipher, name: &str, bytes: &[u8]) -> Result<Record> {
-    let record = format::open(cipher, name, bytes, name)?;
+    let record = format::open(cipher, name, bytes, &name)?;
     if cipher.keyed_name(record.key.encode().as_bytes()) != name {
         return Err(Error::Integrity {
             backend: BACKEND,
@@ -550,7 +673,7 @@ fn read_record(keyed: &Keyed, key: &StorageKey) -> Result<Option<Record>> {
     let Some(bytes) = read_file(&keyed.data_dir.join(&name))? else {
         return Ok(None);
     };
-    let record = format::open(&keyed.cipher, &name, &bytes, &key.to_string())?;
+    let record = format::open(&keyed.cipher, &name, &bytes, key)?;
     if record.key != *key {
         return Err(Error::Integrity {
             backend: BACKEND,
@@ -605,8 +728,12 @@ fn write_locked(
     value: &[u8],
     options: &PutOptions,
 ) -> Result<Version> {
-    let current = current_for(keyed, key, &options.precondition)?;
-    check_precondition(BACKEND, key, &options.precondition, current.version())?;
+    // An unconditional put replaces whatever is there (even an unreadable file) without
+    // looking at it.
+    if options.precondition != Precondition::Any {
+        let current = current_for(keyed, key, &options.precondition)?;
+        check_precondition(BACKEND, key, &options.precondition, current.version())?;
+    }
     let version = Version::random()?;
     let name = keyed.cipher.keyed_name(key.encode().as_bytes());
     let file = format::seal(
@@ -716,8 +843,7 @@ impl RawStore for FileStore {
 
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
         key.validate()?;
-        let key = key.clone();
-        let record = self.unlocked(move |keyed| read_record(keyed, &key)).await?;
+        let record = self.unlocked(|keyed| read_record(keyed, key)).await?;
         Ok(record
             .filter(|r| !r.expired(format::now_ms()))
             .map(|r| RawRecord {
@@ -748,7 +874,7 @@ impl RawStore for FileStore {
     async fn scan(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
         let filter = filter.clone();
         let scanned = self
-            .unlocked(move |keyed| scan_dir(keyed, kind, &filter))
+            .unlocked_blocking(move |keyed| scan_dir(keyed, kind, &filter))
             .await?;
         if !scanned.expired.is_empty() {
             // Removing needs the lock: a writer may have replaced the record since.

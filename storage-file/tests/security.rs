@@ -454,6 +454,95 @@ async fn rekey_switches_keys_and_keeps_everything() {
     );
 }
 
+/// A handle that has already read `store.json` (and keeps what it read) still notices every
+/// change to it: a re-key by another handle, even one back to the same key, a header
+/// removed, a header edited in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_notices_header_changes_after_reading_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let kf = tmp.path().join("k");
+    let store = open(&dir, KeySource::KeyFile(kf.clone())).await.unwrap();
+    store
+        .write(&key("a"), b"v", &PutOptions::default())
+        .await
+        .unwrap();
+    let header_path = dir.join("store.json");
+    let header = std::fs::read(&header_path).unwrap();
+
+    // Removed: every operation is Corrupt, nothing is created, and putting the same header
+    // back (as a new file) makes the handle work again.
+    std::fs::remove_file(&header_path).unwrap();
+    assert!(matches!(
+        store.read(&key("a")).await,
+        Err(Error::Corrupt { .. })
+    ));
+    assert!(matches!(
+        store.read(&key("missing")).await,
+        Err(Error::Corrupt { .. })
+    ));
+    assert!(matches!(
+        store.write(&key("b"), b"x", &PutOptions::default()).await,
+        Err(Error::Corrupt { .. })
+    ));
+    assert!(!header_path.exists());
+    std::fs::write(&header_path, &header).unwrap();
+    assert_eq!(
+        store
+            .read(&key("a"))
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .as_slice(),
+        b"v"
+    );
+
+    // Edited in place (same inode) to name another record directory: noticed.
+    let mut edited: serde_json::Value = serde_json::from_slice(&header).unwrap();
+    edited["records"] = format!("d-{}", "0".repeat(32)).into();
+    std::fs::write(&header_path, serde_json::to_vec_pretty(&edited).unwrap()).unwrap();
+    assert!(matches!(
+        store.read(&key("a")).await,
+        Err(Error::WrongKey { .. })
+    ));
+    std::fs::write(&header_path, &header).unwrap();
+    assert!(store.read(&key("a")).await.unwrap().is_some());
+
+    // Re-keyed twice by another handle, back to the same key: the old records directory is
+    // gone, so this handle must fail rather than read nothing.
+    let other = open(&dir, KeySource::KeyFile(kf.clone())).await.unwrap();
+    let kf2 = tmp.path().join("k2");
+    other.rekey(KeySource::KeyFile(kf2)).await.unwrap();
+    other.rekey(KeySource::KeyFile(kf.clone())).await.unwrap();
+    assert!(matches!(
+        store.read(&key("a")).await,
+        Err(Error::WrongKey { .. })
+    ));
+    assert!(matches!(
+        store.read(&key("missing")).await,
+        Err(Error::WrongKey { .. })
+    ));
+    assert!(matches!(
+        store.write(&key("a"), b"x", &PutOptions::default()).await,
+        Err(Error::WrongKey { .. })
+    ));
+    assert!(matches!(
+        store.scan(KeyKind::Token, &ListFilter::all()).await,
+        Err(Error::WrongKey { .. })
+    ));
+    assert_eq!(
+        other
+            .read(&key("a"))
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .as_slice(),
+        b"v"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttl_is_kept_across_reopen_and_swept_by_scan() {
     let tmp = tempfile::tempdir().unwrap();
