@@ -1,6 +1,6 @@
-//! The synchronous side: the write connection ([`Db`], owned by the connection thread), its
-//! setup, the schema migrations and every statement; read-only connections
-//! ([`open_reader`]) share the statements that only read ([`read_row`], [`scan_rows`]).
+//! The synchronous side: the write connection ([`Db`], behind a mutex shared by the connection
+//! thread and in-place writers), its setup, the schema migrations and every statement;
+//! read-only connections ([`open_reader`]) share the statements that only read ([`read_row`], [`scan_rows`]).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -113,7 +113,7 @@ fn cols(key: &StorageKey) -> (&'static str, [&str; 4]) {
     (key.kind().as_str(), parts)
 }
 
-/// The open connection and what the connection thread remembers between calls.
+/// The write connection and what it remembers between calls.
 pub(crate) struct Db {
     conn: Connection,
     path: String,

@@ -98,13 +98,18 @@
 //!   user must log in again), and token writes are rare, so durability wins by default.
 //!   `NORMAL` is still crash-safe for the process and never corrupts, but the last commits
 //!   may be lost on power loss; choose it only for write-heavy, re-creatable data.
-//! - Writes go through one connection on one dedicated thread per [`SqliteStore`] (the
-//!   runtime never waits for an fsync or a busy lock); reads and listings run on the
+//! - One write connection per [`SqliteStore`], owned by a dedicated thread. On a
+//!   multi-thread tokio runtime a write runs on the caller's thread inside
+//!   `block_in_place` (the worker's other tasks move to another thread while it waits for
+//!   the fsync) when the write connection is free, and is queued to the connection thread
+//!   when it is not; on a current-thread runtime every write goes to the connection thread,
+//!   so the runtime never blocks on an fsync or a busy lock. Reads and listings run on the
 //!   caller's thread on up to `min(cores, 8)` (at least 2) read-only connections, each used
 //!   by one thread at a time, and go to the connection thread when all are in use. A read
-//!   holds its runtime worker for the few microseconds of an indexed lookup (longer only if
-//!   the pages must come from disk, or if another process is resetting the WAL, up to the
-//!   busy timeout). Clones share all of it. Open one store per process and share it.
+//!   holds its thread for the few microseconds of an indexed lookup (longer only if the
+//!   pages must come from disk, or if another process is resetting the WAL, up to the busy
+//!   timeout). Handing a call to another thread and back costs 5–50 µs, more than the read
+//!   itself. Clones share all of it. Open one store per process and share it.
 //!
 //! # Threat model and limits
 //!

@@ -72,3 +72,50 @@ async fn latency_numbers() {
         );
     }
 }
+
+/// Both write paths in one process, without fsync (`synchronous=NORMAL`) so the per-call
+/// cost shows: a current-thread runtime hands writes to the connection thread, a task on a
+/// multi-thread runtime writes in place. Alternating blocks.
+#[test]
+#[ignore = "prints timings; run on demand"]
+fn write_paths_compared() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SqliteConfig::new(dir.path().join("t.db")).with_synchronous(Synchronous::Normal);
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = multi.block_on(SqliteStore::open(config)).unwrap();
+    let key = StorageKey::single(KeyKind::Meta, "k").unwrap();
+    let value = vec![7u8; 1614];
+    let block = |store: SqliteStore, key: StorageKey, value: Vec<u8>| async move {
+        let mut v = Vec::new();
+        for _ in 0..200 {
+            let t = Instant::now();
+            store
+                .write(&key, &value, &PutOptions::default())
+                .await
+                .unwrap();
+            v.push(t.elapsed());
+        }
+        v
+    };
+    let (mut inline, mut hop) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        let task = multi.spawn(block(store.clone(), key.clone(), value.clone()));
+        inline.extend(multi.block_on(task).unwrap());
+        hop.extend(single.block_on(block(store.clone(), key.clone(), value.clone())));
+    }
+    println!(
+        "put, synchronous=NORMAL: in place (multi-thread worker) p50 {:?} p99 {:?}; via the connection thread (current-thread runtime) p50 {:?} p99 {:?}",
+        pct(inline.clone(), 0.5),
+        pct(inline, 0.99),
+        pct(hop.clone(), 0.5),
+        pct(hop, 0.99),
+    );
+}
