@@ -667,13 +667,18 @@ fn open_named(cipher: &Cipher, name: &str, bytes: &[u8]) -> Result<Record> {
     Ok(record)
 }
 
-/// Reads the record of `key` (expired or not); `Ok(None)` when there is no file.
-fn read_record(keyed: &Keyed, key: &StorageKey) -> Result<Option<Record>> {
-    let name = keyed.cipher.keyed_name(key.encode().as_bytes());
-    let Some(bytes) = read_file(&keyed.data_dir.join(&name))? else {
+/// The file name of `key`'s record.
+fn record_name(keyed: &Keyed, key: &StorageKey) -> String {
+    keyed.cipher.keyed_name(key.encode().as_bytes())
+}
+
+/// Reads the record of `key` from its file `name` (expired or not); `Ok(None)` when there
+/// is no file.
+fn read_record(keyed: &Keyed, key: &StorageKey, name: &str) -> Result<Option<Record>> {
+    let Some(bytes) = read_file(&keyed.data_dir.join(name))? else {
         return Ok(None);
     };
-    let record = format::open(&keyed.cipher, &name, &bytes, key)?;
+    let record = format::open(&keyed.cipher, name, &bytes, key)?;
     if record.key != *key {
         return Err(Error::Integrity {
             backend: BACKEND,
@@ -708,8 +713,13 @@ impl Current {
 /// The current record for a locked operation. An unreadable record fails a conditional
 /// operation (its version is unknown) but not an unconditional one, which replaces or removes
 /// it: that is how a damaged record is cleared.
-fn current_for(keyed: &Keyed, key: &StorageKey, precondition: &Precondition) -> Result<Current> {
-    match read_record(keyed, key) {
+fn current_for(
+    keyed: &Keyed,
+    key: &StorageKey,
+    name: &str,
+    precondition: &Precondition,
+) -> Result<Current> {
+    match read_record(keyed, key, name) {
         Ok(Some(r)) if r.expired(format::now_ms()) => Ok(Current::Expired),
         Ok(Some(r)) => Ok(Current::Live(r)),
         Ok(None) => Ok(Current::Absent),
@@ -728,14 +738,14 @@ fn write_locked(
     value: &[u8],
     options: &PutOptions,
 ) -> Result<Version> {
+    let name = record_name(keyed, key);
     // An unconditional put replaces whatever is there (even an unreadable file) without
     // looking at it.
     if options.precondition != Precondition::Any {
-        let current = current_for(keyed, key, &options.precondition)?;
+        let current = current_for(keyed, key, &name, &options.precondition)?;
         check_precondition(BACKEND, key, &options.precondition, current.version())?;
     }
     let version = Version::random()?;
-    let name = keyed.cipher.keyed_name(key.encode().as_bytes());
     let file = format::seal(
         &keyed.cipher,
         &name,
@@ -750,14 +760,13 @@ fn write_locked(
 }
 
 fn remove_locked(keyed: &Keyed, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
-    let current = current_for(keyed, key, precondition)?;
+    let name = record_name(keyed, key);
+    let current = current_for(keyed, key, &name, precondition)?;
     check_precondition(BACKEND, key, precondition, current.version())?;
     if matches!(current, Current::Absent) {
         return Ok(false);
     }
-    let path = keyed
-        .data_dir
-        .join(keyed.cipher.keyed_name(key.encode().as_bytes()));
+    let path = keyed.data_dir.join(&name);
     remove_durable(&path).map_err(|e| io_error("remove", &path, e))?;
     Ok(!matches!(current, Current::Expired))
 }
@@ -843,7 +852,9 @@ impl RawStore for FileStore {
 
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
         key.validate()?;
-        let record = self.unlocked(|keyed| read_record(keyed, key)).await?;
+        let record = self
+            .unlocked(|keyed| read_record(keyed, key, &record_name(keyed, key)))
+            .await?;
         Ok(record
             .filter(|r| !r.expired(format::now_ms()))
             .map(|r| RawRecord {
