@@ -282,7 +282,7 @@ impl StorageKey {
         if self.parts.iter().any(|p| p.contains('\0')) {
             return Err(Error::invalid_key("key parts must not contain NUL"));
         }
-        let len = self.encode().len();
+        let len = self.encoded_len();
         if len > MAX_ENCODED_KEY_LEN {
             return Err(Error::invalid_key(format!(
                 "encoded key is {len} bytes, at most {MAX_ENCODED_KEY_LEN}"
@@ -291,11 +291,31 @@ impl StorageKey {
         Ok(())
     }
 
+    /// The length of [`StorageKey::encode`], without building it.
+    pub fn encoded_len(&self) -> usize {
+        let marker = self.kind.marker().map_or(0, |m| m.len() + 1);
+        let separators = self.parts.len().saturating_sub(1);
+        marker
+            + separators
+            + self
+                .parts
+                .iter()
+                .map(|p| percent_encoded_len(p))
+                .sum::<usize>()
+    }
+
     /// The canonical string form: for tokens exactly mcp-agent's suffix after the prefix
     /// (`quote(user):quote(resource):quote(issuer):quote(scopes)`), for other kinds the same
     /// preceded by the kind's `#` marker.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
+        let mut out = String::with_capacity(self.encoded_len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends [`StorageKey::encode`]'s form to `out`, so a backend can build
+    /// `prefix + encoded key` in one allocation.
+    pub fn encode_into(&self, out: &mut String) {
         if let Some(marker) = self.kind.marker() {
             out.push_str(marker);
             out.push(':');
@@ -304,9 +324,8 @@ impl StorageKey {
             if i > 0 {
                 out.push(':');
             }
-            percent_encode_into(part, &mut out);
+            percent_encode_into(part, out);
         }
-        out
     }
 
     /// Parses [`StorageKey::encode`]'s form back. Returns `None` for strings that are not one
@@ -326,11 +345,9 @@ impl StorageKey {
         }
         let parts = segments
             .into_iter()
-            .map(percent_decode)
+            .map(canonical_percent_decode)
             .collect::<Option<Vec<_>>>()?;
-        let key = StorageKey { kind, parts };
-        // Only the canonical encoding maps back; "%41" vs "A" would otherwise alias.
-        (key.encode() == encoded).then_some(key)
+        Some(StorageKey { kind, parts })
     }
 }
 
@@ -396,17 +413,71 @@ pub fn percent_encode(part: &str) -> String {
     out
 }
 
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'~')
+}
+
+fn percent_encoded_len(part: &str) -> usize {
+    part.bytes()
+        .map(|b| if is_unreserved(b) { 1 } else { 3 })
+        .sum()
+}
+
 fn percent_encode_into(part: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in part.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 0x0f) as usize] as char);
+    // Copy runs of unreserved bytes at once: most parts (URLs, scopes) are long runs.
+    let mut run = 0;
+    for (i, b) in part.bytes().enumerate() {
+        if is_unreserved(b) {
+            continue;
+        }
+        // A run holds only ASCII bytes, so its ends are char boundaries; `get` keeps that
+        // reasoning from ever becoming a panic.
+        if let Some(ascii) = part.get(run..i) {
+            out.push_str(ascii);
+        }
+        out.push('%');
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        run = i + 1;
+    }
+    if let Some(ascii) = part.get(run..) {
+        out.push_str(ascii);
+    }
+}
+
+/// [`percent_decode`] of only the form [`percent_encode`] produces: an unreserved byte
+/// escaped, a reserved one bare or lower-case hex gives `None`, since "%41" and "A" would
+/// otherwise name the same key twice.
+fn canonical_percent_decode(encoded: &str) -> Option<String> {
+    fn upper_hex(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
         }
     }
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hi = upper_hex(*bytes.get(i + 1)?)?;
+            let lo = upper_hex(*bytes.get(i + 2)?)?;
+            let decoded = (hi << 4) | lo;
+            if is_unreserved(decoded) {
+                return None;
+            }
+            out.push(decoded);
+            i += 3;
+        } else if is_unreserved(b) {
+            out.push(b);
+            i += 1;
+        } else {
+            return None;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The inverse of [`percent_encode`]; `None` for malformed escapes or non-UTF-8 results.
@@ -466,6 +537,48 @@ mod tests {
         assert_eq!(StorageKey::decode("a:b:c:%4"), None);
         // Non-canonical escapes are not accepted as aliases.
         assert_eq!(StorageKey::decode("%41:b:c:d"), None);
+        // Lower-case hex and bare reserved bytes are not the canonical form either.
+        assert_eq!(StorageKey::decode("%2f:b:c:d"), None);
+        assert_eq!(StorageKey::decode("a/b:b:c:d"), None);
+        assert_eq!(StorageKey::decode("%+1:b:c:d"), None);
+        let odd = StorageKey::new(
+            KeyKind::Token,
+            vec!["ü s/r".into(), "%41".into(), String::new(), "~_.-".into()],
+        )
+        .unwrap();
+        assert_eq!(odd.encoded_len(), odd.encode().len());
+        assert_eq!(StorageKey::decode(&odd.encode()), Some(odd));
+    }
+
+    /// The byte-at-a-time encoder the fast one replaced: the reference for the property.
+    fn reference_encode(part: &str) -> String {
+        part.bytes()
+            .map(|b| {
+                if is_unreserved(b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn encoding_is_the_reference_and_decodes_back(parts in proptest::collection::vec(".{0,12}", 4)) {
+            let key = StorageKey { kind: KeyKind::Token, parts: parts.clone() };
+            let expected = parts.iter().map(|p| reference_encode(p)).collect::<Vec<_>>().join(":");
+            proptest::prop_assert_eq!(key.encode(), expected.clone());
+            proptest::prop_assert_eq!(key.encoded_len(), expected.len());
+            proptest::prop_assert_eq!(StorageKey::decode(&expected), Some(key));
+        }
+
+        #[test]
+        fn only_the_canonical_form_decodes(s in "[a-zA-Z0-9%:/ _~.-]{0,24}") {
+            if let Some(key) = StorageKey::decode(&s) {
+                proptest::prop_assert_eq!(key.encode(), s);
+            }
+        }
     }
 
     #[test]

@@ -115,7 +115,8 @@ pub struct RawRecord {
     pub value: SecretBytes,
     /// Its version.
     pub version: Version,
-    /// When it expires, if it has a TTL and the backend knows.
+    /// When it expires, if it has a TTL and the backend reports it (Redis does not: it
+    /// enforces expiry itself, and a read is one `GET`). The typed API never needs it.
     pub expires_at: Option<SystemTime>,
 }
 
