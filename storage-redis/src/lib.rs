@@ -57,7 +57,9 @@
 //!   `obtained_at`, so two writes of a token practically never produce the same bytes.
 //! - **TTL**: a record's TTL becomes the key's expiry, set in the same atomic step as the value
 //!   (`SET ... PX`). A record without a TTL never expires (as with mcp-agent); an
-//!   unconditional write without TTL clears an earlier expiry.
+//!   unconditional write without TTL clears an earlier expiry. A read is one plain `GET`,
+//!   so [`RawRecord::expires_at`](token_store_core::RawRecord) is `None` on Redis: Redis
+//!   enforces the expiry itself, and asking for it costs a second command per read.
 //! - **Listing** uses `SCAN ... MATCH <prefix>:*` (never `KEYS`), on every master of a
 //!   cluster. Keys under the prefix that are not ours or mcp-agent's are skipped; a key
 //!   carrying one of our `#kind` markers that does not decode is reported as unreadable.
