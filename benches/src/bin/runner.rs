@@ -427,18 +427,11 @@ async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Result<Sp
                 )),
                 redis_benchmark: Some((host, port)),
                 raw_concurrency: true,
-                variants: vec![
-                    Arc::new(
-                        RawRedis::connect(&url, None, &raw_prefix, &format!("{run_id}-v"))
-                            .await?
-                            .with_backend_read_script(),
-                    ),
-                    Arc::new(
-                        RawRedis::connect(&url, None, &raw_prefix, &format!("{run_id}-w"))
-                            .await?
-                            .with_pipelined_read(),
-                    ),
-                ],
+                variants: vec![Arc::new(
+                    RawRedis::connect(&url, None, &raw_prefix, &format!("{run_id}-v"))
+                        .await?
+                        .with_hashed_read(),
+                )],
             }
         }
         "redis-cluster" => {
@@ -460,7 +453,7 @@ async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Result<Sp
                 variants: vec![Arc::new(
                     RawRedis::connect_cluster(&nodes, &raw_prefix, &format!("{run_id}-v"))
                         .await?
-                        .with_backend_read_script(),
+                        .with_hashed_read(),
                 )],
             }
         }
@@ -482,7 +475,7 @@ async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Result<Sp
                 variants: vec![Arc::new(
                     RawRedis::connect(&url, Some(&ca), &raw_prefix, &format!("{run_id}-v"))
                         .await?
-                        .with_backend_read_script(),
+                        .with_hashed_read(),
                 )],
             }
         }

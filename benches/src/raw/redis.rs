@@ -18,13 +18,6 @@ end
 return 0
 ";
 
-/// The backend's read script (`storage-redis`), for the attribution variant.
-const BACKEND_READ: &str = r"
-local v = redis.call('GET', KEYS[1])
-if not v then return nil end
-return {v, redis.call('PTTL', KEYS[1])}
-";
-
 #[derive(Clone)]
 enum Conn {
     Single(MultiplexedConnection),
@@ -68,10 +61,9 @@ pub struct RawRedis {
     value: Vec<u8>,
     value_sha1: String,
     cas: Script,
-    /// Attribution variant: reads with the backend's Lua script instead of GET.
-    lua_read: Option<Script>,
-    /// Attribution variant: reads with a pipelined GET + PTTL (the proposed read).
-    pipelined_read: bool,
+    /// Attribution variant: every read also computes the SHA-1 version of the value, as
+    /// the backend must (its CAS compares `redis.sha1hex` of the stored bytes).
+    hash_read: bool,
 }
 
 impl RawRedis {
@@ -114,44 +106,25 @@ impl RawRedis {
             value,
             value_sha1,
             cas: Script::new(CAS),
-            lua_read: None,
-            pipelined_read: false,
+            hash_read: false,
         })
     }
 
-    /// The attribution variant: gets run the backend's Lua read script (GET + PTTL in one
-    /// EVALSHA) instead of a plain GET; only gets are supported.
-    pub fn with_backend_read_script(mut self) -> Self {
-        self.lua_read = Some(Script::new(BACKEND_READ));
-        self
-    }
-
-    /// The variant reading as proposed for the backend: GET and PTTL pipelined in one
-    /// round trip, no Lua; only gets.
-    pub fn with_pipelined_read(mut self) -> Self {
-        self.pipelined_read = true;
+    /// The attribution variant: a GET plus the SHA-1 version of the value; only gets.
+    pub fn with_hashed_read(mut self) -> Self {
+        self.hash_read = true;
         self
     }
 
     async fn read(&self, key: String) -> BResult<Option<Vec<u8>>> {
         let mut c = self.conn.clone();
-        if self.pipelined_read {
-            let (v, _pttl): (Option<Vec<u8>>, i64) = redis::pipe()
-                .cmd("GET")
-                .arg(&key)
-                .cmd("PTTL")
-                .arg(&key)
-                .query_async(&mut c)
-                .await?;
-            return Ok(v);
+        let value: Option<Vec<u8>> = cmd("GET").arg(key).query_async(&mut c).await?;
+        if self.hash_read
+            && let Some(v) = &value
+        {
+            std::hint::black_box(token_store_redis::version_of(v));
         }
-        Ok(match &self.lua_read {
-            Some(script) => {
-                let found: Option<(Vec<u8>, i64)> = script.key(key).invoke_async(&mut c).await?;
-                found.map(|(v, _)| v)
-            }
-            None => cmd("GET").arg(key).query_async(&mut c).await?,
-        })
+        Ok(value)
     }
 
     fn key(&self, encoded: &str) -> String {
@@ -166,11 +139,8 @@ impl RawRedis {
 #[async_trait]
 impl Target for RawRedis {
     fn label(&self) -> String {
-        if self.lua_read.is_some() {
-            return "redis crate + the backend's Lua read script (EVALSHA: GET + PTTL)".to_owned();
-        }
-        if self.pipelined_read {
-            return "redis crate, pipelined GET + PTTL (the proposed read, no Lua)".to_owned();
+        if self.hash_read {
+            return "redis crate GET + the SHA-1 version of the value".to_owned();
         }
         if self.is_cluster() {
             "redis crate, cluster connection".to_owned()
@@ -180,7 +150,7 @@ impl Target for RawRedis {
     }
 
     fn supports(&self, op: Op) -> bool {
-        if self.lua_read.is_some() || self.pipelined_read {
+        if self.hash_read {
             return matches!(op, Op::GetHit | Op::GetMiss);
         }
         // SCAN on a cluster needs one walk per master: that is the backend's work, not a

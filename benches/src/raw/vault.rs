@@ -65,21 +65,34 @@ impl RawVault {
     async fn run_backend_requests(&self, op: Op, i: usize) -> BResult<()> {
         let k = i % LIST_SIZE;
         match op {
-            Op::Put | Op::CasPut => {
+            // One plain write with a new generation: the raw client's request.
+            Op::Put => {
+                let v = self.write(&self.keys.hit[k], None).await?;
+                self.versions[k].store(v, Ordering::Relaxed);
+            }
+            // The generation check needs the current data, so a CAS write reads first.
+            Op::CasPut => {
                 let key = &self.keys.hit[k];
                 let cas = self.version_of(key).await?;
                 let v = self.write(key, Some(cas)).await?;
                 self.versions[k].store(v, Ordering::Relaxed);
             }
+            // Read, tombstone written with `cas`, then destroy every older version.
             _ => {
                 let key = &self.keys.del[i % SIDE_KEYS];
                 let cas = self.version_of(key).await?;
                 let mut body = json!({ "options": { "cas": cas }, "data": { "tombstone": true } });
                 body["data"]["generation"] = json!("0");
                 let url = format!("{}/data/{}", self.base, self.path(key));
-                self.call(Method::POST, url, Some(&body)).await?;
-                self.version_of(key).await?;
-                self.delete(key).await?;
+                let (_, reply) = self.call(Method::POST, url, Some(&body)).await?;
+                let tombstone = reply
+                    .pointer("/data/version")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| fail("tombstone: no version"))?;
+                let versions: Vec<u64> = (1..tombstone).collect();
+                let url = format!("{}/destroy/{}", self.base, self.path(key));
+                self.call(Method::POST, url, Some(&json!({ "versions": versions })))
+                    .await?;
             }
         }
         Ok(())
@@ -159,7 +172,7 @@ impl RawVault {
 impl Target for RawVault {
     fn label(&self) -> String {
         if self.backend_requests {
-            return "reqwest, the backend's requests (write: read + cas write; delete: 4)"
+            return "reqwest, the backend's requests (put: 1; CAS put: read + cas write; delete: read, cas tombstone, destroy)"
                 .to_owned();
         }
         "reqwest, one KV v2 HTTP call".to_owned()
