@@ -8,11 +8,12 @@
 //! A read makes two D-Bus calls, as a bare client would: a service-wide `SearchItems`
 //! (which splits unlocked from locked items) kept to the items under the default
 //! collection's object path, then `GetSecret`; deletes and listings find their items the
-//! same way. The collection's path is resolved with
-//! `ReadAlias` once per session and again by every write; a miss asks the collection's
-//! `Locked` property instead, since a provider may hide a locked collection's items. So a
-//! store that only reads follows a changed default collection when its session is renewed
-//! or the old collection disappears; one that writes, at its next write.
+//! same way. A miss also asks the collection's `Locked` property: a provider may hide a
+//! locked collection's items (KeePassXC finds nothing in a locked database), and "not
+//! found" would then be wrong. The collection's path is resolved with `ReadAlias` once per
+//! session and again by every write, so a store that only reads follows a changed default
+//! collection when its session is renewed or the old collection disappears; one that
+//! writes, at its next write.
 //!
 //! The Diffie-Hellman session belongs to the provider process that opened it. When the
 //! provider dies (or the bus connection drops) the session is marked stale and the next call
