@@ -400,18 +400,11 @@ async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Result<Sp
                 raw: Some(Arc::new(RawSqlite::open(&path, run_id)?)),
                 redis_benchmark: None,
                 raw_concurrency: true,
-                variants: vec![
-                    Arc::new(RawSqlite::variant(
-                        &path,
-                        &format!("{run_id}-v1"),
-                        SqliteVariant::Threaded,
-                    )?),
-                    Arc::new(RawSqlite::variant(
-                        &path,
-                        &format!("{run_id}-v2"),
-                        SqliteVariant::Counter,
-                    )?),
-                ],
+                variants: vec![Arc::new(RawSqlite::variant(
+                    &path,
+                    &format!("{run_id}-v"),
+                    SqliteVariant::Transaction,
+                )?)],
             }
         }
         "redis" => {

@@ -26,15 +26,10 @@ type Cols = [String; 4];
 /// Attribution variants: the raw client doing one more of the things the backend does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
-    /// Gets on a dedicated connection thread, the caller waiting on a oneshot channel (the
-    /// backend's threading), instead of on the calling thread.
-    Threaded,
-    /// Writes in `BEGIN IMMEDIATE` with the store-wide version counter bumped (the
-    /// backend's transaction), instead of one autocommit statement.
-    Counter,
+    /// Writes in `BEGIN IMMEDIATE` ... `COMMIT` (the backend's transaction, which makes
+    /// its CAS and conflict report one atomic step) instead of one autocommit statement.
+    Transaction,
 }
-
-type Job = Box<dyn FnOnce(&Connection) + Send>;
 
 /// One `rusqlite` connection to the same database file as the store, same table and
 /// settings (WAL, `synchronous=FULL`, `secure_delete`), one cached prepared statement per
@@ -49,7 +44,6 @@ pub struct RawSqlite {
     counter: AtomicI64,
     value: Vec<u8>,
     variant: Option<Variant>,
-    jobs: Option<std::sync::mpsc::Sender<Job>>,
 }
 
 fn cols(key: &StorageKey) -> Cols {
@@ -79,11 +73,10 @@ impl RawSqlite {
                 .collect(),
             user,
             versions: (0..LIST_SIZE).map(|_| AtomicI64::new(0)).collect(),
-            // Far above the store's own counter: raw rows never share a version with ours.
+            // Raw rows have keys of their own; their versions need only differ among them.
             counter: AtomicI64::new(1 << 40),
             value: fixture::record_bytes(1),
             variant: None,
-            jobs: None,
         })
     }
 
@@ -91,53 +84,19 @@ impl RawSqlite {
     pub fn variant(path: &Path, run_id: &str, variant: Variant) -> BResult<Self> {
         let mut me = Self::open(path, run_id)?;
         me.variant = Some(variant);
-        if variant == Variant::Threaded {
-            let (tx, rx) = std::sync::mpsc::channel::<Job>();
-            let conn = Connection::open(path)?;
-            conn.busy_timeout(Duration::from_secs(5))?;
-            conn.set_prepared_statement_cache_capacity(32);
-            std::thread::Builder::new()
-                .name("raw-sqlite".into())
-                .spawn(move || {
-                    while let Ok(job) = rx.recv() {
-                        job(&conn);
-                    }
-                })?;
-            me.jobs = Some(tx);
-        }
         Ok(me)
     }
 
-    async fn get_threaded(&self, c: &Cols) -> BResult<Option<(Vec<u8>, i64)>> {
-        let jobs = self
-            .jobs
-            .as_ref()
-            .ok_or_else(|| fail("no connection thread"))?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let c = c.clone();
-        jobs.send(Box::new(move |conn: &Connection| {
-            let r = conn.prepare_cached(GET).and_then(|mut stmt| {
-                stmt.query_row(params!["token", c[0], c[1], c[2], c[3]], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()
-            });
-            let _ = tx.send(r);
-        }))
-        .map_err(|_| fail("connection thread gone"))?;
-        Ok(rx.await??)
-    }
-
-    /// A write the way the backend makes it: BEGIN IMMEDIATE, bump the counter, write,
-    /// COMMIT.
-    fn write_counter(&self, sql: &str, c: &Cols, expected: Option<i64>) -> BResult<(usize, i64)> {
+    /// A write the way the backend makes it: BEGIN IMMEDIATE, the statement, COMMIT.
+    fn write_in_transaction(
+        &self,
+        sql: &str,
+        c: &Cols,
+        expected: Option<i64>,
+    ) -> BResult<(usize, i64)> {
+        let v = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let v: i64 = tx
-            .prepare_cached(
-                "UPDATE version_counter SET last_version = last_version + 1 WHERE id = 1 RETURNING last_version",
-            )?
-            .query_row([], |r| r.get(0))?;
         let n = match expected {
             Some(e) => tx.prepare_cached(sql)?.execute(params![
                 "token", c[0], c[1], c[2], c[3], self.value, v, 0, e
@@ -168,11 +127,8 @@ impl Target for RawSqlite {
     fn label(&self) -> String {
         match self.variant {
             None => "rusqlite, one prepared statement, autocommit".to_owned(),
-            Some(Variant::Threaded) => {
-                "rusqlite on a dedicated connection thread (mpsc + oneshot)".to_owned()
-            }
-            Some(Variant::Counter) => {
-                "rusqlite, BEGIN IMMEDIATE + version counter + statement + COMMIT".to_owned()
+            Some(Variant::Transaction) => {
+                "rusqlite, BEGIN IMMEDIATE + statement + COMMIT".to_owned()
             }
         }
     }
@@ -180,8 +136,7 @@ impl Target for RawSqlite {
     fn supports(&self, op: Op) -> bool {
         match self.variant {
             None => true,
-            Some(Variant::Threaded) => matches!(op, Op::GetHit | Op::GetMiss),
-            Some(Variant::Counter) => matches!(op, Op::Put | Op::CasPut),
+            Some(Variant::Transaction) => matches!(op, Op::Put | Op::CasPut),
         }
     }
 
@@ -202,25 +157,11 @@ impl Target for RawSqlite {
 
     async fn run(&self, op: Op, i: usize) -> BResult<()> {
         let k = i % LIST_SIZE;
-        if self.variant == Some(Variant::Threaded) {
-            let found = match op {
-                Op::GetHit => self.get_threaded(&self.hit[k]).await?.is_some(),
-                _ => self
-                    .get_threaded(&self.miss[i % SIDE_KEYS])
-                    .await?
-                    .is_none(),
-            };
-            return if found {
-                Ok(())
-            } else {
-                Err(fail("unexpected get result"))
-            };
-        }
-        if self.variant == Some(Variant::Counter) {
+        if self.variant == Some(Variant::Transaction) {
             let c = &self.hit[k];
             let expected = (op == Op::CasPut).then(|| self.versions[k].load(Ordering::Relaxed));
             let sql = if expected.is_some() { CAS } else { PUT };
-            let (n, v) = self.write_counter(sql, c, expected)?;
+            let (n, v) = self.write_in_transaction(sql, c, expected)?;
             if n != 1 {
                 return Err(fail("CAS mismatch"));
             }
