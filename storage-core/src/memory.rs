@@ -1,12 +1,11 @@
 //! The in-memory reference store: fully conforming, nothing persists.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
-use tokio::sync::Mutex;
 
 use crate::error::Result;
 use crate::key::{KeyKind, StorageKey};
@@ -38,7 +37,9 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    records: Mutex<HashMap<StorageKey, Entry>>,
+    // A blocking lock: it is never held across an await, and readers run in parallel (an
+    // async mutex serialised them and cost more than the map lookup itself).
+    records: RwLock<HashMap<StorageKey, Entry>>,
     // A store-wide counter, so a deleted and re-created key never repeats an old version.
     next_version: AtomicU64,
 }
@@ -53,6 +54,19 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    // A panic while holding the lock cannot leave the map half-updated (every update is one
+    // insert or remove), so a poisoned lock is still safe to use.
+    fn records(&self) -> RwLockReadGuard<'_, HashMap<StorageKey, Entry>> {
+        self.inner.records.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn records_mut(&self) -> RwLockWriteGuard<'_, HashMap<StorageKey, Entry>> {
+        self.inner
+            .records
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn next_version(&self) -> Version {
@@ -74,7 +88,7 @@ impl RawStore for MemoryStore {
     }
 
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
-        let records = self.inner.records.lock().await;
+        let records = self.records();
         Ok(records
             .get(key)
             .filter(|e| e.live(Instant::now()))
@@ -88,7 +102,7 @@ impl RawStore for MemoryStore {
     async fn write(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
         key.validate()?;
         check_size(BACKEND, key, value.len(), MAX_VALUE)?;
-        let mut records = self.inner.records.lock().await;
+        let mut records = self.records_mut();
         let now = Instant::now();
         let current = records.get(key).filter(|e| e.live(now)).map(|e| &e.version);
         check_precondition(BACKEND, key, &options.precondition, current)?;
@@ -106,7 +120,7 @@ impl RawStore for MemoryStore {
     }
 
     async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
-        let mut records = self.inner.records.lock().await;
+        let mut records = self.records_mut();
         let now = Instant::now();
         let current = records.get(key).filter(|e| e.live(now)).map(|e| &e.version);
         check_precondition(BACKEND, key, precondition, current)?;
@@ -116,7 +130,7 @@ impl RawStore for MemoryStore {
     }
 
     async fn scan(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
-        let mut records = self.inner.records.lock().await;
+        let mut records = self.records_mut();
         let now = Instant::now();
         // Listing is a natural time to sweep: expired entries would otherwise linger.
         records.retain(|_, e| e.live(now));
