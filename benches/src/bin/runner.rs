@@ -521,7 +521,8 @@ async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Result<Sp
                 variants: vec![Arc::new(
                     RawSecretService::connect(&raw_prefix, &format!("{run_id}-v"))
                         .await?
-                        .with_backend_calls(),
+                        .with_backend_calls()
+                        .await?,
                 )],
             }
         }

@@ -17,9 +17,10 @@ pub struct RawSecretService {
     service: String,
     keys: RawKeys,
     value: Vec<u8>,
-    /// Attribution variant: gets make the backend's calls (default collection, lock check,
-    /// search in the collection, get secret).
-    backend_calls: bool,
+    /// Attribution variant: gets make the backend's calls (service-wide search kept to the
+    /// default collection; on a miss, that collection's `Locked` property), with the
+    /// collection's path looked up once, as the backend remembers it.
+    backend_calls: Option<zbus::zvariant::OwnedObjectPath>,
 }
 
 impl RawSecretService {
@@ -30,16 +31,17 @@ impl RawSecretService {
             service: service.to_owned(),
             keys: RawKeys::new(run_id),
             value: fixture::record_bytes(1),
-            backend_calls: false,
+            backend_calls: None,
         })
     }
 
-    /// The attribution variant: a get makes the backend's D-Bus calls (`ReadAlias` of the
-    /// default collection, its `Locked` property, `SearchItems` in it, `GetSecret`) instead
-    /// of the service-wide search and `GetSecret`; only gets.
-    pub fn with_backend_calls(mut self) -> Self {
-        self.backend_calls = true;
-        self
+    /// The attribution variant: a get makes the backend's D-Bus calls (the service-wide
+    /// search, `GetSecret` on a hit, the default collection's `Locked` property on a miss);
+    /// only gets.
+    pub async fn with_backend_calls(mut self) -> BResult<Self> {
+        let path = self.ss.get_default_collection().await?.collection_path;
+        self.backend_calls = Some(path);
+        Ok(self)
     }
 
     fn attrs<'a>(&'a self, key: &'a str) -> HashMap<&'a str, &'a str> {
@@ -65,21 +67,27 @@ impl RawSecretService {
     }
 
     async fn get(&self, key: &str) -> BResult<Option<Vec<u8>>> {
-        if self.backend_calls {
-            let coll = self.ss.get_default_collection().await?;
-            if coll.is_locked().await? {
-                return Err(fail("locked"));
-            }
-            let items = coll
+        if let Some(collection) = &self.backend_calls {
+            let found = self
+                .ss
                 .search_items(HashMap::from([
                     ("service", self.service.as_str()),
                     ("key", key),
                 ]))
                 .await?;
-            return match items.first() {
-                Some(item) => Ok(Some(item.get_secret().await?)),
-                None => Ok(None),
-            };
+            let prefix = format!("{}/", collection.as_str());
+            let ours = found
+                .unlocked
+                .iter()
+                .find(|item| item.item_path.as_str().starts_with(&prefix));
+            if let Some(item) = ours {
+                return Ok(Some(item.get_secret().await?));
+            }
+            let coll = self.ss.get_collection_by_path(collection.clone()).await?;
+            if coll.is_locked().await? {
+                return Err(fail("locked"));
+            }
+            return Ok(None);
         }
         let found = self
             .ss
@@ -114,15 +122,15 @@ impl RawSecretService {
 #[async_trait]
 impl Target for RawSecretService {
     fn label(&self) -> String {
-        if self.backend_calls {
-            return "secret-service crate, the backend's calls (collection, lock check, search, secret)"
+        if self.backend_calls.is_some() {
+            return "secret-service crate, the backend's calls (search; secret on a hit, the collection's Locked on a miss)"
                 .to_owned();
         }
         "secret-service crate, one connection".to_owned()
     }
 
     fn supports(&self, op: Op) -> bool {
-        if self.backend_calls {
+        if self.backend_calls.is_some() {
             return matches!(op, Op::GetHit | Op::GetMiss);
         }
         op != Op::CasPut
