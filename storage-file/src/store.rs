@@ -394,18 +394,14 @@ impl Inner {
         {
             return Ok(cached.records == keyed.records);
         }
-        let Some((file, bytes)) = open_file(path)? else {
+        let Some(OpenedFile { file, meta, bytes }) = open_file(path)? else {
             return Err(missing_header());
         };
         let header = StoreHeader::parse(&bytes)?;
         let current = header.records == keyed.records;
-        // The identity of the file just read (not of the path stat above, which may name
-        // an older file): what is cached must be what was parsed.
-        let id = file
-            .metadata()
-            .map_err(|e| io_error("stat", path, e))
-            .map(|m| FileId::of(&m))?;
-        *self.cached_header() = id.map(|id| CachedHeader {
+        // The identity of the file read, taken before reading it (not the path's above,
+        // which may be an older file): a change since makes the next check read it again.
+        *self.cached_header() = FileId::of(&meta).map(|id| CachedHeader {
             _file: file,
             id,
             records: header.records,
@@ -599,20 +595,26 @@ fn missing_header() -> Error {
 /// Reads a whole file, `None` when it does not exist. Files longer than any record are
 /// refused unread.
 fn read_file(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>> {
-    Ok(open_file(path)?.map(|(_, bytes)| bytes))
+    Ok(open_file(path)?.map(|opened| opened.bytes))
 }
 
-/// Like [`read_file`], also returning the open file.
-fn open_file(path: &Path) -> Result<Option<(File, Zeroizing<Vec<u8>>)>> {
+/// A file read whole, still open.
+struct OpenedFile {
+    file: File,
+    /// Taken before reading.
+    meta: std::fs::Metadata,
+    bytes: Zeroizing<Vec<u8>>,
+}
+
+/// Like [`read_file`], also returning the open file and its metadata.
+fn open_file(path: &Path) -> Result<Option<OpenedFile>> {
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error("open", path, e)),
     };
-    let len = file
-        .metadata()
-        .map_err(|e| io_error("stat", path, e))?
-        .len();
+    let meta = file.metadata().map_err(|e| io_error("stat", path, e))?;
+    let len = meta.len();
     if len > MAX_FILE as u64 {
         return Err(Error::Corrupt {
             backend: BACKEND,
@@ -635,7 +637,7 @@ fn open_file(path: &Path) -> Result<Option<(File, Zeroizing<Vec<u8>>)>> {
         }
     }
     bytes.truncate(filled);
-    Ok(Some((file, bytes)))
+    Ok(Some(OpenedFile { file, meta, bytes }))
 }
 
 fn file_label(path: &Path) -> String {
