@@ -380,13 +380,10 @@ async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Result<Sp
                 raw: Some(Arc::new(RawFile::new(&tmp.join("raw-files"))?)),
                 redis_benchmark: None,
                 raw_concurrency: true,
-                variants: vec![
-                    Arc::new(RawFile::new(&tmp.join("raw-files-v1"))?.with_spawn_blocking()),
-                    Arc::new(
-                        RawFile::new(&tmp.join("raw-files-v2"))?
-                            .with_backend_steps(dir.join("store.json")),
-                    ),
-                ],
+                variants: vec![Arc::new(
+                    RawFile::new(&tmp.join("raw-files-v"))?
+                        .with_backend_steps(dir.join("store.json")),
+                )],
             }
         }
         "sqlite" => {
