@@ -276,8 +276,12 @@ async fn sigkill_during_writes_keeps_every_acknowledged_write() {
     for round in 0..ROUNDS {
         let w = spawn("writer", &dir, &key, None);
         w.wait_for("READY", Duration::from_secs(30));
+        // The kill window opens at the first acknowledged write, not at READY: under heavy
+        // I/O a write takes 10-20 ms, and a window timed from READY often caught none.
+        let first = w.wait_for("ACK ", Duration::from_secs(30));
         std::thread::sleep(Duration::from_micros(rng.below(40_000)));
-        let lines = w.kill();
+        let mut lines = w.kill();
+        lines.insert(0, first);
         let mut acked = known;
         for line in lines.iter().filter_map(|l| l.strip_prefix("ACK ")) {
             let (i, v) = line.split_once(' ').unwrap();
