@@ -99,10 +99,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let mut rnd = [0u8; 8];
     getrandom::fill(&mut rnd).map_err(io::Error::other)?;
-    let tmp_name = format!(
-        ".tmp-{}",
-        rnd.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    );
+    let tmp_name = format!(".tmp-{}", crate::crypto::hex(&rnd));
     let tmp = dir.join(tmp_name);
     let result = (|| {
         let mut file = create_private_file(&tmp)?;

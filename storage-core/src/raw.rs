@@ -34,18 +34,14 @@ impl Version {
     /// written by writers that know nothing of versions.
     pub fn of_bytes(bytes: &[u8]) -> Self {
         let digest = sha2::Sha256::digest(bytes);
-        let mut s = String::with_capacity(32);
-        for b in &digest[..16] {
-            s.push_str(&format!("{b:02x}"));
-        }
-        Version(s)
+        Version(crate::crypto::hex(&digest[..16]))
     }
 
     /// A fresh random version (128 bits), for backends that stamp each write.
     pub fn random() -> Result<Self> {
         let mut bytes = [0u8; 16];
         crate::crypto::fill_random(&mut bytes)?;
-        Ok(Version(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+        Ok(Version(crate::crypto::hex(&bytes)))
     }
 
     /// The version as a string.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
-use token_store_core::crypto::{Cipher, KdfParams, KeyHeader, KeySource, fill_random};
+use token_store_core::crypto::{Cipher, KdfParams, KeyHeader, KeySource, fill_random, hex};
 use token_store_core::fs::{
     create_private_dir, create_private_file, open_private_file, remove_durable, sync_dir,
     write_atomic,
@@ -569,10 +569,7 @@ fn cleanup(dir: &Path, current: &str) {
 fn new_record_dir_name() -> Result<String> {
     let mut bytes = [0u8; 16];
     fill_random(&mut bytes)?;
-    Ok(format!(
-        "{RECORD_DIR_PREFIX}{}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ))
+    Ok(format!("{RECORD_DIR_PREFIX}{}", hex(&bytes)))
 }
 
 fn read_header(dir: &Path) -> Result<Option<StoreHeader>> {

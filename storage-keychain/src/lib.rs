@@ -411,7 +411,7 @@ pub async fn probe_with(
 async fn sentinel(store: &dyn RawStore) -> Result<()> {
     let mut id = [0u8; 8];
     token_store_core::crypto::fill_random(&mut id)?;
-    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = token_store_core::crypto::hex(&id);
     let key = StorageKey::single(KeyKind::Meta, format!("probe-{hex}"))?;
     let value = format!("token-store probe {hex}");
     store

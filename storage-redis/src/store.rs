@@ -57,13 +57,7 @@ return 1
 
 /// The version of stored bytes: the hex SHA-1 Redis's `redis.sha1hex` computes in the scripts.
 pub fn version_of(bytes: &[u8]) -> Version {
-    let digest = sha1::Sha1::digest(bytes);
-    let mut s = String::with_capacity(40);
-    for b in digest.iter() {
-        s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        s.push(char::from(b"0123456789abcdef"[usize::from(b & 0x0f)]));
-    }
-    Version::new(s)
+    Version::new(token_store_core::crypto::hex(&sha1::Sha1::digest(bytes)))
 }
 
 /// A token store in Redis (standalone, Cluster or Sentinel), key-compatible with mcp-agent.
