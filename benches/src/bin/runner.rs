@@ -940,7 +940,7 @@ async fn populate_raw_api(
 }
 
 /// SQLite rows in the backend's documented layout, in large transactions on a second
-/// connection, then the store's version counter moved past them.
+/// connection; each row gets a distinct version (the store draws its own at random).
 fn populate_sqlite(path: &Path, from: usize, to: usize) -> BResult<()> {
     let mut conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(30))?;
@@ -953,11 +953,6 @@ fn populate_sqlite(path: &Path, from: usize, to: usize) -> BResult<()> {
     while i < to {
         let end = (i + 100_000).min(to);
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let base: i64 = tx.query_row(
-            "SELECT last_version FROM version_counter WHERE id = 1",
-            [],
-            |r| r.get(0),
-        )?;
         {
             let mut stmt = tx.prepare(
                 "INSERT INTO records(kind, p1, p2, p3, p4, value, version, expires_at, updated_at)
@@ -972,15 +967,11 @@ fn populate_sqlite(path: &Path, from: usize, to: usize) -> BResult<()> {
                     p[2],
                     p[3],
                     value,
-                    base + 1 + (j - i) as i64,
+                    j as i64 + 1,
                     now
                 ])?;
             }
         }
-        tx.execute(
-            "UPDATE version_counter SET last_version = ?1 WHERE id = 1",
-            [base + (end - i) as i64],
-        )?;
         tx.commit()?;
         i = end;
     }
