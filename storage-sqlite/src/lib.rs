@@ -98,12 +98,8 @@
 //!   user must log in again), and token writes are rare, so durability wins by default.
 //!   `NORMAL` is still crash-safe for the process and never corrupts, but the last commits
 //!   may be lost on power loss; choose it only for write-heavy, re-creatable data.
-//! - One write connection per [`SqliteStore`], owned by a dedicated thread. On a
-//!   multi-thread tokio runtime a write runs on the caller's thread inside
-//!   `block_in_place` (the worker's other tasks move to another thread while it waits for
-//!   the fsync) when the write connection is free, and is queued to the connection thread
-//!   when it is not; on a current-thread runtime every write goes to the connection thread,
-//!   so the runtime never blocks on an fsync or a busy lock. Reads and listings run on the
+//! - One write connection per [`SqliteStore`], owned by a dedicated thread: every write
+//!   goes there, so the runtime never blocks on an fsync or a busy lock. Reads and listings run on the
 //!   caller's thread on up to `min(cores, 8)` (at least 2) read-only connections, each used
 //!   by one thread at a time, and go to the connection thread when all are in use. A read
 //!   holds its thread for the few microseconds of an indexed lookup (longer only if the

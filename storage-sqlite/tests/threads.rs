@@ -195,3 +195,40 @@ async fn versions_are_random_and_counted_versions_still_work() {
     );
     assert_eq!(counter(&conn), before);
 }
+
+/// A `LocalSet` on a multi-thread runtime is a place where blocking in place is refused
+/// (tokio panics there): writes must still work, on the connection thread.
+#[test]
+fn writes_from_a_local_set_on_a_multi_thread_runtime() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("t.db");
+    runtime.block_on(async {
+        let store = SqliteStore::open(SqliteConfig::new(path)).await.unwrap();
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let task = tokio::task::spawn_local(async move {
+                    let key = meta_key("local");
+                    let v = store
+                        .write(&key, b"1", &PutOptions::new(Precondition::IfAbsent))
+                        .await
+                        .unwrap();
+                    let got = store.read(&key).await.unwrap().unwrap();
+                    assert_eq!(got.version, v);
+                    assert!(
+                        store
+                            .remove(&key, &Precondition::IfVersion(v))
+                            .await
+                            .unwrap()
+                    );
+                });
+                task.await.unwrap();
+            })
+            .await;
+    });
+}
