@@ -13,11 +13,16 @@
 //!   connection, one prepared rusqlite statement, plain KV v2 HTTP calls with reqwest,
 //!   plain files, the `secret-service` crate, a `HashMap`).
 //!
+//! - `backends` (feature `runner`): every backend of a run, its URL, raw client and
+//!   attribution variants, from the services' environment.
+//!
 //! The runner binary (`cargo run --release -p token-store-bench`) measures everything and
 //! prints the table; `cargo bench -p token-store-bench` runs the criterion version of the
 //! local backends. See `BENCHMARKS.md` at the repository root.
 #![warn(missing_docs)]
 
+#[cfg(feature = "runner")]
+pub mod backends;
 pub mod fixture;
 pub mod ops;
 #[cfg(feature = "runner")]

@@ -19,20 +19,15 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde::Serialize;
+use token_store_bench::backends::{ALL, Spec, open_store, spec, typed};
 use token_store_bench::ops::{Throughput, fail, throughput};
-use token_store_bench::raw::{
-    RawFile, RawMemory, RawRedis, RawSecretService, RawSqlite, RawVault, SqliteVariant,
-};
 use token_store_bench::stats::{fmt_rate, fmt_us};
 use token_store_bench::{
     BResult, BackendOps, Memory, Op, OpRow, Plan, Summary, Target, TypedTarget, fixture, measure,
     ops_table,
 };
 use token_store_core::crypto::{KdfParams, KeyHeader, KeySource};
-use token_store_core::layers::Traced;
-use token_store_core::{
-    BackendKind, MemoryStore, Precondition, PutOptions, RawStore, StoreUrl, TokenKey, TokenStore,
-};
+use token_store_core::{Precondition, PutOptions, RawStore, StoreUrl, TokenKey, TokenStore};
 
 #[derive(Parser)]
 #[command(about = "token-store latency benchmark: every backend against its raw client")]
@@ -76,46 +71,6 @@ impl Args {
     fn section(&self, name: &str) -> bool {
         !self.skip.iter().any(|s| s == name)
     }
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// Opens a store the way `token_store::open` does: the backend's `open_url`, the `Traced`
-/// layer, and the typed API over an `Arc<dyn RawStore>`.
-async fn open_store(url: &str) -> BResult<Arc<dyn RawStore>> {
-    let parsed = StoreUrl::parse(url)?;
-    let store: Arc<dyn RawStore> = match parsed.kind() {
-        BackendKind::Memory => Arc::new(MemoryStore::new()),
-        BackendKind::File => token_store_file::open_url(&parsed).await?,
-        BackendKind::Sqlite => token_store_sqlite::open_url(&parsed).await?,
-        BackendKind::Redis | BackendKind::RedisCluster | BackendKind::RedisSentinel => {
-            token_store_redis::open_url(&parsed).await?
-        }
-        BackendKind::Vault => token_store_vault::open_url(&parsed).await?,
-        BackendKind::Keychain => token_store_keychain::open_url(&parsed).await?,
-        other => return Err(fail(format!("no backend for {other:?}"))),
-    };
-    Ok(Arc::new(Traced::new(store)))
-}
-
-fn typed(store: &Arc<dyn RawStore>) -> Arc<dyn TokenStore> {
-    Arc::new(store.clone())
-}
-
-/// One backend of the run: its URL, how to build its raw client, how hard to push it.
-struct Spec {
-    name: &'static str,
-    url: String,
-    raw: Option<Arc<dyn Target>>,
-    /// The redis-benchmark target (host, port) for the concurrency ceiling.
-    redis_benchmark: Option<(String, u16)>,
-    /// Whether the raw client also runs the concurrency section.
-    raw_concurrency: bool,
-    /// Attribution variants: the raw client plus one thing the backend does, timed beside
-    /// ours and raw on the operations they support, to measure where a ratio comes from.
-    variants: Vec<Arc<dyn Target>>,
 }
 
 #[derive(Serialize)]
@@ -262,17 +217,7 @@ async fn run(args: Args) -> BResult<()> {
         fmt_us(report.codec.decode_p50_us)
     );
 
-    for name in [
-        "memory",
-        "file",
-        "sqlite",
-        "redis",
-        "redis-cluster",
-        "redis-tls",
-        "vault",
-        "secret-service",
-        "keyutils",
-    ] {
+    for name in ALL {
         if !args.wants(name) {
             continue;
         }
@@ -352,201 +297,6 @@ async fn run(args: Args) -> BResult<()> {
     }
     eprintln!("total {:.0} s", report.total_secs);
     Ok(())
-}
-
-/// The backend's URL and raw client, or why it does not run here (`Ok(Err(why))`).
-async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Result<Spec, String>> {
-    let prefix = format!("{run_id}-ours");
-    let raw_prefix = format!("{run_id}-raw");
-    let unset = |var: &str| Ok(Err(format!("not run: {var} is unset")));
-    let spec = match name {
-        "memory" => Spec {
-            name,
-            url: "memory:".to_owned(),
-            raw: Some(Arc::new(RawMemory::new(run_id))),
-            redis_benchmark: None,
-            raw_concurrency: false,
-            variants: vec![],
-        },
-        "file" => {
-            let dir = tmp.join("file-store");
-            Spec {
-                name,
-                url: format!(
-                    "file://{}?key_file={}",
-                    dir.display(),
-                    tmp.join("file.key").display()
-                ),
-                raw: Some(Arc::new(RawFile::new(&tmp.join("raw-files"))?)),
-                redis_benchmark: None,
-                raw_concurrency: true,
-                variants: vec![Arc::new(
-                    RawFile::new(&tmp.join("raw-files-v"))?
-                        .with_backend_steps(dir.join("store.json")),
-                )],
-            }
-        }
-        "sqlite" => {
-            let path = tmp.join("sqlite").join("tokens.db");
-            let url = format!("sqlite://{}", path.display());
-            // The raw connection opens the database the store creates.
-            drop(open_store(&url).await?);
-            Spec {
-                name,
-                url,
-                raw: Some(Arc::new(RawSqlite::open(&path, run_id)?)),
-                redis_benchmark: None,
-                raw_concurrency: true,
-                variants: vec![Arc::new(RawSqlite::variant(
-                    &path,
-                    &format!("{run_id}-v"),
-                    SqliteVariant::Transaction,
-                )?)],
-            }
-        }
-        "redis" => {
-            let Some(url) = env("TOKEN_STORE_TEST_REDIS_URL") else {
-                return unset("TOKEN_STORE_TEST_REDIS_URL");
-            };
-            let (host, port) = host_port(&url).ok_or_else(|| fail("bad redis URL"))?;
-            Spec {
-                name,
-                url: format!("{url}?prefix={prefix}"),
-                raw: Some(Arc::new(
-                    RawRedis::connect(&url, None, &raw_prefix, run_id).await?,
-                )),
-                redis_benchmark: Some((host, port)),
-                raw_concurrency: true,
-                variants: vec![Arc::new(
-                    RawRedis::connect(&url, None, &raw_prefix, &format!("{run_id}-v"))
-                        .await?
-                        .with_hashed_read(),
-                )],
-            }
-        }
-        "redis-cluster" => {
-            let (Some(url), Some(nodes)) = (
-                env("TOKEN_STORE_TEST_REDIS_CLUSTER_URL"),
-                env("TOKEN_STORE_TEST_REDIS_CLUSTER_URLS"),
-            ) else {
-                return unset("TOKEN_STORE_TEST_REDIS_CLUSTER_URL(S)");
-            };
-            let nodes: Vec<String> = nodes.split(',').map(str::to_owned).collect();
-            Spec {
-                name,
-                url: format!("{url}?prefix={prefix}"),
-                raw: Some(Arc::new(
-                    RawRedis::connect_cluster(&nodes, &raw_prefix, run_id).await?,
-                )),
-                redis_benchmark: None,
-                raw_concurrency: true,
-                variants: vec![Arc::new(
-                    RawRedis::connect_cluster(&nodes, &raw_prefix, &format!("{run_id}-v"))
-                        .await?
-                        .with_hashed_read(),
-                )],
-            }
-        }
-        "redis-tls" => {
-            let (Some(url), Some(ca)) = (
-                env("TOKEN_STORE_TEST_REDIS_TLS_URL"),
-                env("TOKEN_STORE_TEST_TLS_CA"),
-            ) else {
-                return unset("TOKEN_STORE_TEST_REDIS_TLS_URL");
-            };
-            Spec {
-                name,
-                url: format!("{url}?ca={ca}&prefix={prefix}"),
-                raw: Some(Arc::new(
-                    RawRedis::connect(&url, Some(&ca), &raw_prefix, run_id).await?,
-                )),
-                redis_benchmark: None,
-                raw_concurrency: true,
-                variants: vec![Arc::new(
-                    RawRedis::connect(&url, Some(&ca), &raw_prefix, &format!("{run_id}-v"))
-                        .await?
-                        .with_hashed_read(),
-                )],
-            }
-        }
-        "vault" => {
-            let (Some(addr), Some(token)) = (
-                env("TOKEN_STORE_TEST_VAULT_ADDR"),
-                env("TOKEN_STORE_TEST_VAULT_TOKEN"),
-            ) else {
-                return unset("TOKEN_STORE_TEST_VAULT_ADDR");
-            };
-            let mount = env("TOKEN_STORE_TEST_VAULT_KV_MOUNT").unwrap_or_else(|| "secret".into());
-            let hostport = addr
-                .strip_prefix("http://")
-                .ok_or_else(|| fail("the benchmark uses a plain-HTTP Vault"))?
-                .trim_end_matches('/');
-            Spec {
-                name,
-                url: format!(
-                    "vault://{hostport}/{mount}?prefix={prefix}&token_env=TOKEN_STORE_TEST_VAULT_TOKEN"
-                ),
-                raw: Some(Arc::new(RawVault::new(
-                    &addr,
-                    &token,
-                    &mount,
-                    &raw_prefix,
-                    run_id,
-                )?)),
-                redis_benchmark: None,
-                raw_concurrency: false,
-                variants: vec![Arc::new(
-                    RawVault::new(&addr, &token, &mount, &raw_prefix, &format!("{run_id}-v"))?
-                        .with_backend_requests(),
-                )],
-            }
-        }
-        "secret-service" => {
-            if env("TOKEN_STORE_TEST_SECRET_SERVICE").is_none()
-                || env("DBUS_SESSION_BUS_ADDRESS").is_none()
-            {
-                return unset("TOKEN_STORE_TEST_SECRET_SERVICE");
-            }
-            Spec {
-                name,
-                url: format!("keychain:secret-service?service={prefix}"),
-                raw: Some(Arc::new(
-                    RawSecretService::connect(&raw_prefix, run_id).await?,
-                )),
-                redis_benchmark: None,
-                raw_concurrency: false,
-                variants: vec![Arc::new(
-                    RawSecretService::connect(&raw_prefix, &format!("{run_id}-v"))
-                        .await?
-                        .with_backend_calls()
-                        .await?,
-                )],
-            }
-        }
-        "keyutils" => {
-            if env("TOKEN_STORE_TEST_KEYUTILS").is_none() {
-                return unset("TOKEN_STORE_TEST_KEYUTILS");
-            }
-            Spec {
-                name,
-                url: format!("keychain:keyutils?service={prefix}"),
-                raw: None,
-                redis_benchmark: None,
-                raw_concurrency: false,
-                variants: vec![],
-            }
-        }
-        other => return Ok(Err(format!("unknown backend {other}"))),
-    };
-    Ok(Ok(spec))
-}
-
-fn host_port(url: &str) -> Option<(String, u16)> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split('/').next()?;
-    let authority = authority.rsplit('@').next()?;
-    let (host, port) = authority.rsplit_once(':')?;
-    Some((host.to_owned(), port.parse().ok()?))
 }
 
 /// How hard to push a backend in the operations table.
