@@ -17,8 +17,9 @@
 //!   attribution variants, from the services' environment.
 //!
 //! The runner binary (`cargo run --release -p token-store-bench`) measures everything and
-//! prints the table; `cargo bench -p token-store-bench` runs the criterion version of the
-//! local backends. See `BENCHMARKS.md` at the repository root.
+//! prints the table; `cargo bench -p token-store-bench` runs the criterion version (get,
+//! put, CAS put, ours beside raw) on every backend available. See `BENCHMARKS.md` at the
+//! repository root.
 #![warn(missing_docs)]
 
 #[cfg(feature = "runner")]
