@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 
-use secret_service::{EncryptionType, SecretService};
+use secret_service::{EncryptionType, Item, SearchItemsResult, SecretService};
 use token_store_core::async_trait;
 
 use super::RawKeys;
@@ -66,15 +66,20 @@ impl RawSecretService {
         Ok(())
     }
 
+    /// The service-wide search for one key's items.
+    async fn search(&self, key: &str) -> BResult<SearchItemsResult<Item<'_>>> {
+        Ok(self
+            .ss
+            .search_items(HashMap::from([
+                ("service", self.service.as_str()),
+                ("key", key),
+            ]))
+            .await?)
+    }
+
     async fn get(&self, key: &str) -> BResult<Option<Vec<u8>>> {
         if let Some(collection) = &self.backend_calls {
-            let found = self
-                .ss
-                .search_items(HashMap::from([
-                    ("service", self.service.as_str()),
-                    ("key", key),
-                ]))
-                .await?;
+            let found = self.search(key).await?;
             let prefix = format!("{}/", collection.as_str());
             let ours = found
                 .unlocked
@@ -89,13 +94,7 @@ impl RawSecretService {
             }
             return Ok(None);
         }
-        let found = self
-            .ss
-            .search_items(HashMap::from([
-                ("service", self.service.as_str()),
-                ("key", key),
-            ]))
-            .await?;
+        let found = self.search(key).await?;
         match found.unlocked.first() {
             Some(item) => Ok(Some(item.get_secret().await?)),
             None => Ok(None),
@@ -103,13 +102,7 @@ impl RawSecretService {
     }
 
     async fn delete(&self, key: &str) -> BResult<bool> {
-        let found = self
-            .ss
-            .search_items(HashMap::from([
-                ("service", self.service.as_str()),
-                ("key", key),
-            ]))
-            .await?;
+        let found = self.search(key).await?;
         let mut any = false;
         for item in &found.unlocked {
             item.delete().await?;
