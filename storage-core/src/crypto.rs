@@ -10,7 +10,7 @@
 //! - A key check value in the header makes a wrong passphrase a clear error at open time.
 
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -121,6 +121,27 @@ impl KeySource {
         KeySource::Passphrase(SecretString::from(passphrase.into()))
     }
 
+    /// The passphrase held in a file, read with the checks of a private key (not a symbolic
+    /// link, a regular file owned by this user, mode 0600 or stricter, at most 4 KiB);
+    /// surrounding whitespace and a trailing newline are not part of it.
+    pub fn passphrase_file(path: &Path) -> Result<Self> {
+        let bytes = crate::fs::read_private_file(path, 4096, "passphrase file")?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            Error::config(format!(
+                "passphrase file {} is not UTF-8 text",
+                path.display()
+            ))
+        })?;
+        let passphrase = text.trim();
+        if passphrase.is_empty() {
+            return Err(Error::config(format!(
+                "passphrase file {} is empty",
+                path.display()
+            )));
+        }
+        Ok(Self::passphrase(passphrase))
+    }
+
     /// `TOKEN_STORE_PASSPHRASE`, else `TOKEN_STORE_KEY_FILE`, else `None`.
     pub fn from_env() -> Option<Self> {
         if let Ok(p) = std::env::var("TOKEN_STORE_PASSPHRASE")
@@ -144,11 +165,9 @@ impl KeySource {
 /// Reads a 32-byte key file, creating it (0600, random key) when it does not exist.
 pub fn read_or_create_key_file(path: &Path) -> Result<Zeroizing<[u8; 32]>> {
     let mut key = Zeroizing::new([0u8; 32]);
-    match std::fs::File::open(path) {
-        Ok(mut file) => {
-            let mut buf = Zeroizing::new(Vec::new());
-            file.read_to_end(&mut buf)
-                .map_err(|e| key_file_error(path, e))?;
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => {
+            let buf = crate::fs::read_private_file(path, 32, "key file")?;
             if buf.len() != 32 {
                 return Err(Error::config(format!(
                     "key file {} holds {} bytes, not 32",

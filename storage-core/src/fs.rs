@@ -41,11 +41,11 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
                 source: None,
             });
         }
-        // A directory owned by someone else could be swapped under us.
+        // A directory owned by someone else could be swapped under us; root included (root
+        // writing into another user's directory is exactly the case to refuse).
         let uid = current_uid();
         if let Some(uid) = uid
             && meta.uid() != uid
-            && uid != 0
         {
             return Err(Error::PermissionDenied {
                 backend: "filesystem",
@@ -63,9 +63,100 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
 
 #[cfg(unix)]
 fn current_uid() -> Option<u32> {
-    // The owner of a file we just created is our effective uid; no libc call needed.
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+    Some(rustix::process::geteuid().as_raw())
+}
+
+/// Reads a small secret file (a key file, a passphrase file) the way ssh reads a private
+/// key: the path must not be a symbolic link (opened with `O_NOFOLLOW`), and the opened file
+/// (checked with `fstat`, so it cannot be swapped between check and read) must be a regular
+/// file owned by the effective user (root included) with no group or other permission bits,
+/// and at most `max_len` bytes long (at most `max_len + 1` bytes are ever read, so
+/// `/dev/zero` or a huge file costs nothing). `what` names the file in errors.
+pub fn read_private_file(
+    path: &Path,
+    max_len: usize,
+    what: &str,
+) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    use std::io::Read;
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // NONBLOCK: opening a FIFO planted at the path must not hang; it is refused below.
+        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+        options.custom_flags(flags.bits() as i32);
+    }
+    let file = options.open(path).map_err(|e| {
+        #[cfg(unix)]
+        if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+            return Error::PermissionDenied {
+                backend: "filesystem",
+                message: format!(
+                    "{what} {} is a symbolic link; refusing to follow it",
+                    path.display()
+                ),
+                source: None,
+            };
+        }
+        io_config(path, &format!("cannot open {what}"), e)
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| io_config(path, &format!("cannot stat {what}"), e))?;
+    if !meta.is_file() {
+        return Err(Error::config(format!(
+            "{what} {} is not a regular file",
+            path.display()
+        )));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if let Some(uid) = current_uid()
+            && meta.uid() != uid
+        {
+            return Err(Error::PermissionDenied {
+                backend: "filesystem",
+                message: format!(
+                    "{what} {} belongs to another user (uid {}); whoever owns it knows the key",
+                    path.display(),
+                    meta.uid()
+                ),
+                source: None,
+            });
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(Error::PermissionDenied {
+                backend: "filesystem",
+                message: format!(
+                    "{what} {} is accessible by other users (mode {mode:o}); run `chmod 600 {}`",
+                    path.display(),
+                    path.display()
+                ),
+                source: None,
+            });
+        }
+    }
+    if meta.len() > max_len as u64 {
+        return Err(Error::config(format!(
+            "{what} {} is {} bytes, more than the {max_len} expected",
+            path.display(),
+            meta.len()
+        )));
+    }
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(max_len + 1));
+    file.take(max_len as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| io_config(path, &format!("cannot read {what}"), e))?;
+    if buf.len() > max_len {
+        return Err(Error::config(format!(
+            "{what} {} grew past {max_len} bytes while being read",
+            path.display()
+        )));
+    }
+    Ok(buf)
 }
 
 /// Creates a new file readable and writable by the owner only (0600); fails if it exists.

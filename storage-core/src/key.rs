@@ -19,17 +19,17 @@ use crate::error::{Error, Result};
 pub const MAX_ENCODED_KEY_LEN: usize = 16 * 1024;
 
 /// Identifies one token set: whose it is, for which protected resource, from which
-/// authorization server, with which scopes. Field meanings match mcp-agent's `TokenStoreKey`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// authorization server, with which scopes. Part meanings match mcp-agent's `TokenStoreKey`.
+///
+/// The parts are private so a key built here is always canonical (the same server written
+/// two ways is one key). Only [`TokenKey::from_storage_key`] yields a key exactly as stored,
+/// so that a record another program wrote with a non-canonical URL can still be addressed.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TokenKey {
-    /// Who the token belongs to (e.g. `"{issuer}:{subject}"`, or a fixed id for a one-user client).
-    pub user_key: String,
-    /// The canonical resource (MCP server) URL.
-    pub resource: String,
-    /// The canonical authorization server (issuer), when known.
-    pub authorization_server: Option<String>,
-    /// Sorted, de-duplicated, space-joined scopes.
-    pub scope_fingerprint: String,
+    user_key: String,
+    resource: String,
+    authorization_server: Option<String>,
+    scope_fingerprint: String,
 }
 
 /// The `user_key` used by [`TokenKey::for_server`] for single-user clients. It is the same
@@ -60,10 +60,30 @@ impl TokenKey {
     /// ```
     /// use token_store_core::TokenKey;
     /// let key = TokenKey::for_server("HTTPS://MCP.Example.com/mcp/?x=1#f");
-    /// assert_eq!(key.resource, "https://mcp.example.com/mcp");
+    /// assert_eq!(key.resource(), "https://mcp.example.com/mcp");
     /// ```
     pub fn for_server(resource: &str) -> Self {
         Self::new(DEFAULT_USER_KEY, resource, None, std::iter::empty::<&str>())
+    }
+
+    /// Who the token belongs to (e.g. `"{issuer}:{subject}"`, or [`DEFAULT_USER_KEY`]).
+    pub fn user_key(&self) -> &str {
+        &self.user_key
+    }
+
+    /// The resource (MCP server) URL.
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// The authorization server (issuer), when known.
+    pub fn authorization_server(&self) -> Option<&str> {
+        self.authorization_server.as_deref()
+    }
+
+    /// The sorted, de-duplicated, space-joined scopes.
+    pub fn scope_fingerprint(&self) -> &str {
+        &self.scope_fingerprint
     }
 
     /// The same key with another user.
@@ -125,12 +145,10 @@ impl fmt::Display for TokenKey {
 }
 
 /// Identifies one OAuth client registration (the result of dynamic client registration).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientKey {
-    /// The authorization server (issuer) the client is registered with, canonicalised.
-    pub authorization_server: String,
-    /// Which application registered it, so several apps can share a store. Often empty.
-    pub application: String,
+    authorization_server: String,
+    application: String,
 }
 
 impl ClientKey {
@@ -146,6 +164,16 @@ impl ClientKey {
     pub fn with_application(mut self, application: impl Into<String>) -> Self {
         self.application = application.into();
         self
+    }
+
+    /// The authorization server (issuer) the client is registered with.
+    pub fn authorization_server(&self) -> &str {
+        &self.authorization_server
+    }
+
+    /// Which application registered it, so several apps can share a store. Often empty.
+    pub fn application(&self) -> &str {
+        &self.application
     }
 
     /// The storage key of this client key.

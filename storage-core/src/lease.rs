@@ -4,17 +4,30 @@
 //! Built only on conditional writes: take = create-if-absent, or replace an expired holder's
 //! record if it is still the version we saw; release = delete-if-still-ours. A holder that
 //! dies simply lets its lease expire.
+//!
+//! So a lease is exactly as strong as the store's compare-and-swap: [`Lease::acquire`]
+//! refuses a store whose compare-and-swap reaches less far than the store is shared
+//! ([`Capabilities::cas_covers_sharing`]), unless the caller promises that one process uses
+//! the store ([`LeaseOptions::assume_single_process`]).
+//!
+//! No writer can jam a lease: a lease record that cannot be read (undecodable, or written by
+//! someone without the encryption key) or that claims to live longer than [`MAX_LEASE_TTL`]
+//! counts as expired and is replaced.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::key::{KeyKind, StorageKey};
-use crate::raw::{Precondition, PutOptions, RawStore, Version};
+use crate::raw::{Capabilities, Precondition, PutOptions, Version};
 use crate::record::unix_now;
+use crate::store::TokenStore;
+
+/// The longest a lease may live. A lease record claiming more (a far-future expiry written by
+/// a confused or hostile writer) counts as expired, so nobody can hold refresh up forever.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(3600);
 
 #[derive(Serialize, Deserialize)]
 struct LeaseRecord {
@@ -26,7 +39,7 @@ struct LeaseRecord {
 /// it to expire (a crashed holder behaves the same).
 #[must_use = "a lease is held until released or expired"]
 pub struct Lease {
-    store: Arc<dyn RawStore>,
+    store: TokenStore,
     key: StorageKey,
     version: Version,
     released: bool,
@@ -50,6 +63,9 @@ pub struct LeaseOptions {
     pub wait: Duration,
     /// The first pause between attempts (doubles up to 200 ms, with jitter).
     pub poll: Duration,
+    /// The caller promises that only this process uses the store's records, so a store
+    /// whose compare-and-swap holds only within one process is accepted.
+    pub single_process: bool,
 }
 
 impl LeaseOptions {
@@ -67,6 +83,31 @@ impl LeaseOptions {
         self.poll = poll;
         self
     }
+
+    /// Accept a store whose compare-and-swap holds only within this process, because only
+    /// this process uses its records. With another process sharing the store, two holders
+    /// could take the lease at once.
+    pub fn assume_single_process(mut self) -> Self {
+        self.single_process = true;
+        self
+    }
+}
+
+/// Refuses a store on which a lease (so a refresh guard) would not hold: its
+/// compare-and-swap reaches less far than the processes that can open its records.
+pub(crate) fn check_lease_safe(store: &TokenStore, single_process: bool) -> Result<()> {
+    let caps: Capabilities = store.capabilities();
+    if caps.cas_covers_sharing() || single_process {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "the {} store is shared {}, but its compare-and-swap holds {}: two processes could both \
+         refresh one rotating refresh token. Use a store with shared compare-and-swap, or opt \
+         in with assume_single_process() if only this process uses it",
+        store.backend(),
+        caps.shared_with,
+        caps.cas,
+    )))
 }
 
 impl Default for LeaseOptions {
@@ -75,6 +116,7 @@ impl Default for LeaseOptions {
             ttl: Duration::from_secs(30),
             wait: Duration::from_secs(30),
             poll: Duration::from_millis(10),
+            single_process: false,
         }
     }
 }
@@ -88,12 +130,33 @@ fn jitter(max: Duration) -> Duration {
 
 impl Lease {
     /// Takes the lease `name` in `store`, waiting at most `options.wait` for its holder.
-    /// Fails with [`Error::Unavailable`] when the wait runs out.
-    pub async fn acquire(
-        store: Arc<dyn RawStore>,
-        name: &str,
-        options: &LeaseOptions,
-    ) -> Result<Lease> {
+    /// Fails with [`Error::Unavailable`] when the wait runs out, and with [`Error::Config`]
+    /// on a store whose compare-and-swap does not cover every process sharing it (see the
+    /// module docs) or a TTL over [`MAX_LEASE_TTL`].
+    ///
+    /// ```
+    /// # async fn demo() -> token_store_core::Result<()> {
+    /// use std::time::Duration;
+    /// use token_store_core::{Lease, LeaseOptions, TokenStore};
+    /// let store = TokenStore::in_memory();
+    /// let options = LeaseOptions::new(Duration::from_secs(10), Duration::from_millis(50));
+    /// let lease = Lease::acquire(&store, "refresh:example", &options).await?;
+    /// // While it is held, nobody else gets it:
+    /// assert!(Lease::acquire(&store, "refresh:example", &options).await.is_err());
+    /// lease.release().await?;
+    /// Lease::acquire(&store, "refresh:example", &options).await?.release().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+    /// ```
+    pub async fn acquire(store: &TokenStore, name: &str, options: &LeaseOptions) -> Result<Lease> {
+        check_lease_safe(store, options.single_process)?;
+        if options.ttl > MAX_LEASE_TTL {
+            return Err(Error::config(format!(
+                "a lease lives at most {MAX_LEASE_TTL:?}, not {:?}",
+                options.ttl
+            )));
+        }
+        let raw = store.raw();
         let key = StorageKey::single(KeyKind::Lease, name)?;
         let owner = Version::random()?.to_string();
         let deadline = tokio::time::Instant::now() + options.wait;
@@ -105,11 +168,16 @@ impl Lease {
             };
             let bytes = serde_json::to_vec(&record)
                 .map_err(|e| Error::invalid_input(format!("lease: {e}")))?;
-            let attempt = match store.read(&key).await? {
+            let attempt = match raw.read(&key).await? {
                 None => Some(Precondition::IfAbsent),
                 Some(held) => {
+                    let now = unix_now();
                     let expired = serde_json::from_slice::<LeaseRecord>(&held.value)
-                        .map(|l| l.expires_at <= unix_now())
+                        .map(|l| {
+                            !l.expires_at.is_finite()
+                                || l.expires_at <= now
+                                || l.expires_at > now + MAX_LEASE_TTL.as_secs_f64()
+                        })
                         // An unreadable lease record can never be released by its writer.
                         .unwrap_or(true);
                     expired.then_some(Precondition::IfVersion(held.version))
@@ -117,10 +185,10 @@ impl Lease {
             };
             if let Some(precondition) = attempt {
                 let options = PutOptions::new(precondition).with_ttl(Some(options.ttl));
-                match store.write(&key, &bytes, &options).await {
+                match raw.write(&key, &bytes, &options).await {
                     Ok(version) => {
                         return Ok(Lease {
-                            store,
+                            store: store.clone(),
                             key,
                             version,
                             released: false,
@@ -151,6 +219,7 @@ impl Lease {
         self.released = true;
         match self
             .store
+            .raw()
             .remove(&self.key, &Precondition::IfVersion(self.version.clone()))
             .await
         {
@@ -169,7 +238,7 @@ impl Drop for Lease {
         // Best effort: release in the background when a runtime is there; otherwise the
         // lease simply expires.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let store = self.store.clone();
+            let store = self.store.raw().clone();
             let key = self.key.clone();
             let version = self.version.clone();
             handle.spawn(async move {

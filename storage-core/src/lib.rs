@@ -1,23 +1,23 @@
-//! Core of token-store: the [`TokenStore`] API, the byte-level [`RawStore`] contract that
+//! Core of token-store: the [`TokenStore`] handle, the byte-level [`RawStore`] contract that
 //! backends implement, the one [`Error`] type, keys and records compatible with the Python
 //! `mcp-agent` token store, layers (encryption, timeout, tracing), the in-memory reference
-//! store and store URLs.
+//! store, store URLs, and the refresh layer ([`TokenManager`], [`Lease`]).
 //!
 //! # Architecture
 //!
-//! A backend implements only [`RawStore`]: get / conditional put / conditional delete / list
-//! of opaque bytes under a structured [`StorageKey`]. This crate implements [`TokenStore`]
-//! once for every `RawStore` (JSON records, versions, client registrations, one-time PKCE
-//! states, paging), and [`layers`] add encryption, timeouts and tracing to any backend. So
-//! no logic is written twice across backends, and the shared conformance suite
+//! A backend implements only [`RawStore`]: `read` / conditional `write` / conditional
+//! `remove` / `scan` of opaque bytes under a structured [`StorageKey`]. [`TokenStore`] is the
+//! one handle over any `RawStore` (JSON records, versions, client registrations, one-time
+//! PKCE states, paging), and [`layers`] add encryption, timeouts and tracing to any backend.
+//! So no logic is written twice across backends, and the shared conformance suite
 //! (`token-store-conformance`) checks each backend at the byte level and the typed level.
+//! Backend authors find their helpers in [`backend`].
 //!
 //! ```
 //! # async fn demo() -> token_store_core::Result<()> {
-//! use std::sync::Arc;
-//! use token_store_core::{MemoryStore, Precondition, TokenKey, TokenRecord, TokenStore};
+//! use token_store_core::{Precondition, TokenKey, TokenRecord, TokenStore};
 //!
-//! let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+//! let store = TokenStore::in_memory();
 //! let key = TokenKey::for_server("https://mcp.example.com/mcp");
 //! store.put(&key, &TokenRecord::new("access").with_refresh_token("refresh"), Precondition::Any).await?;
 //! let record = store.get(&key).await?.expect("stored");
@@ -26,11 +26,16 @@
 //! # Ok(()) }
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
 //! ```
+//!
+//! # Features
+//!
+//! - `oauth2`: conversions between [`TokenRecord`] and the `oauth2` crate's token responses.
 #![warn(missing_docs)]
 
-pub mod crypto;
+pub mod backend;
+mod crypto;
 mod error;
-pub mod fs;
+mod fs;
 mod key;
 pub mod layers;
 mod lease;
@@ -41,23 +46,22 @@ mod record;
 mod store;
 mod url;
 
+pub use crypto::{KdfParams, KeySource};
 pub use error::{BoxError, Error, Result};
 pub use key::{
     ClientKey, DEFAULT_USER_KEY, KeyKind, MAX_ENCODED_KEY_LEN, StorageKey, TokenKey, canonical_url,
-    percent_decode, percent_encode, scope_fingerprint,
+    scope_fingerprint,
 };
-pub use lease::{Lease, LeaseOptions};
+pub use lease::{Lease, LeaseOptions, MAX_LEASE_TTL};
 pub use manager::{ManagerError, RefreshError, TokenManager};
 pub use memory::MemoryStore;
 pub use raw::{
-    Capabilities, ListEntry, ListFilter, Precondition, PutOptions, RawRecord, RawStore,
-    SecretBytes, Version, check_precondition, check_size,
+    Capabilities, ListEntry, ListFilter, Precondition, PutOptions, RawRecord, RawStore, Scope,
+    SecretBytes, Version,
 };
-pub use record::{
-    AuthState, ClientRegistration, RECORD_SCHEMA, Secret, TokenRecord, Versioned, to_unix, unix_now,
-};
-pub use store::{Page, Query, TokenStore, json_error_summary};
-pub use url::{BackendKind, StoreUrl};
+pub use record::{AuthState, ClientRegistration, RECORD_SCHEMA, Secret, TokenRecord, Versioned};
+pub use store::{Page, Query, TokenStore, Unreadable};
+pub use url::{BackendKind, QueryParams, StoreUrl, is_secret_param};
 
 /// Re-exported so backends and users name the same `async_trait`.
 pub use async_trait::async_trait;

@@ -10,13 +10,12 @@
 //! nothing.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{BoxError, Error};
 use crate::key::TokenKey;
-use crate::lease::{Lease, LeaseOptions};
-use crate::raw::{Precondition, RawStore, Version};
+use crate::lease::{Lease, LeaseOptions, check_lease_safe};
+use crate::raw::{Precondition, Version};
 use crate::record::{TokenRecord, Versioned};
 use crate::store::TokenStore;
 
@@ -73,14 +72,13 @@ fn login_required(key: &TokenKey) -> ManagerError {
 ///
 /// ```
 /// # async fn demo() -> Result<(), token_store_core::ManagerError> {
-/// use std::sync::Arc;
 /// use std::time::Duration;
-/// use token_store_core::{MemoryStore, Precondition, TokenKey, TokenManager, TokenRecord, TokenStore};
-/// let store = Arc::new(MemoryStore::new());
+/// use token_store_core::{Precondition, TokenKey, TokenManager, TokenRecord, TokenStore};
+/// let store = TokenStore::in_memory();
 /// let key = TokenKey::for_server("https://mcp.example.com/mcp");
 /// let expired = TokenRecord::new("old").with_refresh_token("rt-1").expires_in(Duration::ZERO);
 /// store.put(&key, &expired, Precondition::Any).await?;
-/// let manager = TokenManager::new(store);
+/// let manager = TokenManager::new(store)?;
 /// let token = manager
 ///     .valid_token(&key, |old| async move {
 ///         // Call the token endpoint with old.refresh_token here.
@@ -93,18 +91,38 @@ fn login_required(key: &TokenKey) -> ManagerError {
 /// ```
 #[derive(Clone, Debug)]
 pub struct TokenManager {
-    store: Arc<dyn RawStore>,
+    store: TokenStore,
     leeway: Duration,
     lease: LeaseOptions,
+    single_process: bool,
 }
 
 impl TokenManager {
     /// A manager over `store`, refreshing tokens that expire within 60 s.
-    pub fn new(store: Arc<dyn RawStore>) -> Self {
+    ///
+    /// Fails with [`Error::Config`] when the store's compare-and-swap reaches less far than
+    /// the processes that share it (see [`crate::Capabilities::cas_covers_sharing`]): there,
+    /// two processes could both spend one rotating refresh token and log the user out. A
+    /// program that is the only user of such a store says so with
+    /// [`TokenManager::assume_single_process`].
+    pub fn new(store: TokenStore) -> Result<Self, Error> {
+        check_lease_safe(&store, false)?;
+        Ok(Self::unchecked(store, false))
+    }
+
+    /// A manager over a store that only this process uses, whatever its compare-and-swap
+    /// guarantees. Another process refreshing through the same store could then spend the
+    /// same refresh token.
+    pub fn assume_single_process(store: TokenStore) -> Self {
+        Self::unchecked(store, true)
+    }
+
+    fn unchecked(store: TokenStore, single_process: bool) -> Self {
         TokenManager {
             store,
             leeway: Duration::from_secs(60),
             lease: LeaseOptions::default(),
+            single_process,
         }
     }
 
@@ -121,7 +139,7 @@ impl TokenManager {
     }
 
     /// The store.
-    pub fn store(&self) -> &Arc<dyn RawStore> {
+    pub fn store(&self) -> &TokenStore {
         &self.store
     }
 
@@ -145,7 +163,7 @@ impl TokenManager {
         F: FnOnce(TokenRecord) -> Fut,
         Fut: Future<Output = Result<TokenRecord, RefreshError>>,
     {
-        let store: &dyn TokenStore = &self.store;
+        let store = &self.store;
         let login_required = || login_required(key);
         let first = store.get(key).await?.ok_or_else(login_required)?;
         if !first.value.is_expired(self.leeway) {
@@ -165,16 +183,17 @@ impl TokenManager {
     /// meanwhile stored a fresh token, that token is adopted at once (`Err`) instead of waiting
     /// for the lease only to find the work done.
     async fn acquire_or_adopt(&self, key: &TokenKey) -> Result<Result<Lease, TokenRecord>, Error> {
-        let store: &dyn TokenStore = &self.store;
+        let store = &self.store;
         let name = Self::lease_name(key);
         let deadline = tokio::time::Instant::now() + self.lease.wait;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let step = LeaseOptions {
                 wait: left.min(Duration::from_millis(100)),
+                single_process: self.single_process || self.lease.single_process,
                 ..self.lease.clone()
             };
-            match Lease::acquire(self.store.clone(), &name, &step).await {
+            match Lease::acquire(store, &name, &step).await {
                 Ok(lease) => return Ok(Ok(lease)),
                 Err(e) if e.is_retryable() && !left.is_zero() => {
                     if let Some(current) = store.get(key).await?
@@ -197,7 +216,7 @@ impl TokenManager {
         F: FnOnce(TokenRecord) -> Fut,
         Fut: Future<Output = Result<TokenRecord, RefreshError>>,
     {
-        let store: &dyn TokenStore = &self.store;
+        let store = &self.store;
         let login_required = || login_required(key);
         // Re-read under the lease: whoever held it before us may have refreshed already.
         let Versioned {
@@ -254,10 +273,12 @@ impl TokenManager {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
     use crate::MemoryStore;
+    use crate::lease::MAX_LEASE_TTL;
 
     fn expiring(tag: &str) -> TokenRecord {
         TokenRecord::new(format!("at-{tag}"))
@@ -267,15 +288,16 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_callers_refresh_once_and_share_the_result() {
-        let store: Arc<dyn RawStore> = Arc::new(MemoryStore::new());
+        let store = TokenStore::in_memory();
         let key = TokenKey::for_server("https://m.example");
-        TokenStore::put(&store, &key, &expiring("0"), Precondition::Any)
+        store
+            .put(&key, &expiring("0"), Precondition::Any)
             .await
             .unwrap();
         let calls = Arc::new(AtomicUsize::new(0));
         let mut handles = Vec::new();
         for _ in 0..16 {
-            let manager = TokenManager::new(store.clone());
+            let manager = TokenManager::new(store.clone()).unwrap();
             let calls = calls.clone();
             let key = key.clone();
             handles.push(tokio::spawn(async move {
@@ -299,12 +321,13 @@ mod tests {
 
     #[tokio::test]
     async fn transient_failure_keeps_tokens_and_rejection_deletes_only_that_version() {
-        let store: Arc<dyn RawStore> = Arc::new(MemoryStore::new());
+        let store = TokenStore::in_memory();
         let key = TokenKey::for_server("https://m.example");
-        TokenStore::put(&store, &key, &expiring("0"), Precondition::Any)
+        store
+            .put(&key, &expiring("0"), Precondition::Any)
             .await
             .unwrap();
-        let manager = TokenManager::new(store.clone());
+        let manager = TokenManager::new(store.clone()).unwrap();
         let err = manager
             .valid_token(&key, |_| async {
                 Err(RefreshError::Transient("connection reset".into()))
@@ -313,7 +336,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ManagerError::RefreshFailed { .. }));
         assert!(
-            TokenStore::get(&store, &key).await.unwrap().is_some(),
+            store.get(&key).await.unwrap().is_some(),
             "a transient error deleted tokens"
         );
 
@@ -322,7 +345,8 @@ mod tests {
         let key2 = key.clone();
         let err = manager
             .valid_token(&key, |_| async move {
-                TokenStore::put(&store2, &key2, &expiring("winner"), Precondition::Any)
+                store2
+                    .put(&key2, &expiring("winner"), Precondition::Any)
                     .await
                     .unwrap();
                 Err(RefreshError::Rejected("invalid_grant".into()))
@@ -330,7 +354,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, ManagerError::RefreshRejected { .. }));
-        let left = TokenStore::get(&store, &key).await.unwrap().unwrap();
+        let left = store.get(&key).await.unwrap().unwrap();
         assert_eq!(
             left.value.access_token.expose(),
             "at-winner",
@@ -345,29 +369,125 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, ManagerError::RefreshRejected { .. }));
-        assert!(TokenStore::get(&store, &key).await.unwrap().is_none());
+        assert!(store.get(&key).await.unwrap().is_none());
     }
 
     #[tokio::test]
     async fn an_abandoned_lease_expires() {
-        let store: Arc<dyn RawStore> = Arc::new(MemoryStore::new());
-        let opts = LeaseOptions {
-            ttl: Duration::from_millis(200),
-            wait: Duration::from_secs(5),
-            poll: Duration::from_millis(5),
-        };
-        let held = Lease::acquire(store.clone(), "x", &opts).await.unwrap();
+        let store = TokenStore::in_memory();
+        let opts = LeaseOptions::new(Duration::from_millis(200), Duration::from_secs(5))
+            .with_poll(Duration::from_millis(5));
+        let held = Lease::acquire(&store, "x", &opts).await.unwrap();
         std::mem::forget(held); // a holder that died without releasing
         let started = std::time::Instant::now();
-        let again = Lease::acquire(store.clone(), "x", &opts).await.unwrap();
+        let again = Lease::acquire(&store, "x", &opts).await.unwrap();
         assert!(started.elapsed() >= Duration::from_millis(100));
         again.release().await.unwrap();
         let short = LeaseOptions {
             wait: Duration::from_millis(50),
             ..opts
         };
-        let _blocker = Lease::acquire(store.clone(), "y", &short).await.unwrap();
-        let err = Lease::acquire(store, "y", &short).await.unwrap_err();
+        let _blocker = Lease::acquire(&store, "y", &short).await.unwrap();
+        let err = Lease::acquire(&store, "y", &short).await.unwrap_err();
         assert!(err.is_retryable());
+    }
+
+    /// A backend whose records other processes can open, but whose compare-and-swap holds
+    /// only within this process (as the keychain's did before its host lock).
+    #[derive(Debug)]
+    struct ProcessLocalCas(MemoryStore);
+
+    #[async_trait::async_trait]
+    impl crate::RawStore for ProcessLocalCas {
+        fn backend(&self) -> &'static str {
+            "process-local"
+        }
+        fn capabilities(&self) -> crate::Capabilities {
+            self.0
+                .capabilities()
+                .with_sharing(crate::Scope::Host)
+                .with_cas(crate::Scope::Process)
+        }
+        async fn read(&self, key: &crate::StorageKey) -> crate::Result<Option<crate::RawRecord>> {
+            self.0.read(key).await
+        }
+        async fn write(
+            &self,
+            key: &crate::StorageKey,
+            value: &[u8],
+            options: &crate::PutOptions,
+        ) -> crate::Result<Version> {
+            self.0.write(key, value, options).await
+        }
+        async fn remove(&self, key: &crate::StorageKey, p: &Precondition) -> crate::Result<bool> {
+            self.0.remove(key, p).await
+        }
+        async fn scan(
+            &self,
+            kind: crate::KeyKind,
+            filter: &crate::ListFilter,
+        ) -> crate::Result<Vec<crate::ListEntry>> {
+            self.0.scan(kind, filter).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_without_shared_cas_is_refused_unless_the_caller_runs_alone() {
+        use crate::RawStore as _;
+        let store = TokenStore::new(ProcessLocalCas(MemoryStore::new()));
+        let err = TokenManager::new(store.clone()).unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("process-local") && text.contains("assume_single_process"),
+            "{text}"
+        );
+        let opts = LeaseOptions::new(Duration::from_secs(5), Duration::from_millis(10));
+        let err = Lease::acquire(&store, "l", &opts).await.unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err}");
+        // The explicit opt-in works, for the manager and for a bare lease.
+        let lease = Lease::acquire(&store, "l", &opts.clone().assume_single_process())
+            .await
+            .unwrap();
+        lease.release().await.unwrap();
+        let key = TokenKey::for_server("https://m.example");
+        store
+            .put(&key, &expiring("0"), Precondition::Any)
+            .await
+            .unwrap();
+        let token = TokenManager::assume_single_process(store)
+            .valid_token(&key, |_| async {
+                Ok(TokenRecord::new("at-1").expires_in(Duration::from_secs(3600)))
+            })
+            .await
+            .unwrap();
+        assert_eq!(token.access_token.expose(), "at-1");
+        // The memory store is private to this process, so its own CAS covers it.
+        assert!(MemoryStore::new().capabilities().cas_covers_sharing());
+    }
+
+    #[tokio::test]
+    async fn garbage_or_far_future_leases_never_jam_refresh() {
+        let store = TokenStore::in_memory();
+        let opts = LeaseOptions::new(Duration::from_secs(5), Duration::from_millis(300));
+        let key = crate::StorageKey::single(crate::KeyKind::Lease, "j").unwrap();
+        for jam in [
+            &b"\xff not json"[..],
+            br#"{"owner":"x","expires_at":1e300}"#,
+            br#"{"owner":"x"}"#,
+        ] {
+            store
+                .raw()
+                .write(&key, jam, &crate::PutOptions::default())
+                .await
+                .unwrap();
+            let lease = Lease::acquire(&store, "j", &opts).await.unwrap();
+            lease.release().await.unwrap();
+        }
+        let too_long = LeaseOptions::new(MAX_LEASE_TTL * 2, Duration::from_millis(10));
+        assert!(matches!(
+            Lease::acquire(&store, "j", &too_long).await,
+            Err(Error::Config { .. })
+        ));
     }
 }

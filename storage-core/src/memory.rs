@@ -7,11 +7,12 @@ use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 
+use crate::backend::{check_precondition, check_size};
 use crate::error::Result;
 use crate::key::{KeyKind, StorageKey};
 use crate::raw::{
     Capabilities, ListEntry, ListFilter, Precondition, PutOptions, RawRecord, RawStore,
-    SecretBytes, Version, check_precondition, check_size,
+    SecretBytes, Version,
 };
 
 const BACKEND: &str = "memory";
@@ -83,8 +84,8 @@ impl RawStore for MemoryStore {
         BACKEND
     }
 
-    fn raw_capabilities(&self) -> Capabilities {
-        Capabilities::new(MAX_VALUE).with_atomic_cas().with_ttl()
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new(MAX_VALUE).with_ttl()
     }
 
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {

@@ -1,9 +1,10 @@
 //! The byte-level contract a backend implements: [`RawStore`].
 //!
-//! A backend stores opaque bytes under a [`StorageKey`] and offers get, conditional put,
-//! conditional delete and list. Everything typed (JSON, token/client/state semantics, paging)
-//! is done once in [`crate::store`] on top of this, and cross-cutting concerns (encryption,
-//! timeouts, tracing) are layers that wrap a `RawStore` ([`crate::layers`]).
+//! A backend stores opaque bytes under a [`StorageKey`] and offers `read`, a conditional
+//! `write`, a conditional `remove` and `scan`. Everything typed (JSON, token/client/state
+//! semantics, paging) is done once by [`crate::TokenStore`] on top of this, and cross-cutting
+//! concerns (encryption, timeouts, tracing) are layers that wrap a `RawStore`
+//! ([`crate::layers`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -106,6 +107,7 @@ pub type SecretBytes = Zeroizing<Vec<u8>>;
 
 /// One record as a backend returns it.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct RawRecord {
     /// The stored bytes.
     pub value: SecretBytes,
@@ -114,6 +116,23 @@ pub struct RawRecord {
     /// When it expires, if it has a TTL and the backend reports it (Redis does not: it
     /// enforces expiry itself, and a read is one `GET`). The typed API never needs it.
     pub expires_at: Option<SystemTime>,
+}
+
+impl RawRecord {
+    /// A record with no reported expiry.
+    pub fn new(value: SecretBytes, version: Version) -> Self {
+        RawRecord {
+            value,
+            version,
+            expires_at: None,
+        }
+    }
+
+    /// The same record, reporting when it expires.
+    pub fn with_expiry(mut self, expires_at: Option<SystemTime>) -> Self {
+        self.expires_at = expires_at;
+        self
+    }
 }
 
 impl fmt::Debug for RawRecord {
@@ -186,24 +205,51 @@ pub enum ListEntry {
     },
 }
 
-/// What a backend can do. The conformance suite runs only the cases that apply.
+/// How far a guarantee reaches: who can open the same records, and against whom a
+/// compare-and-swap is atomic. Ordered: `Process < Host < Hosts`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Scope {
+    /// This process only (the memory store; a keychain guarded by an in-process lock).
+    Process,
+    /// Every process of the user on this host (the file store, SQLite, the OS keychain).
+    Host,
+    /// Every process on every host that reaches the service (Redis, Vault).
+    Hosts,
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scope::Process => "within this process only",
+            Scope::Host => "across processes on this host",
+            Scope::Hosts => "across processes on every host",
+        })
+    }
+}
+
+/// What a backend can do. The conformance suite runs only the cases that apply, and the
+/// refresh layer ([`crate::TokenManager`], [`crate::Lease`]) refuses a store whose
+/// compare-and-swap reaches less far than the store is shared.
+///
+/// ```
+/// use token_store_core::{Capabilities, Scope};
+/// // A backend that several processes of one host share, with host-wide compare-and-swap:
+/// let caps = Capabilities::new(64 * 1024).with_sharing(Scope::Host).with_cas(Scope::Host).with_ttl();
+/// assert!(caps.cas_covers_sharing());
+/// assert_eq!(caps.cas.to_string(), "across processes on this host");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
-    /// Conditional writes are atomic against every other writer of the store, in every
-    /// process that shares it.
-    pub atomic_cas: bool,
-    /// Conditional writes are atomic only within one process (e.g. a keychain with a
-    /// process-wide lock): another process may still race.
-    pub process_local_cas: bool,
+    /// Who can open the same records (this process, every process on the host, every host).
+    pub shared_with: Scope,
+    /// Against whom conditional writes and deletes are atomic.
+    pub cas: Scope,
     /// Records can have a time-to-live that the backend enforces.
     pub ttl: bool,
     /// Values are encrypted before they reach the storage medium.
     pub encrypted_at_rest: bool,
-    /// Several hosts can share the store (Redis, Vault).
-    pub shared_across_hosts: bool,
-    /// Several processes on one host can share the store safely.
-    pub shared_across_processes: bool,
     /// Records survive a restart of the process (and of the service, where there is one).
     pub persistent: bool,
     /// The largest value, in bytes, the backend accepts.
@@ -213,23 +259,28 @@ pub struct Capabilities {
 /// Builder methods, so backends in other crates (where the struct is `#[non_exhaustive]`)
 /// declare their capabilities in one expression.
 impl Capabilities {
-    /// Nothing but storage of values up to `max_value_size` bytes.
+    /// Storage of values up to `max_value_size` bytes, private to this process, with
+    /// compare-and-swap within this process.
     pub fn new(max_value_size: usize) -> Self {
         Capabilities {
+            shared_with: Scope::Process,
+            cas: Scope::Process,
+            ttl: false,
+            encrypted_at_rest: false,
+            persistent: false,
             max_value_size,
-            ..Self::default()
         }
     }
 
-    /// Conditional writes are atomic across every process sharing the store.
-    pub fn with_atomic_cas(mut self) -> Self {
-        self.atomic_cas = true;
+    /// Who can open the same records.
+    pub fn with_sharing(mut self, scope: Scope) -> Self {
+        self.shared_with = scope;
         self
     }
 
-    /// Conditional writes are atomic within one process only.
-    pub fn with_process_local_cas(mut self) -> Self {
-        self.process_local_cas = true;
+    /// Against whom conditional writes are atomic.
+    pub fn with_cas(mut self, scope: Scope) -> Self {
+        self.cas = scope;
         self
     }
 
@@ -245,59 +296,98 @@ impl Capabilities {
         self
     }
 
-    /// Several hosts can share the store (implies several processes).
-    pub fn with_sharing_across_hosts(mut self) -> Self {
-        self.shared_across_hosts = true;
-        self.shared_across_processes = true;
-        self
-    }
-
-    /// Several processes on one host can share the store.
-    pub fn with_sharing_across_processes(mut self) -> Self {
-        self.shared_across_processes = true;
-        self
-    }
-
     /// Records survive restarts when `persistent` is true.
     pub fn with_persistence(mut self, persistent: bool) -> Self {
         self.persistent = persistent;
         self
     }
-}
 
-impl Default for Capabilities {
-    fn default() -> Self {
-        Capabilities {
-            atomic_cas: false,
-            process_local_cas: false,
-            ttl: false,
-            encrypted_at_rest: false,
-            shared_across_hosts: false,
-            shared_across_processes: false,
-            persistent: false,
-            max_value_size: 1024 * 1024,
-        }
+    /// Whether compare-and-swap holds against every process that can open the records: the
+    /// condition for a refresh lease, and so for refreshing rotating tokens safely.
+    pub fn cas_covers_sharing(&self) -> bool {
+        self.cas >= self.shared_with
     }
 }
 
-/// The byte-level store a backend implements.
+/// The byte-level store a backend implements. Users never call it directly: they hold a
+/// [`crate::TokenStore`], which wraps any `RawStore` (`TokenStore::new(backend)`).
 ///
-/// Contract (checked by the conformance suite):
-/// - `get` returns `None` for an absent or expired record.
-/// - `put` honours its [`Precondition`]: a failed one returns [`crate::Error::Conflict`] with
-///   the current version and writes nothing. It returns the new version; a later `get` returns
-///   the same version until the next write.
-/// - `delete` returns whether a record was removed; with `IfVersion`/`IfAbsent` it fails with
-///   `Conflict` like `put`.
-/// - `list` returns the keys of `kind`, at least those matching `filter`, in any order.
+/// Contract (checked by the shared conformance suite, `token-store-conformance`):
+/// - `read` returns `None` for an absent or expired record.
+/// - `write` honours its [`Precondition`]: a failed one returns [`crate::Error::Conflict`]
+///   with the current version and writes nothing. It returns the new version; a later `read`
+///   returns the same version until the next write, and a version is never reused for a
+///   different value of the same key (no ABA after delete and re-create).
+/// - `remove` returns whether a record was removed; with `IfVersion`/`IfAbsent` it fails with
+///   `Conflict` like `write`.
+/// - `scan` returns the keys of `kind`, at least those matching `filter`, in any order, and
+///   reports entries it cannot read as [`ListEntry::Unreadable`] instead of failing.
 /// - Values longer than `capabilities().max_value_size` fail with [`crate::Error::TooLarge`].
+/// - No value ever appears in an error, a log line or `Debug` output.
+///
+/// [`capabilities`](RawStore::capabilities) must tell the truth: the refresh layer relies on
+/// `cas` covering `shared_with`.
+///
+/// # Writing a backend
+///
+/// The helpers in [`crate::backend`] word errors alike across backends. A backend that
+/// checks preconditions itself under a lock looks like this (the memory store is the full
+/// reference):
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use token_store_core::backend::{check_precondition, check_size};
+/// use token_store_core::{
+///     Capabilities, KeyKind, ListEntry, ListFilter, Precondition, PutOptions, RawRecord,
+///     RawStore, Result, SecretBytes, StorageKey, TokenStore, Version, async_trait,
+/// };
+///
+/// #[derive(Debug, Default)]
+/// struct MapStore(Mutex<HashMap<StorageKey, (Vec<u8>, Version)>>);
+///
+/// #[async_trait]
+/// impl RawStore for MapStore {
+///     fn backend(&self) -> &'static str { "map" }
+///     fn capabilities(&self) -> Capabilities { Capabilities::new(64 * 1024) }
+///     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
+///         let map = self.0.lock().unwrap();
+///         Ok(map.get(key).map(|(v, ver)| RawRecord::new(SecretBytes::new(v.clone()), ver.clone())))
+///     }
+///     async fn write(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
+///         check_size(self.backend(), key, value.len(), self.capabilities().max_value_size)?;
+///         let mut map = self.0.lock().unwrap();
+///         check_precondition(self.backend(), key, &options.precondition, map.get(key).map(|e| &e.1))?;
+///         let version = Version::random()?;
+///         map.insert(key.clone(), (value.to_vec(), version.clone()));
+///         Ok(version)
+///     }
+///     async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
+///         let mut map = self.0.lock().unwrap();
+///         check_precondition(self.backend(), key, precondition, map.get(key).map(|e| &e.1))?;
+///         Ok(map.remove(key).is_some())
+///     }
+///     async fn scan(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
+///         let map = self.0.lock().unwrap();
+///         Ok(map.keys().filter(|k| k.kind() == kind && filter.matches(k)).cloned().map(ListEntry::Key).collect())
+///     }
+/// }
+///
+/// # async fn demo() -> token_store_core::Result<()> {
+/// let store = TokenStore::new(MapStore::default());
+/// let key = token_store_core::TokenKey::for_server("https://mcp.example.com");
+/// store.put(&key, &token_store_core::TokenRecord::new("at"), Precondition::IfAbsent).await?;
+/// assert!(store.get(&key).await?.is_some());
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(demo()).unwrap();
+/// ```
 #[async_trait]
 pub trait RawStore: Send + Sync + fmt::Debug + 'static {
     /// A short backend name for errors and logs (`"redis"`, `"file"`, ...).
     fn backend(&self) -> &'static str;
 
     /// What this backend can do.
-    fn raw_capabilities(&self) -> Capabilities;
+    fn capabilities(&self) -> Capabilities;
 
     /// Reads one record.
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>>;
@@ -317,8 +407,8 @@ impl<R: RawStore + ?Sized> RawStore for Arc<R> {
     fn backend(&self) -> &'static str {
         (**self).backend()
     }
-    fn raw_capabilities(&self) -> Capabilities {
-        (**self).raw_capabilities()
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
     }
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
         (**self).read(key).await
@@ -339,8 +429,8 @@ impl<R: RawStore + ?Sized> RawStore for Box<R> {
     fn backend(&self) -> &'static str {
         (**self).backend()
     }
-    fn raw_capabilities(&self) -> Capabilities {
-        (**self).raw_capabilities()
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
     }
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
         (**self).read(key).await
@@ -353,42 +443,5 @@ impl<R: RawStore + ?Sized> RawStore for Box<R> {
     }
     async fn scan(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
         (**self).scan(kind, filter).await
-    }
-}
-
-/// Checks a value's size against a backend's limit; shared so every backend words it alike.
-pub fn check_size(backend: &'static str, key: &StorageKey, size: usize, max: usize) -> Result<()> {
-    if size > max {
-        return Err(crate::Error::TooLarge {
-            backend,
-            key: key.to_string(),
-            size,
-            max,
-        });
-    }
-    Ok(())
-}
-
-/// Evaluates a precondition against the current version, for backends that check it
-/// themselves under a lock (memory, file, keychain). Returns the `Conflict` error to give.
-pub fn check_precondition(
-    backend: &'static str,
-    key: &StorageKey,
-    precondition: &Precondition,
-    current: Option<&Version>,
-) -> Result<()> {
-    let ok = match precondition {
-        Precondition::Any => true,
-        Precondition::IfAbsent => current.is_none(),
-        Precondition::IfVersion(v) => current == Some(v),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(crate::Error::Conflict {
-            backend,
-            key: key.to_string(),
-            current: current.cloned(),
-        })
     }
 }

@@ -113,7 +113,11 @@ pub fn to_unix(t: SystemTime) -> f64 {
 }
 
 /// An OAuth token set, in mcp-agent's `TokenRecord` shape.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` shows no secret: tokens print as `[REDACTED]`, and of the free-form `metadata` and
+/// `extra` maps only the field names (a provider may return a vendor token in an extra field).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TokenRecord {
     /// The access token.
     pub access_token: Secret,
@@ -217,6 +221,7 @@ impl TokenRecord {
 
     /// Converts an `oauth2` token response received at `received_at` (its relative
     /// `expires_in` becomes an absolute `expires_at`).
+    #[cfg(feature = "oauth2")]
     pub fn from_oauth2<EF, TT>(
         response: &oauth2::StandardTokenResponse<EF, TT>,
         received_at: SystemTime,
@@ -243,6 +248,7 @@ impl TokenRecord {
 
     /// Converts back to an `oauth2` token response as of `now` (`expires_in` is what is left,
     /// zero once expired).
+    #[cfg(feature = "oauth2")]
     pub fn to_oauth2(
         &self,
         now: SystemTime,
@@ -278,6 +284,7 @@ impl TokenRecord {
     }
 }
 
+#[cfg(feature = "oauth2")]
 fn token_type_name<TT: oauth2::TokenType>(tt: &TT) -> String {
     // TokenType is only guaranteed to serialise; its JSON string form is the wire name.
     match serde_json::to_value(tt) {
@@ -288,8 +295,9 @@ fn token_type_name<TT: oauth2::TokenType>(tt: &TT) -> String {
 }
 
 /// A dynamic client registration result (RFC 7591), including the client secret of a
-/// confidential client.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// confidential client. `Debug` shows no secret and only the names of `extra` fields.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ClientRegistration {
     /// The client id.
     pub client_id: String,
@@ -331,7 +339,9 @@ impl ClientRegistration {
 }
 
 /// A pending authorization (PKCE verifier and CSRF state), kept until the redirect comes back.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `Debug` shows no secret and only the names of `extra` fields.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AuthState {
     /// The PKCE code verifier.
     pub pkce_verifier: Secret,
@@ -363,6 +373,7 @@ impl AuthState {
 
 /// A value read from a store together with the version it was read at.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Versioned<T> {
     /// The value.
     pub value: T,
@@ -370,9 +381,98 @@ pub struct Versioned<T> {
     pub version: crate::Version,
 }
 
+/// Free-form maps can hold anything a server returned, tokens included: `Debug` names the
+/// fields and never shows a value.
+struct FieldNames<'a>(&'a Map<String, Value>);
+
+impl fmt::Debug for FieldNames<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("access_token", &self.access_token)
+            .field("refresh_token", &self.refresh_token)
+            .field("scopes", &self.scopes)
+            .field("expires_at", &self.expires_at)
+            .field("token_type", &self.token_type)
+            .field("resource", &self.resource)
+            .field("authorization_server", &self.authorization_server)
+            .field("obtained_at", &self.obtained_at)
+            .field("metadata", &FieldNames(&self.metadata))
+            .field("id_token", &self.id_token)
+            .field("client_id", &self.client_id)
+            .field("refresh_expires_at", &self.refresh_expires_at)
+            .field("token_store_schema", &self.token_store_schema)
+            .field("extra", &FieldNames(&self.extra))
+            .finish()
+    }
+}
+
+impl fmt::Debug for ClientRegistration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientRegistration")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("client_secret_expires_at", &self.client_secret_expires_at)
+            .field("registration_access_token", &self.registration_access_token)
+            .field("redirect_uris", &self.redirect_uris)
+            .field("extra", &FieldNames(&self.extra))
+            .finish()
+    }
+}
+
+impl fmt::Debug for AuthState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthState")
+            .field("pkce_verifier", &self.pkce_verifier)
+            .field("expected_issuer", &self.expected_issuer)
+            .field("requested_scopes", &self.requested_scopes)
+            .field("created_at", &self.created_at)
+            .field("extra", &FieldNames(&self.extra))
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_names_free_form_fields_but_never_shows_their_values() {
+        let mut record = TokenRecord::new("at");
+        record.extra.insert(
+            "vendor_user_token".into(),
+            Value::String("xoxp-SECRET-1".into()),
+        );
+        record.metadata.insert(
+            "nested".into(),
+            serde_json::json!({"access_token": "SECRET-2"}),
+        );
+        let mut client = ClientRegistration::new("c");
+        client.extra.insert(
+            "software_statement".into(),
+            Value::String("SECRET-3".into()),
+        );
+        let mut state = AuthState::new("verifier-SECRET-4");
+        state
+            .extra
+            .insert("csrf".into(), Value::String("SECRET-5".into()));
+        let debug = format!(
+            "{record:?} {client:?} {state:?} {:#?}",
+            Versioned {
+                value: record.clone(),
+                version: crate::Version::new("v")
+            }
+        );
+        assert!(!debug.contains("SECRET"), "{debug}");
+        for name in ["vendor_user_token", "nested", "software_statement", "csrf"] {
+            assert!(debug.contains(name), "{name} missing from {debug}");
+        }
+    }
 
     #[test]
     fn debug_and_display_redact_secrets() {
@@ -398,6 +498,7 @@ mod tests {
         assert_eq!(back["metadata"]["server_name"], "demo");
     }
 
+    #[cfg(feature = "oauth2")]
     #[test]
     fn oauth2_round_trip_makes_expiry_absolute() {
         let received = UNIX_EPOCH + Duration::from_secs(1_000_000);

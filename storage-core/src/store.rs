@@ -1,9 +1,9 @@
-//! The typed [`TokenStore`] API, implemented once for every [`RawStore`].
+//! [`TokenStore`]: the one store handle, typed, over any [`RawStore`].
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::error::{Error, Result};
@@ -50,97 +50,63 @@ impl Query {
 
 /// One page of keys, sorted by their encoded form.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Page<K> {
     /// The keys.
     pub keys: Vec<K>,
     /// The cursor of the next page, `None` on the last.
     pub next: Option<String>,
-    /// Entries the backend could not read (location, reason); listed, never fatal.
-    pub unreadable: Vec<(String, String)>,
+    /// Entries the backend could not read; listed, never fatal.
+    pub unreadable: Vec<Unreadable>,
 }
 
-/// The typed token store every backend offers.
+/// An entry of a store that could not be read as a record of ours (a corrupt or foreign file,
+/// an item with a malformed key). Never carries the entry's content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Unreadable {
+    /// Where it is: a file name, a Redis key, a keychain item path.
+    pub location: String,
+    /// Why it could not be read.
+    pub reason: String,
+}
+
+/// The store handle: typed tokens, client registrations and pending authorizations over any
+/// backend. Cheap to clone (one `Arc`); clones share the backend and its connections.
 ///
-/// Implemented for every [`RawStore`]; use it as `Arc<dyn TokenStore>`.
+/// Every API of the family takes this handle: `token_store::open` and `token_store::auto`
+/// return it, [`crate::TokenManager`], [`crate::Lease`] and the rmcp adapters take it.
+/// Backends implement the byte-level [`RawStore`]; [`TokenStore::new`] wraps one.
 ///
 /// ```
 /// # async fn demo() -> token_store_core::Result<()> {
 /// use token_store_core::{MemoryStore, Precondition, TokenKey, TokenRecord, TokenStore};
-/// let store = MemoryStore::new();
+/// let store = TokenStore::new(MemoryStore::new());
 /// let key = TokenKey::for_server("https://mcp.example.com/mcp");
 /// let v1 = store.put(&key, &TokenRecord::new("at-1"), Precondition::IfAbsent).await?;
 /// let read = store.get(&key).await?.expect("stored");
 /// assert_eq!(read.version, v1);
 /// // A stale writer loses:
 /// store.put(&key, &TokenRecord::new("at-2"), Precondition::IfVersion(v1.clone())).await?;
-/// assert!(store.put(&key, &TokenRecord::new("at-3"), Precondition::IfVersion(v1)).await.is_err());
+/// assert!(store.put(&key, &TokenRecord::new("at-3"), Precondition::IfVersion(v1)).await.unwrap_err().is_conflict());
 /// # Ok(()) }
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
 /// ```
-#[async_trait]
-pub trait TokenStore: Send + Sync + fmt::Debug {
-    /// The backend's short name.
-    fn backend_name(&self) -> &'static str;
+#[derive(Clone)]
+pub struct TokenStore {
+    raw: Arc<dyn RawStore>,
+}
 
-    /// What the backend can do.
-    fn capabilities(&self) -> Capabilities;
+impl fmt::Debug for TokenStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TokenStore").field(&self.raw).finish()
+    }
+}
 
-    /// Reads a token record and its version.
-    async fn get(&self, key: &TokenKey) -> Result<Option<Versioned<TokenRecord>>>;
-
-    /// Writes a token record under a precondition, with the default expiry: as long as the
-    /// refresh token may live when the server said so, otherwise until deleted.
-    async fn put(
-        &self,
-        key: &TokenKey,
-        record: &TokenRecord,
-        precondition: Precondition,
-    ) -> Result<Version>;
-
-    /// Writes a token record with explicit options (precondition and TTL).
-    async fn put_with(
-        &self,
-        key: &TokenKey,
-        record: &TokenRecord,
-        options: &PutOptions,
-    ) -> Result<Version>;
-
-    /// Deletes a token record under a precondition; returns whether it existed.
-    async fn delete(&self, key: &TokenKey, precondition: Precondition) -> Result<bool>;
-
-    /// Lists token keys, a page at a time.
-    async fn list(&self, query: &Query) -> Result<Page<TokenKey>>;
-
-    /// Reads a client registration.
-    async fn get_client(&self, key: &ClientKey) -> Result<Option<Versioned<ClientRegistration>>>;
-
-    /// Writes a client registration under a precondition.
-    async fn put_client(
-        &self,
-        key: &ClientKey,
-        registration: &ClientRegistration,
-        precondition: Precondition,
-    ) -> Result<Version>;
-
-    /// Deletes a client registration; returns whether it existed.
-    async fn delete_client(&self, key: &ClientKey, precondition: Precondition) -> Result<bool>;
-
-    /// Lists client registration keys.
-    async fn list_clients(&self) -> Result<Page<ClientKey>>;
-
-    /// Saves a pending authorization under its CSRF `state` value for at most `ttl`.
-    async fn save_state(&self, state: &str, auth: &AuthState, ttl: Duration) -> Result<()>;
-
-    /// Reads the pending authorization for `state` without taking it (`None` once expired).
-    /// For flows that validate before consuming; finish with [`TokenStore::take_state`].
-    async fn peek_state(&self, state: &str) -> Result<Option<AuthState>>;
-
-    /// Returns and deletes the pending authorization for `state`, at most once even when
-    /// several callers race (on backends with atomic compare-and-swap).
-    async fn take_state(&self, state: &str) -> Result<Option<AuthState>>;
-
-    /// Deletes expired pending authorizations; returns how many.
-    async fn purge_expired_states(&self) -> Result<usize>;
+impl From<Arc<dyn RawStore>> for TokenStore {
+    fn from(raw: Arc<dyn RawStore>) -> Self {
+        TokenStore::from_arc(raw)
+    }
 }
 
 /// What a pending authorization is stored as: its expiry travels with it so that backends
@@ -186,8 +152,8 @@ fn encode<T: Serialize>(value: &T) -> Result<zeroize::Zeroizing<Vec<u8>>> {
         .map_err(|e| Error::invalid_input(format!("record cannot be serialised: {e}")))
 }
 
-async fn get_typed<R: RawStore + ?Sized, T: DeserializeOwned>(
-    raw: &R,
+async fn get_typed<T: DeserializeOwned>(
+    raw: &dyn RawStore,
     key: &StorageKey,
 ) -> Result<Option<Versioned<T>>> {
     match raw.read(key).await? {
@@ -215,7 +181,9 @@ fn page<K>(
                 }
             }
             ListEntry::Key(_) => {}
-            ListEntry::Unreadable { location, reason } => unreadable.push((location, reason)),
+            ListEntry::Unreadable { location, reason } => {
+                unreadable.push(Unreadable { location, reason })
+            }
         }
     }
     keys.sort_by(|a, b| a.0.cmp(&b.0));
@@ -234,21 +202,45 @@ fn page<K>(
     }
 }
 
-#[async_trait]
-impl<R: RawStore + ?Sized> TokenStore for R {
-    fn backend_name(&self) -> &'static str {
-        self.backend()
+impl TokenStore {
+    /// A handle over a backend (or a backend wrapped in [`crate::layers`]).
+    pub fn new(raw: impl RawStore) -> Self {
+        TokenStore { raw: Arc::new(raw) }
     }
 
-    fn capabilities(&self) -> Capabilities {
-        self.raw_capabilities()
+    /// A handle over a backend that is already shared.
+    pub fn from_arc(raw: Arc<dyn RawStore>) -> Self {
+        TokenStore { raw }
     }
 
-    async fn get(&self, key: &TokenKey) -> Result<Option<Versioned<TokenRecord>>> {
-        get_typed(self, &key.storage_key()).await
+    /// A fresh in-memory store: nothing persists. For tests and examples.
+    pub fn in_memory() -> Self {
+        TokenStore::new(crate::MemoryStore::new())
     }
 
-    async fn put(
+    /// The byte-level backend, for layers, migration tools and benchmarks.
+    pub fn raw(&self) -> &Arc<dyn RawStore> {
+        &self.raw
+    }
+
+    /// The backend's short name (`"file"`, `"redis"`, `"secret-service"`, ...).
+    pub fn backend(&self) -> &'static str {
+        self.raw.backend()
+    }
+
+    /// What the backend can do.
+    pub fn capabilities(&self) -> Capabilities {
+        self.raw.capabilities()
+    }
+
+    /// Reads a token record and its version.
+    pub async fn get(&self, key: &TokenKey) -> Result<Option<Versioned<TokenRecord>>> {
+        get_typed(&*self.raw, &key.storage_key()).await
+    }
+
+    /// Writes a token record under a precondition, with the default expiry: as long as the
+    /// refresh token may live when the server said so, otherwise until deleted.
+    pub async fn put(
         &self,
         key: &TokenKey,
         record: &TokenRecord,
@@ -260,10 +252,11 @@ impl<R: RawStore + ?Sized> TokenStore for R {
             .and(record.refresh_expires_at)
             .map(|at| Duration::from_secs_f64((at - unix_now()).max(1.0)));
         let options = PutOptions::new(precondition).with_ttl(ttl);
-        TokenStore::put_with(self, key, record, &options).await
+        self.put_with(key, record, &options).await
     }
 
-    async fn put_with(
+    /// Writes a token record with explicit options (precondition and TTL).
+    pub async fn put_with(
         &self,
         key: &TokenKey,
         record: &TokenRecord,
@@ -272,23 +265,30 @@ impl<R: RawStore + ?Sized> TokenStore for R {
         let storage_key = key.storage_key();
         storage_key.validate()?;
         let bytes = encode(record)?;
-        self.write(&storage_key, &bytes, options).await
+        self.raw.write(&storage_key, &bytes, options).await
     }
 
-    async fn delete(&self, key: &TokenKey, precondition: Precondition) -> Result<bool> {
-        self.remove(&key.storage_key(), &precondition).await
+    /// Deletes a token record under a precondition; returns whether it existed.
+    pub async fn delete(&self, key: &TokenKey, precondition: Precondition) -> Result<bool> {
+        self.raw.remove(&key.storage_key(), &precondition).await
     }
 
-    async fn list(&self, query: &Query) -> Result<Page<TokenKey>> {
-        let entries = self.scan(KeyKind::Token, &query.filter).await?;
+    /// Lists token keys, a page at a time.
+    pub async fn list(&self, query: &Query) -> Result<Page<TokenKey>> {
+        let entries = self.raw.scan(KeyKind::Token, &query.filter).await?;
         Ok(page(entries, query, TokenKey::from_storage_key))
     }
 
-    async fn get_client(&self, key: &ClientKey) -> Result<Option<Versioned<ClientRegistration>>> {
-        get_typed(self, &key.storage_key()).await
+    /// Reads a client registration.
+    pub async fn get_client(
+        &self,
+        key: &ClientKey,
+    ) -> Result<Option<Versioned<ClientRegistration>>> {
+        get_typed(&*self.raw, &key.storage_key()).await
     }
 
-    async fn put_client(
+    /// Writes a client registration under a precondition.
+    pub async fn put_client(
         &self,
         key: &ClientKey,
         registration: &ClientRegistration,
@@ -297,16 +297,19 @@ impl<R: RawStore + ?Sized> TokenStore for R {
         let storage_key = key.storage_key();
         storage_key.validate()?;
         let bytes = encode(registration)?;
-        self.write(&storage_key, &bytes, &PutOptions::new(precondition))
+        self.raw
+            .write(&storage_key, &bytes, &PutOptions::new(precondition))
             .await
     }
 
-    async fn delete_client(&self, key: &ClientKey, precondition: Precondition) -> Result<bool> {
-        self.remove(&key.storage_key(), &precondition).await
+    /// Deletes a client registration; returns whether it existed.
+    pub async fn delete_client(&self, key: &ClientKey, precondition: Precondition) -> Result<bool> {
+        self.raw.remove(&key.storage_key(), &precondition).await
     }
 
-    async fn list_clients(&self) -> Result<Page<ClientKey>> {
-        let entries = self.scan(KeyKind::Client, &ListFilter::all()).await?;
+    /// Lists client registration keys.
+    pub async fn list_clients(&self) -> Result<Page<ClientKey>> {
+        let entries = self.raw.scan(KeyKind::Client, &ListFilter::all()).await?;
         Ok(page(
             entries,
             &Query::default(),
@@ -314,7 +317,8 @@ impl<R: RawStore + ?Sized> TokenStore for R {
         ))
     }
 
-    async fn save_state(&self, state: &str, auth: &AuthState, ttl: Duration) -> Result<()> {
+    /// Saves a pending authorization under its CSRF `state` value for at most `ttl`.
+    pub async fn save_state(&self, state: &str, auth: &AuthState, ttl: Duration) -> Result<()> {
         let key = state_key(state)?;
         let envelope = StateEnvelope {
             expires_at: unix_now() + ttl.as_secs_f64(),
@@ -322,27 +326,32 @@ impl<R: RawStore + ?Sized> TokenStore for R {
         };
         let bytes = encode(&envelope)?;
         let options = PutOptions::new(Precondition::Any).with_ttl(Some(ttl));
-        self.write(&key, &bytes, &options).await?;
+        self.raw.write(&key, &bytes, &options).await?;
         Ok(())
     }
 
-    async fn peek_state(&self, state: &str) -> Result<Option<AuthState>> {
+    /// Reads the pending authorization for `state` without taking it (`None` once expired).
+    /// For flows that validate before consuming; finish with [`TokenStore::take_state`].
+    pub async fn peek_state(&self, state: &str) -> Result<Option<AuthState>> {
         let key = state_key(state)?;
-        Ok(get_typed::<_, StateEnvelope>(self, &key)
+        Ok(get_typed::<StateEnvelope>(&*self.raw, &key)
             .await?
             .map(|found| found.value)
             .filter(|env| env.expires_at > unix_now())
             .map(|env| env.state))
     }
 
-    async fn take_state(&self, state: &str) -> Result<Option<AuthState>> {
+    /// Returns and deletes the pending authorization for `state`, at most once even when
+    /// several callers race (on backends with atomic compare-and-swap).
+    pub async fn take_state(&self, state: &str) -> Result<Option<AuthState>> {
         let key = state_key(state)?;
-        let Some(found) = get_typed::<_, StateEnvelope>(self, &key).await? else {
+        let Some(found) = get_typed::<StateEnvelope>(&*self.raw, &key).await? else {
             return Ok(None);
         };
         // Delete-if-unchanged is the atomic "take": of several racing callers exactly one
         // deletes the version they all read.
         match self
+            .raw
             .remove(&key, &Precondition::IfVersion(found.version))
             .await
         {
@@ -357,16 +366,18 @@ impl<R: RawStore + ?Sized> TokenStore for R {
         Ok(Some(found.value.state))
     }
 
-    async fn purge_expired_states(&self) -> Result<usize> {
+    /// Deletes expired pending authorizations; returns how many.
+    pub async fn purge_expired_states(&self) -> Result<usize> {
+        let raw = &*self.raw;
         let mut purged = 0;
-        for entry in self.scan(KeyKind::State, &ListFilter::all()).await? {
+        for entry in raw.scan(KeyKind::State, &ListFilter::all()).await? {
             let ListEntry::Key(key) = entry else { continue };
-            let found = match get_typed::<_, StateEnvelope>(self, &key).await {
+            let found = match get_typed::<StateEnvelope>(raw, &key).await {
                 Ok(Some(found)) => found,
                 Ok(None) => continue,
                 // An unreadable or tampered state can never be taken: it is garbage too.
                 Err(Error::Corrupt { .. } | Error::Integrity { .. }) => {
-                    if self.remove(&key, &Precondition::Any).await? {
+                    if raw.remove(&key, &Precondition::Any).await? {
                         purged += 1;
                     }
                     continue;
@@ -374,7 +385,7 @@ impl<R: RawStore + ?Sized> TokenStore for R {
                 Err(e) => return Err(e),
             };
             if found.value.expires_at <= unix_now() {
-                match self
+                match raw
                     .remove(&key, &Precondition::IfVersion(found.version))
                     .await
                 {
@@ -410,7 +421,7 @@ mod tests {
 
     #[tokio::test]
     async fn peek_state_does_not_consume() {
-        let store = crate::MemoryStore::new();
+        let store = TokenStore::in_memory();
         store
             .save_state("s", &AuthState::new("v"), Duration::from_secs(60))
             .await

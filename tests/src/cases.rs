@@ -96,8 +96,8 @@ fn key(user: &str, resource: &str) -> TokenKey {
     TokenKey::new(user, resource, Some("https://auth.example.com"), ["read"])
 }
 
-fn token_store(i: &Instance) -> &dyn TokenStore {
-    &i.store
+fn token_store(i: &Instance) -> TokenStore {
+    i.token_store()
 }
 
 async fn missing_key_reads_none(i: Instance) -> CaseResult {
@@ -329,30 +329,20 @@ async fn odd_keys_round_trip(i: Instance) -> CaseResult {
     let s = token_store(&i);
     let long_url = format!("https://long.example/{}", "p".repeat(2048));
     let odd = [
-        TokenKey {
-            user_key: "ünïcødé 用户 🦀".into(),
-            resource: "https://exämple.com/ü path/%41:x".into(),
-            authorization_server: Some("https://as.example/a:b/c%2F".into()),
-            scope_fingerprint: "a b:c d/e %".into(),
-        },
-        TokenKey {
-            user_key: ":/%  ".into(),
-            resource: "::".into(),
-            authorization_server: None,
-            scope_fingerprint: String::new(),
-        },
-        TokenKey {
-            user_key: "..".into(),
-            resource: "/".into(),
-            authorization_server: Some("*".into()),
-            scope_fingerprint: "?#[]".into(),
-        },
-        TokenKey {
-            user_key: "u".repeat(512),
-            resource: long_url.clone(),
-            authorization_server: Some(long_url),
-            scope_fingerprint: "s".into(),
-        },
+        crate::exact_token_key(
+            "ünïcødé 用户 🦀".into(),
+            "https://exämple.com/ü path/%41:x".into(),
+            Some("https://as.example/a:b/c%2F".into()),
+            "a b:c d/e %".into(),
+        ),
+        crate::exact_token_key(":/%  ".into(), "::".into(), None, String::new()),
+        crate::exact_token_key("..".into(), "/".into(), Some("*".into()), "?#[]".into()),
+        crate::exact_token_key(
+            "u".repeat(512),
+            long_url.clone(),
+            Some(long_url),
+            "s".into(),
+        ),
     ];
     for (n, k) in odd.iter().enumerate() {
         let rec = TokenRecord::new(secret(format!("odd-{n}")));
@@ -392,12 +382,7 @@ async fn odd_keys_round_trip(i: Instance) -> CaseResult {
 
 async fn invalid_keys_are_rejected(i: Instance) -> CaseResult {
     let s = token_store(&i);
-    let bad = TokenKey {
-        user_key: "nul\0inside".into(),
-        resource: "r".into(),
-        authorization_server: None,
-        scope_fingerprint: String::new(),
-    };
+    let bad = crate::exact_token_key("nul\0inside".into(), "r".into(), None, String::new());
     match s
         .put(&bad, &TokenRecord::new(secret("t")), Precondition::Any)
         .await
@@ -417,7 +402,7 @@ async fn invalid_keys_are_rejected(i: Instance) -> CaseResult {
 }
 
 async fn value_sizes_up_to_the_maximum(i: Instance) -> CaseResult {
-    let max = i.store.raw_capabilities().max_value_size;
+    let max = i.store.capabilities().max_value_size;
     let sk = StorageKey::single(KeyKind::Meta, "sizes").map_err(|e| e.to_string())?;
     for size in [0usize, 1, 1024, 64 * 1024, max] {
         if size > max {
@@ -556,25 +541,19 @@ async fn create_after_delete(i: Instance) -> CaseResult {
         .await
         .or_fail("re-create")?;
     // A holder of the old version must not be able to overwrite the new record (ABA).
-    if old == new {
-        let caps = i.store.raw_capabilities();
-        check!(
-            !caps.atomic_cas,
-            "re-created record got the deleted record's version {old}: a stale CAS could overwrite it"
-        );
-    }
+    check!(
+        old != new,
+        "re-created record got the deleted record's version {old}: a stale CAS could overwrite it"
+    );
     Ok(Outcome::Passed)
 }
 
 async fn concurrent_read_modify_write_loses_no_update(i: Instance) -> CaseResult {
-    let caps = i.store.raw_capabilities();
-    if !caps.atomic_cas && !caps.process_local_cas {
-        return Ok(Outcome::NotApplicable("no compare-and-swap".into()));
-    }
     const TASKS: usize = 64;
     let k = key("counter", "https://mcp.example.com/mcp");
     let s: Arc<dyn RawStore> = i.store.clone();
-    TokenStore::put(&*s, &k, &TokenRecord::new(counter(0)), Precondition::Any)
+    TokenStore::from_arc(s.clone())
+        .put(&k, &TokenRecord::new(counter(0)), Precondition::Any)
         .await
         .or_fail("init")?;
     let mut handles = Vec::new();
@@ -583,12 +562,16 @@ async fn concurrent_read_modify_write_loses_no_update(i: Instance) -> CaseResult
         let k = k.clone();
         handles.push(tokio::spawn(async move {
             for _attempt in 0..10_000 {
-                let cur = TokenStore::get(&*s, &k)
+                let cur = TokenStore::from_arc(s.clone())
+                    .get(&k)
                     .await?
                     .ok_or_else(|| Error::invalid_input("gone"))?;
                 let n = counter_value(cur.value.access_token.expose()).unwrap_or(u64::MAX - 1);
                 let next = TokenRecord::new(counter(n + 1));
-                match TokenStore::put(&*s, &k, &next, Precondition::IfVersion(cur.version)).await {
+                match TokenStore::from_arc(s.clone())
+                    .put(&k, &next, Precondition::IfVersion(cur.version))
+                    .await
+                {
                     Ok(_) => return Ok(()),
                     Err(e) if e.is_conflict() => tokio::task::yield_now().await,
                     Err(e) => return Err(e),
@@ -600,7 +583,8 @@ async fn concurrent_read_modify_write_loses_no_update(i: Instance) -> CaseResult
     for h in handles {
         h.await.map_err(|e| e.to_string())?.or_fail("task")?;
     }
-    let end = TokenStore::get(&*s, &k)
+    let end = TokenStore::from_arc(s.clone())
+        .get(&k)
         .await
         .or_fail("get")?
         .ok_or("absent")?;
@@ -618,27 +602,31 @@ async fn persistence_across_reopen(i: Instance) -> CaseResult {
     };
     let k = key("ivy", "https://mcp.example.com/mcp");
     let rec = full_record("p");
-    let v = TokenStore::put(&*i.store, &k, &rec, Precondition::Any)
+    let v = i
+        .token_store()
+        .put(&k, &rec, Precondition::Any)
         .await
         .or_fail("put")?;
     let ck = ClientKey::new("https://auth.example.com");
-    TokenStore::put_client(
-        &*i.store,
-        &ck,
-        &ClientRegistration::new("cid").with_secret(secret("cs")),
-        Precondition::Any,
-    )
-    .await
-    .or_fail("put client")?;
+    i.token_store()
+        .put_client(
+            &ck,
+            &ClientRegistration::new("cid").with_secret(secret("cs")),
+            Precondition::Any,
+        )
+        .await
+        .or_fail("put client")?;
     drop(i);
     let again = reopen().await.or_fail("reopen")?;
-    let got = TokenStore::get(&*again, &k)
+    let got = TokenStore::from_arc(again.clone())
+        .get(&k)
         .await
         .or_fail("get")?
         .ok_or("lost on reopen")?;
     check!(got.value == rec, "changed on reopen");
     check!(got.version == v, "version changed on reopen");
-    let c = TokenStore::get_client(&*again, &ck)
+    let c = TokenStore::from_arc(again.clone())
+        .get_client(&ck)
         .await
         .or_fail("get client")?
         .ok_or("client lost")?;
@@ -650,7 +638,7 @@ async fn persistence_across_reopen(i: Instance) -> CaseResult {
 }
 
 async fn ttl_expires_records(i: Instance) -> CaseResult {
-    if !i.store.raw_capabilities().ttl {
+    if !i.store.capabilities().ttl {
         return Ok(Outcome::NotApplicable("no TTL support".into()));
     }
     let s = token_store(&i);
@@ -723,27 +711,23 @@ async fn client_registrations_round_trip(i: Instance) -> CaseResult {
 }
 
 async fn pkce_state_is_taken_once_under_concurrency(i: Instance) -> CaseResult {
-    let caps = i.store.raw_capabilities();
-    if !caps.atomic_cas && !caps.process_local_cas {
-        return Ok(Outcome::NotApplicable("no compare-and-swap".into()));
-    }
     let s: Arc<dyn RawStore> = i.store.clone();
     for round in 0..5 {
         let state = format!("csrf-{round}");
-        TokenStore::save_state(
-            &*s,
-            &state,
-            &AuthState::new(secret("verifier")),
-            Duration::from_secs(60),
-        )
-        .await
-        .or_fail("save")?;
+        TokenStore::from_arc(s.clone())
+            .save_state(
+                &state,
+                &AuthState::new(secret("verifier")),
+                Duration::from_secs(60),
+            )
+            .await
+            .or_fail("save")?;
         let mut handles = Vec::new();
         for _ in 0..16 {
             let s = s.clone();
             let state = state.clone();
             handles.push(tokio::spawn(async move {
-                TokenStore::take_state(&*s, &state).await
+                TokenStore::from_arc(s.clone()).take_state(&state).await
             }));
         }
         let mut taken = 0;

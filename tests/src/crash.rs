@@ -148,7 +148,7 @@ pub fn child(open: Opener) {
         let store = open(url)
             .await
             .unwrap_or_else(|e| panic!("child: open: {e}"));
-        let max = store.raw_capabilities().max_value_size;
+        let max = store.capabilities().max_value_size;
         println!("ready");
         for n in start.. {
             let k = key(n % KEYS);
@@ -327,7 +327,7 @@ pub async fn run(
     let store = open(parsed.clone())
         .await
         .unwrap_or_else(|e| panic!("crash[{backend}]: the first open failed: {e}"));
-    let max = store.raw_capabilities().max_value_size;
+    let max = store.capabilities().max_value_size;
     drop(store);
     let mut rng = Rng::new();
     let mut report = CrashReport::default();
@@ -540,7 +540,7 @@ struct Rng(u64);
 impl Rng {
     fn new() -> Self {
         let mut b = [0u8; 8];
-        let _ = token_store_core::crypto::fill_random(&mut b);
+        let _ = token_store_core::backend::fill_random(&mut b);
         let seed = u64::from_le_bytes(b) | 1;
         println!("crash: kill-moment seed {seed}");
         Rng(seed)

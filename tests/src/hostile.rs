@@ -21,10 +21,10 @@ use std::time::Instant;
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use token_store_core::backend::percent_encode;
 use token_store_core::{
     ClientKey, ClientRegistration, Error, KeyKind, ListEntry, ListFilter, MAX_ENCODED_KEY_LEN,
     Precondition, PutOptions, RawStore, StorageKey, TokenKey, TokenRecord, TokenStore, Version,
-    percent_encode,
 };
 
 use crate::Factory;
@@ -273,26 +273,14 @@ fn shorten(p: &str) -> String {
 }
 
 /// An unvalidated storage key, as a caller of the byte-level API could build one.
+/// Built through the encoded form, which `StorageKey::decode` does not validate.
 fn unchecked(kind: KeyKind, parts: &[String]) -> Option<StorageKey> {
-    match kind {
-        KeyKind::Token => Some(
-            TokenKey {
-                user_key: parts[0].clone(),
-                resource: parts[1].clone(),
-                authorization_server: Some(parts[2].clone()),
-                scope_fingerprint: parts[3].clone(),
-            }
-            .storage_key(),
-        ),
-        KeyKind::Client => Some(
-            ClientKey {
-                authorization_server: parts[0].clone(),
-                application: parts[1].clone(),
-            }
-            .storage_key(),
-        ),
-        _ => None,
+    if !matches!(kind, KeyKind::Token | KeyKind::Client) || parts.len() != kind.arity() {
+        return None;
     }
+    let mut encoded: Vec<String> = kind.marker().map(str::to_owned).into_iter().collect();
+    encoded.extend(parts.iter().map(|p| percent_encode(p)));
+    StorageKey::decode(&encoded.join(":"))
 }
 
 async fn one_key(
@@ -324,7 +312,7 @@ async fn one_key(
         Err(e) => return Err(format!("StorageKey::new gave {e:?}")),
     };
     let mut salt = [0u8; 8];
-    token_store_core::crypto::fill_random(&mut salt).map_err(|e| e.to_string())?;
+    token_store_core::backend::fill_random(&mut salt).map_err(|e| e.to_string())?;
     let value: Vec<u8> = salt
         .iter()
         .chain(key.encode().as_bytes().iter().take(64))
@@ -501,8 +489,8 @@ pub fn hostile_bytes(backend: &str, factory: impl Factory, cases: u32) {
                     .create()
                     .await
                     .map_err(|e| TestCaseError::fail(format!("factory: {e}")))?;
-                let store = &*instance.store;
-                let max = store.raw_capabilities().max_value_size;
+                let store = &instance.token_store();
+                let max = store.capabilities().max_value_size;
                 for (n, (slot, bytes)) in values.into_iter().enumerate() {
                     if bytes.len() > max {
                         continue;
@@ -520,13 +508,16 @@ pub fn hostile_bytes(backend: &str, factory: impl Factory, cases: u32) {
                     c.2 += u64::from(corrupt);
                 }
                 // Listings and the state purge still work over whatever is stored.
-                TokenStore::list(store, &Default::default())
+                store
+                    .list(&Default::default())
                     .await
                     .map_err(|e| TestCaseError::fail(format!("list: {e:?}")))?;
-                TokenStore::list_clients(store)
+                store
+                    .list_clients()
                     .await
                     .map_err(|e| TestCaseError::fail(format!("list clients: {e:?}")))?;
-                TokenStore::purge_expired_states(store)
+                store
+                    .purge_expired_states()
                     .await
                     .map_err(|e| TestCaseError::fail(format!("purge: {e:?}")))?;
                 Ok(())
@@ -553,11 +544,12 @@ pub fn hostile_bytes(backend: &str, factory: impl Factory, cases: u32) {
 /// Stores `bytes` raw at a `slot` key, then reads them through the typed API. Returns
 /// whether they parsed and whether they were reported corrupt.
 async fn one_value(
-    store: &dyn RawStore,
+    typed: &TokenStore,
     n: usize,
     slot: Slot,
     bytes: &[u8],
 ) -> std::result::Result<(bool, bool), String> {
+    let store = &**typed.raw();
     let server = format!("https://hostile{n}.example/mcp");
     let state = format!("hostile-state-{n}");
     let key = match slot {
@@ -589,7 +581,7 @@ async fn one_value(
     let outcome = match slot {
         Slot::Token => {
             let expect_ok = serde_json::from_slice::<TokenRecord>(bytes).is_ok();
-            match TokenStore::get(store, &TokenKey::for_server(&server)).await {
+            match typed.get(&TokenKey::for_server(&server)).await {
                 Ok(Some(_)) if expect_ok => (true, false),
                 Err(Error::Corrupt { .. }) if !expect_ok => (false, true),
                 other => {
@@ -602,7 +594,7 @@ async fn one_value(
         }
         Slot::Client => {
             let expect_ok = serde_json::from_slice::<ClientRegistration>(bytes).is_ok();
-            match TokenStore::get_client(store, &ClientKey::new(&server)).await {
+            match typed.get_client(&ClientKey::new(&server)).await {
                 Ok(Some(_)) if expect_ok => (true, false),
                 Err(Error::Corrupt { .. }) if !expect_ok => (false, true),
                 other => {
@@ -613,7 +605,7 @@ async fn one_value(
                 }
             }
         }
-        Slot::State => match TokenStore::take_state(store, &state).await {
+        Slot::State => match typed.take_state(&state).await {
             Ok(_) => (true, false),
             Err(Error::Corrupt { .. }) => (false, true),
             Err(e) => return Err(format!("take_state gave {e:?}")),
@@ -648,16 +640,16 @@ pub fn core_decoders(cases: u32) {
             // Only canonical encodings decode, and they encode back to themselves.
             prop_assert_eq!(key.encode(), s.clone());
         }
-        if let Some(d) = token_store_core::percent_decode(&s) {
+        if let Some(d) = token_store_core::backend::percent_decode(&s) {
             prop_assert_eq!(
-                token_store_core::percent_decode(&percent_encode(&d)),
+                token_store_core::backend::percent_decode(&percent_encode(&d)),
                 Some(d)
             );
         }
         let _ = serde_json::from_slice::<TokenRecord>(&bytes);
         let _ = serde_json::from_slice::<ClientRegistration>(&bytes);
         let _ = serde_json::from_slice::<token_store_core::AuthState>(&bytes);
-        let _ = serde_json::from_slice::<token_store_core::crypto::KeyHeader>(&bytes);
+        let _ = serde_json::from_slice::<token_store_core::backend::KeyHeader>(&bytes);
         Ok(())
     });
     if let Err(e) = result {

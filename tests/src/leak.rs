@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use token_store_core::layers::Traced;
 use token_store_core::{
     Capabilities, ListEntry, ListFilter, Precondition, PutOptions, RawRecord, RawStore, Result,
-    StorageKey, TokenKey, TokenStore, Version,
+    StorageKey, TokenKey, Version,
 };
 
 use crate::{BoxFuture, Factory, Instance};
@@ -127,8 +127,8 @@ impl<R: RawStore> RawStore for Recording<R> {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
-    fn raw_capabilities(&self) -> Capabilities {
-        self.inner.raw_capabilities()
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
     }
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
         let r = self.inner.read(key).await;
@@ -227,19 +227,20 @@ pub async fn leak_check(backend: &str, factory: impl Factory, extra: Vec<String>
                     &PutOptions::default(),
                 )
                 .await;
-            let got = TokenStore::get(&*instance.store, &key).await;
+            let got = instance.token_store().get(&key).await;
             capture.line(&format!("corrupt read: {:?}", got.as_ref().map(|_| ())));
             if let Err(e) = &got {
                 capture.line(&format!("corrupt read error: {e} / {e:?}"));
             }
             // A conflict error and the store's Debug, for good measure.
-            let conflict = TokenStore::put(
-                &*instance.store,
-                &key,
-                &token_store_core::TokenRecord::new(crate::secrets::secret("conflict")),
-                Precondition::IfVersion(Version::new("no-such-version")),
-            )
-            .await;
+            let conflict = instance
+                .token_store()
+                .put(
+                    &key,
+                    &token_store_core::TokenRecord::new(crate::secrets::secret("conflict")),
+                    Precondition::IfVersion(Version::new("no-such-version")),
+                )
+                .await;
             capture.line(&format!("conflict: {conflict:?} / {:?}", instance.store));
         }
         Err(e) => capture.line(&format!("factory failed: {e}")),

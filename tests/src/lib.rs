@@ -33,7 +33,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use token_store_core::{RawStore, Result};
+use token_store_core::{RawStore, Result, TokenStore};
 
 pub use linear::{concurrent_model_check, concurrent_model_check_without_deletes};
 pub use model::{model_check, model_check_cases};
@@ -41,6 +41,30 @@ pub use model::{model_check, model_check_cases};
 pub use proptest;
 /// Re-exported for backend tests that build or read JSON.
 pub use serde_json;
+
+/// A token key with exactly these parts, uncanonicalised and unvalidated (as a foreign writer
+/// may store it), built through the encoded form as a listing would yield it.
+pub(crate) fn exact_token_key(
+    user_key: String,
+    resource: String,
+    authorization_server: Option<String>,
+    scope_fingerprint: String,
+) -> token_store_core::TokenKey {
+    use token_store_core::backend::percent_encode;
+    let encoded = [
+        user_key,
+        resource,
+        authorization_server.unwrap_or_default(),
+        scope_fingerprint,
+    ]
+    .iter()
+    .map(|p| percent_encode(p))
+    .collect::<Vec<_>>()
+    .join(":");
+    token_store_core::StorageKey::decode(&encoded)
+        .and_then(|k| token_store_core::TokenKey::from_storage_key(&k))
+        .unwrap_or_else(|| panic!("not a token key: {encoded}"))
+}
 
 /// Whether the long torture variants were asked for (`TOKEN_STORE_TORTURE_LONG=1`).
 pub fn torture_long() -> bool {
@@ -63,6 +87,11 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// The store as the typed handle users hold.
+    pub fn token_store(&self) -> TokenStore {
+        TokenStore::from_arc(self.store.clone())
+    }
+
     /// A store that cannot be reopened (persistence cases do not apply).
     pub fn new(store: Arc<dyn RawStore>) -> Self {
         Instance {

@@ -27,7 +27,7 @@ pub fn require(var: &str) -> Option<String> {
 /// A unique name for isolating one test's data (a prefix, a path, a directory).
 pub fn unique(prefix: &str) -> String {
     let mut b = [0u8; 6];
-    token_store_core::crypto::fill_random(&mut b).unwrap_or_else(|e| panic!("random: {e}"));
+    token_store_core::backend::fill_random(&mut b).unwrap_or_else(|e| panic!("random: {e}"));
     format!(
         "{prefix}-{}",
         b.iter().map(|x| format!("{x:02x}")).collect::<String>()

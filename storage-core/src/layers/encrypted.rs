@@ -113,8 +113,8 @@ impl<R: RawStore> RawStore for Encrypted<R> {
         self.inner.backend()
     }
 
-    fn raw_capabilities(&self) -> Capabilities {
-        let mut c = self.inner.raw_capabilities();
+    fn capabilities(&self) -> Capabilities {
+        let mut c = self.inner.capabilities();
         c.encrypted_at_rest = true;
         c.max_value_size = c.max_value_size.saturating_sub(SEAL_OVERHEAD);
         c
@@ -135,8 +135,8 @@ impl<R: RawStore> RawStore for Encrypted<R> {
     }
 
     async fn write(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
-        let max = self.raw_capabilities().max_value_size;
-        crate::raw::check_size(self.backend(), key, value.len(), max)?;
+        let max = self.capabilities().max_value_size;
+        crate::backend::check_size(self.backend(), key, value.len(), max)?;
         let sealed = self.cipher.seal(&aad(key), value)?;
         self.inner.write(key, &sealed, options).await
     }

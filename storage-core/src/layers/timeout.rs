@@ -39,8 +39,8 @@ impl<R: RawStore> RawStore for Timeout<R> {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
-    fn raw_capabilities(&self) -> Capabilities {
-        self.inner.raw_capabilities()
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
     }
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
         self.run("get", self.inner.read(key)).await

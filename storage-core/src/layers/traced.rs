@@ -43,8 +43,8 @@ impl<R: RawStore> RawStore for Traced<R> {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
-    fn raw_capabilities(&self) -> Capabilities {
-        self.inner.raw_capabilities()
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
     }
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
         let t = Instant::now();
