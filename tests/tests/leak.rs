@@ -7,8 +7,8 @@ use token_store_conformance::Instance;
 use token_store_conformance::leak::leak_check;
 use token_store_conformance::secrets::secret;
 use token_store_core::MemoryStore;
-use token_store_core::crypto::{KdfParams, KeySource};
 use token_store_core::layers::Encrypted;
+use token_store_core::{KdfParams, KeySource};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_in_logs_errors_or_debug_memory() {

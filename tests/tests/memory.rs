@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use token_store_conformance::{Instance, model_check, model_check_cases, run};
-use token_store_core::crypto::{KdfParams, KeySource};
 use token_store_core::layers::Encrypted;
+use token_store_core::{KdfParams, KeySource};
 use token_store_core::{MemoryStore, RawStore};
 
 fn test_params() -> KdfParams {
@@ -49,10 +49,11 @@ async fn conformance_memory_encrypted() {
 async fn encrypted_layer_keeps_only_ciphertext_and_detects_moves() {
     use token_store_core::{Error, Precondition, TokenKey, TokenRecord, TokenStore};
     let inner = MemoryStore::new();
-    let store =
+    let store = TokenStore::new(
         Encrypted::open_with_params(inner.clone(), KeySource::passphrase("pw"), test_params())
             .await
-            .unwrap();
+            .unwrap(),
+    );
     let a = TokenKey::for_server("https://a.example");
     let b = TokenKey::for_server("https://b.example");
     store
@@ -69,20 +70,19 @@ async fn encrypted_layer_keeps_only_ciphertext_and_detects_moves() {
         .write(&b.storage_key(), &raw.value, &Default::default())
         .await
         .unwrap();
-    assert!(matches!(
-        TokenStore::get(&store, &b).await,
-        Err(Error::Integrity { .. })
-    ));
+    assert!(matches!(store.get(&b).await, Err(Error::Integrity { .. })));
     // A wrong passphrase fails at open.
     let wrong =
         Encrypted::open_with_params(inner.clone(), KeySource::passphrase("nope"), test_params())
             .await;
     assert!(matches!(wrong, Err(Error::WrongKey { .. })));
     // The right one reopens and reads.
-    let again = Encrypted::open_with_params(inner, KeySource::passphrase("pw"), test_params())
-        .await
-        .unwrap();
-    let got = TokenStore::get(&again, &a).await.unwrap().unwrap();
+    let again = TokenStore::new(
+        Encrypted::open_with_params(inner, KeySource::passphrase("pw"), test_params())
+            .await
+            .unwrap(),
+    );
+    let got = again.get(&a).await.unwrap().unwrap();
     assert_eq!(got.value.access_token.expose(), "SECRET-A");
 }
 

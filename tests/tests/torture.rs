@@ -8,11 +8,11 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use token_store_conformance::hostile::{self, hostile_cases};
 use token_store_conformance::{Instance, concurrent_model_check, model_check_cases, summary};
-use token_store_core::crypto::{KdfParams, KeySource};
 use token_store_core::layers::Encrypted;
 use token_store_core::{
     Error, KeyKind, MemoryStore, PutOptions, RawStore, StorageKey, TokenKey, TokenStore,
 };
+use token_store_core::{KdfParams, KeySource};
 
 fn fast() -> KdfParams {
     KdfParams {
@@ -83,18 +83,20 @@ fn encrypted_layer_rejects_hostile_ciphertext() {
     let cases = hostile_cases(64);
     let (inner, store, sealed) = rt.block_on(async {
         let inner = MemoryStore::new();
-        let store = Encrypted::open_with_params(inner.clone(), KeySource::passphrase("pw"), fast())
+        let store = TokenStore::new(
+            Encrypted::open_with_params(inner.clone(), KeySource::passphrase("pw"), fast())
+                .await
+                .unwrap(),
+        );
+        let key = TokenKey::for_server("https://enc.example");
+        store
+            .put(
+                &key,
+                &token_store_core::TokenRecord::new("t"),
+                Default::default(),
+            )
             .await
             .unwrap();
-        let key = TokenKey::for_server("https://enc.example");
-        TokenStore::put(
-            &store,
-            &key,
-            &token_store_core::TokenRecord::new("t"),
-            Default::default(),
-        )
-        .await
-        .unwrap();
         let sealed = inner.read(&key.storage_key()).await.unwrap().unwrap().value;
         (inner, store, sealed.to_vec())
     });
@@ -127,7 +129,7 @@ fn encrypted_layer_rejects_hostile_ciphertext() {
                     .write(&k, &bytes, &PutOptions::default())
                     .await
                     .unwrap();
-                match store.read(&k).await {
+                match store.raw().read(&k).await {
                     Err(Error::Integrity { .. } | Error::Corrupt { .. }) => Ok(()),
                     other => Err(TestCaseError::fail(format!("{other:?}"))),
                 }
@@ -154,8 +156,8 @@ impl RawStore for Racy {
     fn backend(&self) -> &'static str {
         "racy"
     }
-    fn raw_capabilities(&self) -> token_store_core::Capabilities {
-        self.0.raw_capabilities()
+    fn capabilities(&self) -> token_store_core::Capabilities {
+        self.0.capabilities()
     }
     async fn read(
         &self,
@@ -170,7 +172,12 @@ impl RawStore for Racy {
         options: &PutOptions,
     ) -> token_store_core::Result<token_store_core::Version> {
         let current = self.0.read(key).await?.map(|r| r.version);
-        token_store_core::check_precondition("racy", key, &options.precondition, current.as_ref())?;
+        token_store_core::backend::check_precondition(
+            "racy",
+            key,
+            &options.precondition,
+            current.as_ref(),
+        )?;
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         self.0.write(key, value, &PutOptions::default()).await
     }
