@@ -39,7 +39,7 @@ fn refresh_token_of(request: &http::Request<Vec<u8>>) -> Option<String> {
     let mut token = None;
     for pair in body.split('&') {
         let (k, v) = pair.split_once('=')?;
-        let v = token_store_core::percent_decode(&v.replace('+', " "))?;
+        let v = token_store_core::backend::percent_decode(&v.replace('+', " "))?;
         match k {
             "grant_type" => grant = Some(v),
             "refresh_token" => token = Some(v),

@@ -13,7 +13,8 @@ use oauth2::{AccessToken, RefreshToken, Scope, TokenResponse, basic::BasicTokenT
 use rmcp::transport::auth::{OAuthTokenResponse, StoredCredentials, VendorExtraTokenFields};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use token_store_core::{Secret, TokenRecord, unix_now};
+use token_store_core::backend::unix_now;
+use token_store_core::{Secret, TokenRecord};
 
 /// The `metadata` entry holding rmcp's verbatim fields.
 pub const METADATA_KEY: &str = "rmcp";

@@ -10,9 +10,10 @@ use rmcp::transport::auth::{
     OAuthTokenResponse, StoredCredentials,
 };
 use serde_json::Value;
+use token_store_core::backend::unix_now;
 use token_store_core::{
-    ClientKey, ClientRegistration, Error, Lease, LeaseOptions, Precondition, RawStore, TokenKey,
-    TokenManager, TokenRecord, TokenStore, Version, unix_now,
+    ClientKey, ClientRegistration, Error, Lease, LeaseOptions, Precondition, TokenKey,
+    TokenManager, TokenRecord, TokenStore, Version,
 };
 
 use crate::coalesce::CoalescingHttpClient;
@@ -116,7 +117,7 @@ impl Drop for RefreshGuard {
 /// errors that require a new login.
 #[derive(Clone)]
 pub struct RmcpCredentialStore {
-    store: Arc<dyn RawStore>,
+    store: TokenStore,
     key: TokenKey,
     client_key: ClientKey,
     lease: LeaseOptions,
@@ -138,17 +139,30 @@ impl RmcpCredentialStore {
     /// The credentials of `key` in `store`. The client registration lives under
     /// [`ClientKey`] `(key's authorization server, or else its resource; application "rmcp")`;
     /// change it with [`with_client_key`](Self::with_client_key).
-    pub fn new(store: Arc<dyn RawStore>, key: TokenKey) -> Self {
-        let issuer = key
-            .authorization_server
-            .clone()
-            .unwrap_or_else(|| key.resource.clone());
-        let client_key = ClientKey::new(&issuer).with_application("rmcp");
+    ///
+    /// Fails with [`Error::Config`] when the store's compare-and-swap does not reach every
+    /// process that can open it (the refresh guard would not hold there; see
+    /// [`Lease::check_store`]); a program that is the only user of such a store says so with
+    /// [`assume_single_process`](Self::assume_single_process).
+    pub fn new(store: TokenStore, key: TokenKey) -> token_store_core::Result<Self> {
+        Lease::check_store(&store, false)?;
+        Ok(Self::unchecked(store, key, LeaseOptions::default()))
+    }
+
+    /// The credentials of `key` in a store only this process uses, whatever its
+    /// compare-and-swap guarantees.
+    pub fn assume_single_process(store: TokenStore, key: TokenKey) -> Self {
+        Self::unchecked(store, key, LeaseOptions::default().assume_single_process())
+    }
+
+    fn unchecked(store: TokenStore, key: TokenKey, lease: LeaseOptions) -> Self {
+        let issuer = key.authorization_server().unwrap_or(key.resource());
+        let client_key = ClientKey::new(issuer).with_application("rmcp");
         RmcpCredentialStore {
             store,
             key,
             client_key,
-            lease: LeaseOptions::default(),
+            lease,
             guard: Arc::default(),
         }
     }
@@ -162,7 +176,9 @@ impl RmcpCredentialStore {
     /// How the refresh lease is taken (default: TTL 30 s, wait 30 s). The TTL must exceed
     /// the longest token request; it is how long others wait for a holder that died.
     pub fn with_lease_options(mut self, options: LeaseOptions) -> Self {
+        let single_process = self.lease.single_process;
         self.lease = options;
+        self.lease.single_process |= single_process;
         self
     }
 
@@ -177,7 +193,7 @@ impl RmcpCredentialStore {
     }
 
     /// The store.
-    pub fn store(&self) -> &Arc<dyn RawStore> {
+    pub fn store(&self) -> &TokenStore {
         &self.store
     }
 
@@ -196,7 +212,7 @@ impl RmcpCredentialStore {
         Arc::new(CoalescingHttpClient::new(Arc::new(inner), self.clone()))
     }
 
-    fn typed(&self) -> &dyn TokenStore {
+    fn typed(&self) -> &TokenStore {
         &self.store
     }
 
@@ -470,7 +486,7 @@ impl CredentialStore for RmcpCredentialStore {
                 .set_tokenless(Some(&credentials.client_id), credentials.issuer.as_deref())
                 .await;
         };
-        record.resource = Some(self.key.resource.clone());
+        record.resource = Some(self.key.resource().to_owned());
         match self.typed().put(&self.key, &record, precondition).await {
             Ok(version) => {
                 self.note_saved(Some(version));
@@ -536,7 +552,7 @@ impl CredentialStore for RmcpCredentialStore {
 
     async fn acquire_refresh_guard(&self) -> Result<Option<CredentialRefreshGuard>, AuthError> {
         let lease = Lease::acquire(
-            self.store.clone(),
+            &self.store,
             &TokenManager::lease_name(&self.key),
             &self.lease,
         )

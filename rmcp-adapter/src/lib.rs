@@ -15,14 +15,14 @@
 //!
 //! ```
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use std::sync::Arc;
 //! use oauth2::{AccessToken, RefreshToken, TokenResponse, basic::BasicTokenType};
 //! use rmcp::transport::auth::{CredentialStore, OAuthTokenResponse, StoredCredentials, VendorExtraTokenFields};
-//! use token_store_core::{MemoryStore, RawStore, TokenKey, TokenStore, unix_now};
+//! use token_store_core::backend::unix_now;
+//! use token_store_core::{TokenKey, TokenStore};
 //! use token_store_rmcp::RmcpCredentialStore;
 //!
-//! // Any backend: token_store_sqlite::open_url, token_store_redis::open_url, ...
-//! let store: Arc<dyn RawStore> = Arc::new(MemoryStore::new());
+//! // Any store: token_store::open("sqlite://..."), token_store::auto(), ...
+//! let store = TokenStore::in_memory();
 //! let key = TokenKey::for_server("https://mcp.example.com/mcp");
 //!
 //! // What rmcp's AuthorizationManager saves after a login:
@@ -35,14 +35,14 @@
 //! response.set_expires_in(Some(&std::time::Duration::from_secs(3600)));
 //! let received_at = unix_now() as u64 - 600;
 //! let credentials = StoredCredentials::new("client-1".into(), Some(response), vec!["read".into()], Some(received_at));
-//! RmcpCredentialStore::new(store.clone(), key.clone()).save(credentials).await?;
+//! RmcpCredentialStore::new(store.clone(), key.clone())?.save(credentials).await?;
 //!
 //! // Another tool reads a plain token record with an absolute expiry ...
 //! let record = store.get(&key).await?.expect("stored").value;
 //! assert_eq!(record.expires_at, Some(received_at as f64 + 3600.0));
 //!
 //! // ... and after a restart rmcp sees the same credentials, expiry included.
-//! let loaded = RmcpCredentialStore::new(store, key).load().await?.expect("stored");
+//! let loaded = RmcpCredentialStore::new(store, key)?.load().await?.expect("stored");
 //! assert_eq!(loaded.token_received_at, Some(received_at));
 //! assert_eq!(loaded.token_response.unwrap().expires_in(), Some(std::time::Duration::from_secs(3600)));
 //! # Ok(()) }
@@ -53,13 +53,13 @@
 //! `examples/loopback_mcp_server.rs` for an OAuth-protected MCP server to run it against):
 //!
 //! ```no_run
-//! # async fn demo(store: std::sync::Arc<dyn token_store_core::RawStore>) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn demo(store: token_store_core::TokenStore) -> Result<(), Box<dyn std::error::Error>> {
 //! use rmcp::transport::auth::AuthorizationManager;
 //! use token_store_core::TokenKey;
 //! use token_store_rmcp::{RmcpCredentialStore, RmcpStateStore};
 //!
 //! let server = "https://mcp.example.com/mcp";
-//! let credentials = RmcpCredentialStore::new(store.clone(), TokenKey::for_server(server));
+//! let credentials = RmcpCredentialStore::new(store.clone(), TokenKey::for_server(server))?;
 //! let mut manager = AuthorizationManager::new(server).await?;
 //! manager.set_credential_store(credentials.clone());
 //! manager.set_state_store(RmcpStateStore::new(store));
@@ -88,13 +88,13 @@
 //! refreshes are answered from the store: one refresh per expiry across all processes.
 //!
 //! ```no_run
-//! # async fn demo(store: std::sync::Arc<dyn token_store_core::RawStore>) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn demo(store: token_store_core::TokenStore) -> Result<(), Box<dyn std::error::Error>> {
 //! use rmcp::transport::auth::{AuthorizationManager, default_oauth_http_client};
 //! use token_store_core::TokenKey;
 //! use token_store_rmcp::RmcpCredentialStore;
 //!
 //! let server = "https://mcp.example.com/mcp";
-//! let credentials = RmcpCredentialStore::new(store, TokenKey::for_server(server));
+//! let credentials = RmcpCredentialStore::new(store, TokenKey::for_server(server))?;
 //! let http = credentials.coalescing_http_client(default_oauth_http_client()?);
 //! let mut manager = AuthorizationManager::new_with_oauth_http_client(server, http).await?;
 //! manager.set_credential_store(credentials);

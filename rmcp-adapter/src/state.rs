@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use oauth2::{CsrfToken, PkceCodeVerifier};
 use rmcp::transport::auth::{AuthError, StateStore, StoredAuthorizationState};
 use serde_json::Value;
-use token_store_core::{AuthState, RawStore, TokenStore};
+use token_store_core::{AuthState, TokenStore};
 
 use crate::credentials::store_error;
 
@@ -34,7 +34,7 @@ const REQUIRE_ISSUER: &str = "rmcp_require_issuer";
 ///   one proceeds to the code exchange.
 #[derive(Clone)]
 pub struct RmcpStateStore {
-    store: Arc<dyn RawStore>,
+    store: TokenStore,
     ttl: Duration,
     last_sweep: Arc<Mutex<Option<Instant>>>,
 }
@@ -50,7 +50,7 @@ impl fmt::Debug for RmcpStateStore {
 
 impl RmcpStateStore {
     /// States in `store`, kept for [`DEFAULT_STATE_TTL`].
-    pub fn new(store: Arc<dyn RawStore>) -> Self {
+    pub fn new(store: TokenStore) -> Self {
         RmcpStateStore {
             store,
             ttl: DEFAULT_STATE_TTL,
@@ -69,7 +69,7 @@ impl RmcpStateStore {
         self.typed().purge_expired_states().await
     }
 
-    fn typed(&self) -> &dyn TokenStore {
+    fn typed(&self) -> &TokenStore {
         &self.store
     }
 

@@ -96,18 +96,28 @@ impl LeaseOptions {
 /// Refuses a store on which a lease (so a refresh guard) would not hold: its
 /// compare-and-swap reaches less far than the processes that can open its records.
 pub(crate) fn check_lease_safe(store: &TokenStore, single_process: bool) -> Result<()> {
-    let caps: Capabilities = store.capabilities();
-    if caps.cas_covers_sharing() || single_process {
-        return Ok(());
-    }
-    Err(Error::config(format!(
-        "the {} store is shared {}, but its compare-and-swap holds {}: two processes could both \
+    Lease::check_store(store, single_process)
+}
+
+impl Lease {
+    /// Whether leases (and so refresh guards) hold on `store`: [`Error::Config`] when its
+    /// compare-and-swap reaches less far than the processes that can open its records
+    /// ([`Capabilities::cas_covers_sharing`]), unless `single_process` says only this
+    /// process uses the store. Refresh layers built on [`Lease`] call it at construction.
+    pub fn check_store(store: &TokenStore, single_process: bool) -> Result<()> {
+        let caps: Capabilities = store.capabilities();
+        if caps.cas_covers_sharing() || single_process {
+            return Ok(());
+        }
+        Err(Error::config(format!(
+            "the {} store is shared {}, but its compare-and-swap holds {}: two processes could both \
          refresh one rotating refresh token. Use a store with shared compare-and-swap, or opt \
          in with assume_single_process() if only this process uses it",
-        store.backend(),
-        caps.shared_with,
-        caps.cas,
-    )))
+            store.backend(),
+            caps.shared_with,
+            caps.cas,
+        )))
+    }
 }
 
 impl Default for LeaseOptions {

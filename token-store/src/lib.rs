@@ -1,8 +1,9 @@
 //! # token-store
 //!
-//! Safe OAuth token storage for MCP clients and servers: one async API ([`TokenStore`]) over
+//! Safe OAuth token storage for MCP clients and servers: one store handle ([`TokenStore`]) over
 //! the OS keychain, an encrypted file, SQLite, Redis and Vault, chosen by URL ([`open`]) or by
-//! what the host offers ([`auto`]).
+//! what the host offers ([`auto`]), with compare-and-swap so that rotating refresh tokens never
+//! race each other into a logout.
 //!
 //! ```
 //! # async fn demo() -> token_store::Result<()> {
@@ -22,14 +23,29 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
 //! ```
 //!
-//! Cargo features select backends: `file`, `sqlite`, `redis`, `vault`, `keychain` (all on by
-//! default); `rmcp` adds the rmcp `CredentialStore` / `StateStore` adapters (`token_store::rmcp`). A URL naming a backend whose feature is off fails with a [`Error::Config`] that
-//! says which feature to enable.
+//! The same handle goes to every other API: [`TokenManager`] (one refresh per expiry across
+//! every process sharing the store), [`Lease`], and with the `rmcp` feature the rmcp
+//! `CredentialStore` / `StateStore` adapters in [`rmcp`].
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `file` | yes | `file://` encrypted file store ([`file`]), the embedded default of [`auto`] |
+//! | `sqlite` | yes | `sqlite://` ([`sqlite`]) |
+//! | `redis` | yes | `redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://` ([`redis`]) |
+//! | `vault` | yes | `vault://`, `vaults://` Vault / OpenBao KV v2 ([`vault`]) |
+//! | `keychain` | yes | `keychain:` OS keychains ([`keychain`]) |
+//! | `oauth2` | no | [`TokenRecord`] conversions to and from `oauth2` token responses |
+//! | `rmcp` | no | rmcp adapters ([`rmcp`]); implies `oauth2` |
+//!
+//! A URL naming a backend whose feature is off fails with an [`Error::Config`] that says
+//! which feature to enable. The command-line tool is the separate `token-store-cli` crate
+//! (`cargo install token-store-cli` installs `tokenstore`).
 #![warn(missing_docs)]
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 pub use token_store_core::*;
 
@@ -49,25 +65,38 @@ pub use token_store_vault as vault;
 /// The environment variable [`auto`] reads a store URL from.
 pub const STORE_URL_VAR: &str = "TOKEN_STORE_URL";
 
-/// Opens the store a URL names, as a byte-level store (which is also a [`TokenStore`]).
+/// The environment variable Python mcp-agent switches its token store to Redis with; [`auto`]
+/// honours it the same way when [`STORE_URL_VAR`] is unset.
+pub const MCP_AGENT_REDIS_VAR: &str = "OAUTH_REDIS_URL";
+
+/// Opens the store a URL names.
 ///
-/// See [`StoreUrl`] for the URL forms. Every call is traced (at DEBUG, values never logged).
-pub async fn open_raw(url: &str) -> Result<Arc<dyn RawStore>> {
+/// See [`StoreUrl`] for the URL forms and each backend's crate docs for its parameters; an
+/// unknown parameter is an [`Error::Config`] naming it. Every call on the store is traced (at
+/// DEBUG, values never logged).
+pub async fn open(url: &str) -> Result<TokenStore> {
     let url = StoreUrl::parse(url)?;
-    let store: Arc<dyn RawStore> = match url.kind() {
-        BackendKind::Memory => Arc::new(MemoryStore::new()),
+    open_parsed(&url).await
+}
+
+async fn open_parsed(url: &StoreUrl) -> Result<TokenStore> {
+    let store: TokenStore = match url.kind() {
+        BackendKind::Memory => {
+            url.params()?.finish()?;
+            TokenStore::in_memory()
+        }
         #[cfg(feature = "file")]
-        BackendKind::File => token_store_file::open_url(&url).await?,
+        BackendKind::File => token_store_file::open_url(url).await?,
         #[cfg(feature = "sqlite")]
-        BackendKind::Sqlite => token_store_sqlite::open_url(&url).await?,
+        BackendKind::Sqlite => token_store_sqlite::open_url(url).await?,
         #[cfg(feature = "redis")]
         BackendKind::Redis | BackendKind::RedisCluster | BackendKind::RedisSentinel => {
-            token_store_redis::open_url(&url).await?
+            token_store_redis::open_url(url).await?
         }
         #[cfg(feature = "vault")]
-        BackendKind::Vault => token_store_vault::open_url(&url).await?,
+        BackendKind::Vault => token_store_vault::open_url(url).await?,
         #[cfg(feature = "keychain")]
-        BackendKind::Keychain => token_store_keychain::open_url(&url).await?,
+        BackendKind::Keychain => token_store_keychain::open_url(url).await?,
         #[allow(unreachable_patterns)]
         other => {
             return Err(Error::config(format!(
@@ -76,19 +105,19 @@ pub async fn open_raw(url: &str) -> Result<Arc<dyn RawStore>> {
             )));
         }
     };
-    Ok(Arc::new(layers::Traced::new(store)))
+    Ok(traced(store))
 }
 
-/// Opens the store a URL names.
-pub async fn open(url: &str) -> Result<Arc<dyn TokenStore>> {
-    Ok(Arc::new(open_raw(url).await?))
+fn traced(store: TokenStore) -> TokenStore {
+    TokenStore::new(layers::Traced::new(store.raw().clone()))
 }
 
 /// What [`auto`] chose, and why.
+#[non_exhaustive]
 pub struct Selection {
     /// The store.
-    pub store: Arc<dyn RawStore>,
-    /// The URL of the chosen store (passwords hidden).
+    pub store: TokenStore,
+    /// The URL of the chosen store, with secrets hidden.
     pub url: String,
     /// Whether records survive a restart of this process.
     pub persistent: bool,
@@ -107,9 +136,13 @@ impl fmt::Debug for Selection {
 }
 
 impl Selection {
-    /// The chosen store as a [`TokenStore`].
-    pub fn token_store(&self) -> Arc<dyn TokenStore> {
-        Arc::new(self.store.clone())
+    fn new(store: TokenStore, url: String, reasons: Vec<String>) -> Self {
+        Selection {
+            persistent: store.capabilities().persistent,
+            store,
+            url,
+            reasons,
+        }
     }
 }
 
@@ -131,48 +164,54 @@ pub fn default_key_file() -> Result<PathBuf> {
         .ok_or_else(|| Error::config("no platform config directory (is HOME set?)"))
 }
 
+/// The key source of the embedded default: `TOKEN_STORE_PASSPHRASE`, else
+/// `TOKEN_STORE_KEY_FILE`, else [`default_key_file`].
+pub fn default_key_source() -> Result<KeySource> {
+    match KeySource::from_env() {
+        Some(key) => Ok(key),
+        None => default_key_file().map(KeySource::KeyFile),
+    }
+}
+
 /// Picks the best store this host offers and says why.
 ///
 /// 1. `TOKEN_STORE_URL`, when set: that store, and an error if it fails. An explicit choice
 ///    never falls back silently to another backend.
-/// 2. A working OS keychain (macOS Keychain, Windows Credential Manager, the Secret Service on
+/// 2. `OAUTH_REDIS_URL`, when set (Python mcp-agent's switch to Redis): that Redis with
+///    mcp-agent's key prefix, so a Rust port of an mcp-agent deployment shares its tokens.
+/// 3. A working OS keychain (macOS Keychain, Windows Credential Manager, the Secret Service on
 ///    a Linux desktop), proven by writing, reading and deleting a sentinel under a short time
 ///    limit.
-/// 3. Otherwise the encrypted file store in [`default_data_dir`], keyed by
-///    `TOKEN_STORE_PASSPHRASE`, `TOKEN_STORE_KEY_FILE`, or a key file created in
-///    [`default_key_file`]. The file store is the embedded default rather than SQLite because
-///    it is encrypted at rest without configuration and needs no native library.
-/// 4. Without either backend compiled in: the memory store, with a warning that nothing
+/// 4. Otherwise the encrypted file store in [`default_data_dir`], keyed by
+///    [`default_key_source`]. The file store is the embedded default rather than SQLite
+///    because it is encrypted at rest without configuration and needs no native library.
+/// 5. Without either backend compiled in: the memory store, with a warning that nothing
 ///    persists.
 pub async fn auto() -> Result<Selection> {
     let mut reasons = Vec::new();
-    if let Ok(url) = std::env::var(STORE_URL_VAR)
-        && !url.trim().is_empty()
-    {
-        let parsed = StoreUrl::parse(&url)?;
-        let store = open_raw(&url).await?;
-        reasons.push(format!("{STORE_URL_VAR} is set to {parsed}"));
-        return Ok(Selection {
-            persistent: store.raw_capabilities().persistent,
-            store,
-            url: parsed.redacted(),
-            reasons,
-        });
+    for var in [STORE_URL_VAR, MCP_AGENT_REDIS_VAR] {
+        if let Ok(url) = std::env::var(var)
+            && !url.trim().is_empty()
+        {
+            let parsed = StoreUrl::parse(&url)?;
+            if var == MCP_AGENT_REDIS_VAR && parsed.kind() != BackendKind::Redis {
+                return Err(Error::config(format!(
+                    "{MCP_AGENT_REDIS_VAR} is set to {parsed}, which is not a redis:// or rediss:// URL"
+                )));
+            }
+            let store = open_parsed(&parsed).await?;
+            reasons.push(format!("{var} is set to {parsed}"));
+            return Ok(Selection::new(store, parsed.redacted(), reasons));
+        }
+        reasons.push(format!("{var} is not set"));
     }
-    reasons.push(format!("{STORE_URL_VAR} is not set"));
 
     #[cfg(feature = "keychain")]
     {
         match token_store_keychain::probe(std::time::Duration::from_secs(3)).await {
             Ok(store) => {
                 reasons.push("the OS keychain passed a write/read/delete probe".to_owned());
-                let store: Arc<dyn RawStore> = Arc::new(layers::Traced::new(store));
-                return Ok(Selection {
-                    persistent: store.raw_capabilities().persistent,
-                    store,
-                    url: "keychain:".to_owned(),
-                    reasons,
-                });
+                return Ok(Selection::new(traced(store), "keychain:".to_owned(), reasons));
             }
             Err(why) => reasons.push(format!("OS keychain not used: {why}")),
         }
@@ -181,29 +220,21 @@ pub async fn auto() -> Result<Selection> {
     #[cfg(feature = "file")]
     {
         let dir = default_data_dir()?;
-        let key = match KeySource::from_env() {
-            Some(k) => {
-                reasons.push("key from TOKEN_STORE_PASSPHRASE / TOKEN_STORE_KEY_FILE".to_owned());
-                k
-            }
-            None => {
-                let path = default_key_file()?;
-                reasons.push(format!(
-                    "key file {} (created 0600 if missing)",
-                    path.display()
-                ));
-                KeySource::KeyFile(path)
-            }
-        };
-        let store = token_store_file::FileStore::open(&dir, key).await?;
+        let key = default_key_source()?;
+        match &key {
+            KeySource::KeyFile(path) => reasons.push(format!(
+                "key file {} (created 0600 if missing)",
+                path.display()
+            )),
+            _ => reasons.push("key from TOKEN_STORE_PASSPHRASE".to_owned()),
+        }
+        let store = token_store_file::open(token_store_file::FileConfig::new(&dir, key)).await?;
         reasons.push(format!("encrypted file store in {}", dir.display()));
-        let store: Arc<dyn RawStore> = Arc::new(layers::Traced::new(store));
-        return Ok(Selection {
-            persistent: true,
-            store,
-            url: format!("file://{}", dir.display()),
+        return Ok(Selection::new(
+            traced(store),
+            format!("file://{}", dir.display()),
             reasons,
-        });
+        ));
     }
 
     #[allow(unreachable_code)]
@@ -212,18 +243,15 @@ pub async fn auto() -> Result<Selection> {
             "token-store: no persistent backend compiled in; tokens will be lost on exit"
         );
         reasons.push("no persistent backend compiled in: MEMORY ONLY, NOTHING PERSISTS".to_owned());
-        Ok(Selection {
-            store: Arc::new(MemoryStore::new()),
-            url: "memory:".to_owned(),
-            persistent: false,
+        Ok(Selection::new(
+            TokenStore::in_memory(),
+            "memory:".to_owned(),
             reasons,
-        })
+        ))
     }
 }
 
-pub use token_store_core::crypto::KeySource;
-
-/// The README's example, compiled and run as a doctest so it stays true.
+/// The README's examples, compiled and run as doctests so they stay true.
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;

@@ -5,13 +5,13 @@
 
 use std::io::Read;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
+use token_store::backend::{json_error_summary, unix_now};
 use token_store::{
-    ClientRegistration, Error, ListFilter, Precondition, Query, RawStore, Secret, TokenKey,
-    TokenRecord, TokenStore, Versioned,
+    ClientRegistration, Error, ListFilter, Precondition, Query, Secret, TokenKey, TokenRecord,
+    TokenStore, Versioned,
 };
 
 #[derive(Parser)]
@@ -137,9 +137,6 @@ fn main() -> ExitCode {
             .with_env_filter("token_store=debug,token_store_core=debug")
             .init();
     }
-    // Two rustls providers may be compiled in (via different clients); pick one explicitly
-    // before any TLS connection is made, or rustls refuses to guess.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -175,14 +172,12 @@ fn one_line(e: &dyn std::error::Error) -> String {
     line.replace('\n', " ")
 }
 
-async fn open(
-    store: Option<&str>,
-) -> token_store::Result<(Arc<dyn RawStore>, String, Vec<String>)> {
+async fn open(store: Option<&str>) -> token_store::Result<(TokenStore, String, Vec<String>)> {
     match store {
         Some(url) => {
             let parsed = token_store::StoreUrl::parse(url)?;
             Ok((
-                token_store::open_raw(url).await?,
+                token_store::open(url).await?,
                 parsed.redacted(),
                 vec!["--store / TOKEN_STORE_URL".to_owned()],
             ))
@@ -205,16 +200,15 @@ async fn run(cli: Cli) -> token_store::Result<()> {
         command => {
             let (store, _, _) = open(cli.store.as_deref()).await?;
             match command {
-                Command::Get { key, reveal } => get(&*store, &key.key(), reveal).await,
-                Command::Put { key, file, create } => put(&*store, &key.key(), file, create).await,
-                Command::List { user, resource } => list(&*store, user, resource).await,
+                Command::Get { key, reveal } => get(&store, &key.key(), reveal).await,
+                Command::Put { key, file, create } => put(&store, &key.key(), file, create).await,
+                Command::List { user, resource } => list(&store, user, resource).await,
                 Command::Delete { key } => {
-                    let existed =
-                        TokenStore::delete(&*store, &key.key(), Precondition::Any).await?;
+                    let existed = store.delete(&key.key(), Precondition::Any).await?;
                     println!("{}", if existed { "deleted" } else { "no such record" });
                     Ok(())
                 }
-                Command::Migrate { to } => migrate(&*store, &to).await,
+                Command::Migrate { to } => migrate(&store, &to).await,
                 Command::Doctor | Command::Rekey { .. } | Command::Bench { .. } => {
                     unreachable!("handled above")
                 }
@@ -231,8 +225,11 @@ fn show(secret: &Secret, reveal: bool) -> String {
     }
 }
 
-async fn get(store: &dyn RawStore, key: &TokenKey, reveal: bool) -> token_store::Result<()> {
-    let Some(Versioned { value: r, version }) = TokenStore::get(store, key).await? else {
+async fn get(store: &TokenStore, key: &TokenKey, reveal: bool) -> token_store::Result<()> {
+    let Some(Versioned {
+        value: r, version, ..
+    }) = store.get(key).await?
+    else {
         return Err(Error::NotFound {
             backend: store.backend(),
             key: key.to_string(),
@@ -247,7 +244,7 @@ async fn get(store: &dyn RawStore, key: &TokenKey, reveal: bool) -> token_store:
     println!("token_type:    {}", r.token_type);
     println!("scopes:        {}", r.scopes.join(" "));
     if let Some(at) = r.expires_at {
-        let left = at - token_store::unix_now();
+        let left = at - unix_now();
         if left > 0.0 {
             println!("expires_at:    {at:.0} (in {left:.0} s)");
         } else {
@@ -270,11 +267,11 @@ fn parse_record(text: &str) -> token_store::Result<TokenRecord> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         Error::invalid_input(format!(
             "input is not JSON: {}",
-            token_store::json_error_summary(&e)
+            json_error_summary(&e)
         ))
     })?;
     let mut record: TokenRecord = serde_json::from_value(value.clone()).map_err(|e| {
-        let why = token_store::json_error_summary(&e);
+        let why = json_error_summary(&e);
         Error::invalid_input(format!("input is not a token record: {why}"))
     })?;
     // An OAuth token response carries a relative lifetime; store it as an absolute time.
@@ -294,7 +291,7 @@ fn parse_record(text: &str) -> token_store::Result<TokenRecord> {
 }
 
 async fn put(
-    store: &dyn RawStore,
+    store: &TokenStore,
     key: &TokenKey,
     file: Option<std::path::PathBuf>,
     create: bool,
@@ -322,39 +319,40 @@ async fn put(
     } else {
         Precondition::Any
     };
-    let version = TokenStore::put(store, key, &record, precondition).await?;
+    let version = store.put(key, &record, precondition).await?;
     println!("stored {key} (version {version})");
     Ok(())
 }
 
 async fn list(
-    store: &dyn RawStore,
+    store: &TokenStore,
     user: Option<String>,
     resource: Option<String>,
 ) -> token_store::Result<()> {
     let mut filter = ListFilter::all();
     filter.user_key = user;
     filter.resource = resource.as_deref().map(token_store::canonical_url);
-    let page = TokenStore::list(store, &Query::new(filter)).await?;
+    let page = store.list(&Query::new(filter)).await?;
     println!("{:<40} {:<50} {:<30} scopes", "user", "resource", "issuer");
     for k in &page.keys {
         println!(
             "{:<40} {:<50} {:<30} {}",
-            k.user_key,
-            k.resource,
-            k.authorization_server.as_deref().unwrap_or("-"),
-            k.scope_fingerprint
+            k.user_key(),
+            k.resource(),
+            k.authorization_server().unwrap_or("-"),
+            k.scope_fingerprint()
         );
     }
-    let clients = TokenStore::list_clients(store).await?;
+    let clients = store.list_clients().await?;
     for c in &clients.keys {
         println!(
             "client registration: {} {}",
-            c.authorization_server, c.application
+            c.authorization_server(),
+            c.application()
         );
     }
-    for (location, reason) in page.unreadable.iter().chain(&clients.unreadable) {
-        println!("unreadable entry {location}: {reason}");
+    for u in page.unreadable.iter().chain(&clients.unreadable) {
+        println!("unreadable entry {}: {}", u.location, u.reason);
     }
     println!(
         "{} tokens, {} client registrations",
@@ -364,10 +362,10 @@ async fn list(
     Ok(())
 }
 
-async fn migrate(from: &dyn RawStore, to_url: &str) -> token_store::Result<()> {
-    let to = token_store::open_raw(to_url).await?;
-    let tokens = TokenStore::list(from, &Query::default()).await?;
-    let clients = TokenStore::list_clients(from).await?;
+async fn migrate(from: &TokenStore, to_url: &str) -> token_store::Result<()> {
+    let to = token_store::open(to_url).await?;
+    let tokens = from.list(&Query::default()).await?;
+    let clients = from.list_clients().await?;
     let total = (tokens.keys.len() + clients.keys.len()) as u64;
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
@@ -376,14 +374,14 @@ async fn migrate(from: &dyn RawStore, to_url: &str) -> token_store::Result<()> {
     );
     let (mut copied, mut unchanged) = (0usize, 0usize);
     for key in &tokens.keys {
-        let Some(source) = TokenStore::get(from, key).await? else {
+        let Some(source) = from.get(key).await? else {
             continue;
         };
-        match TokenStore::get(&*to, key).await? {
+        match to.get(key).await? {
             Some(existing) if existing.value == source.value => unchanged += 1,
             _ => {
-                TokenStore::put(&*to, key, &source.value, Precondition::Any).await?;
-                let check = TokenStore::get(&*to, key).await?;
+                to.put(key, &source.value, Precondition::Any).await?;
+                let check = to.get(key).await?;
                 if check.map(|c| c.value) != Some(source.value) {
                     return Err(Error::Integrity {
                         backend: to.backend(),
@@ -397,23 +395,24 @@ async fn migrate(from: &dyn RawStore, to_url: &str) -> token_store::Result<()> {
         bar.inc(1);
     }
     for key in &clients.keys {
-        let Some(source) = TokenStore::get_client(from, key).await? else {
+        let Some(source) = from.get_client(key).await? else {
             continue;
         };
-        let same = TokenStore::get_client(&*to, key)
+        let same = to
+            .get_client(key)
             .await?
             .is_some_and(|e| e.value == source.value);
         if same {
             unchanged += 1;
         } else {
-            copy_client(&*to, key, &source.value).await?;
+            copy_client(&to, key, &source.value).await?;
             copied += 1;
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
-    for (location, reason) in tokens.unreadable.iter().chain(&clients.unreadable) {
-        eprintln!("skipped unreadable entry {location}: {reason}");
+    for u in tokens.unreadable.iter().chain(&clients.unreadable) {
+        eprintln!("skipped unreadable entry {}: {}", u.location, u.reason);
     }
     println!(
         "migrated {copied} records ({unchanged} already up to date) to {}",
@@ -423,12 +422,12 @@ async fn migrate(from: &dyn RawStore, to_url: &str) -> token_store::Result<()> {
 }
 
 async fn copy_client(
-    to: &dyn RawStore,
+    to: &TokenStore,
     key: &token_store::ClientKey,
     reg: &ClientRegistration,
 ) -> token_store::Result<()> {
-    TokenStore::put_client(to, key, reg, Precondition::Any).await?;
-    let back = TokenStore::get_client(to, key).await?;
+    to.put_client(key, reg, Precondition::Any).await?;
+    let back = to.get_client(key).await?;
     if back.map(|b| b.value).as_ref() != Some(reg) {
         return Err(Error::Integrity {
             backend: to.backend(),
@@ -449,10 +448,9 @@ async fn bench(store: Option<&str>, ops: usize) -> token_store::Result<()> {
     let (store, url, _) = open(store).await?;
     let backend = store.backend();
     println!("store: {url}");
-    let typed: Arc<dyn TokenStore> = Arc::new(store);
     let run_id = token_store_bench::ops::run_id();
     let plan = token_store_bench::Plan::fixed(ops);
-    let rows = token_store_bench::measure_store(typed, &run_id, &plan)
+    let rows = token_store_bench::measure_store(store, &run_id, &plan)
         .await
         .map_err(|e| match e.downcast::<Error>() {
             Ok(e) => *e,
@@ -468,16 +466,23 @@ async fn doctor(store: Option<&str>) -> token_store::Result<()> {
     for r in &reasons {
         println!("  - {r}");
     }
-    let caps = store.raw_capabilities();
+    let caps = store.capabilities();
+    println!("backend: {}", store.backend());
+    println!("shared:           {}", caps.shared_with);
+    println!("compare-and-swap: {}", caps.cas);
     println!(
-        "capabilities: atomic_cas={} process_local_cas={} ttl={} encrypted_at_rest={} persistent={} shared_across_processes={} shared_across_hosts={} max_value_size={}",
-        caps.atomic_cas,
-        caps.process_local_cas,
-        caps.ttl,
-        caps.encrypted_at_rest,
-        caps.persistent,
-        caps.shared_across_processes,
-        caps.shared_across_hosts,
+        "refresh-safe:     {}",
+        if caps.cas_covers_sharing() {
+            "yes: one refresh per expiry across every process that shares this store"
+        } else {
+            "NO: two processes could spend one refresh token (compare-and-swap does not reach every process sharing the store)"
+        }
+    );
+    println!(
+        "encrypted at rest: {}   persistent: {}   ttl: {}   max value: {} bytes",
+        yes_no(caps.encrypted_at_rest),
+        yes_no(caps.persistent),
+        yes_no(caps.ttl),
         caps.max_value_size
     );
     if !caps.persistent {
@@ -498,10 +503,10 @@ async fn doctor(store: Option<&str>) -> token_store::Result<()> {
     };
     println!("round trip:");
     let t = Instant::now();
-    let v1 = TokenStore::put(&*store, &key, &record, Precondition::IfAbsent).await?;
+    let v1 = store.put(&key, &record, Precondition::IfAbsent).await?;
     timed("put", t);
     let t = Instant::now();
-    let read = TokenStore::get(&*store, &key).await?;
+    let read = store.get(&key).await?;
     timed("get", t);
     if read.as_ref().map(|r| &r.value) != Some(&record) {
         return Err(Error::Integrity {
@@ -512,11 +517,14 @@ async fn doctor(store: Option<&str>) -> token_store::Result<()> {
     }
     let rotated = TokenRecord::new("doctor-access-2").with_refresh_token("doctor-refresh-2");
     let t = Instant::now();
-    TokenStore::put(&*store, &key, &rotated, Precondition::IfVersion(v1.clone())).await?;
+    store
+        .put(&key, &rotated, Precondition::IfVersion(v1.clone()))
+        .await?;
     timed("cas put", t);
-    let stale = TokenStore::put(&*store, &key, &record, Precondition::IfVersion(v1)).await;
-    let cas = caps.atomic_cas || caps.process_local_cas;
-    if cas && !matches!(stale, Err(Error::Conflict { .. })) {
+    let stale = store
+        .put(&key, &record, Precondition::IfVersion(v1))
+        .await;
+    if !matches!(stale, Err(Error::Conflict { .. })) {
         return Err(Error::backend(
             store.backend(),
             "a stale compare-and-swap was not refused",
@@ -524,9 +532,9 @@ async fn doctor(store: Option<&str>) -> token_store::Result<()> {
         ));
     }
     let t = Instant::now();
-    TokenStore::delete(&*store, &key, Precondition::Any).await?;
+    store.delete(&key, Precondition::Any).await?;
     timed("delete", t);
-    if TokenStore::get(&*store, &key).await?.is_some() {
+    if store.get(&key).await?.is_some() {
         return Err(Error::backend(
             store.backend(),
             "the probe record survived its delete",
@@ -537,7 +545,6 @@ async fn doctor(store: Option<&str>) -> token_store::Result<()> {
     Ok(())
 }
 
-#[cfg(feature = "file")]
 async fn rekey(
     store: Option<&str>,
     new_key_file: Option<std::path::PathBuf>,
@@ -561,13 +568,15 @@ async fn rekey(
                     url.scheme()
                 )));
             }
-            token_store::file::open_file_url(&url).await?
+            token_store::file::FileStore::open(&token_store::file::FileConfig::from_url(&url)?)
+                .await?
         }
         None => {
-            let key = KeySource::from_env()
-                .map(Ok)
-                .unwrap_or_else(|| token_store::default_key_file().map(KeySource::KeyFile))?;
-            token_store::file::FileStore::open(token_store::default_data_dir()?, key).await?
+            let config = token_store::file::FileConfig::new(
+                token_store::default_data_dir()?,
+                token_store::default_key_source()?,
+            );
+            token_store::file::FileStore::open(&config).await?
         }
     };
     let n = store.rekey(new_key).await?;
@@ -578,13 +587,6 @@ async fn rekey(
     Ok(())
 }
 
-#[cfg(not(feature = "file"))]
-async fn rekey(
-    _: Option<&str>,
-    _: Option<std::path::PathBuf>,
-    _: Option<String>,
-) -> token_store::Result<()> {
-    Err(Error::config(
-        "rekey needs the `file` feature of token-store",
-    ))
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
 }
