@@ -1,26 +1,28 @@
-//! Where the Vault is and how to log in: parsed from a `vault://` URL and the standard
-//! `VAULT_*` / `BAO_*` variables.
+//! [`VaultConfig`]: where the Vault is, where the records go and how to log in; built in code
+//! or read from a `vault://` URL and the standard `VAULT_*` / `BAO_*` variables.
+
+mod url_form;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
-use token_store_core::{Error, Result, StoreUrl};
+use secrecy::SecretString;
+use token_store_core::layers::CommonOptions;
+use token_store_core::{Error, KeySource, Result, StoreUrl};
 
 /// The KV v2 mount used when the URL names none.
 pub const DEFAULT_MOUNT: &str = "secret";
 /// The path prefix under the mount used when the URL names none.
 pub const DEFAULT_PREFIX: &str = "token-store";
-/// The per-call time limit used when the URL names none.
+/// The per-call time limit used when the URL names none (the core `Timeout` layer).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The AppRole auth mount used when the URL names none.
 pub const DEFAULT_APPROLE_MOUNT: &str = "approle";
 
-const KNOWN_PARAMS: &str = "prefix, namespace, ca, timeout_ms, role_id, secret_id, secret_id_env, \
-     token_env, approle_mount, key_file, passphrase_env";
-
 /// How the store authenticates.
+///
+/// `Debug` shows which method, never a token, role id or secret id.
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum Auth {
@@ -38,6 +40,30 @@ pub enum Auth {
     },
 }
 
+impl Auth {
+    /// A fixed token.
+    pub fn token(token: impl Into<String>) -> Self {
+        Auth::Token(SecretString::from(token.into()))
+    }
+
+    /// AppRole login at the default mount ([`DEFAULT_APPROLE_MOUNT`]).
+    pub fn approle(role_id: impl Into<String>, secret_id: impl Into<String>) -> Self {
+        Auth::AppRole {
+            mount: DEFAULT_APPROLE_MOUNT.to_owned(),
+            role_id: SecretString::from(role_id.into()),
+            secret_id: SecretString::from(secret_id.into()),
+        }
+    }
+
+    /// The token to send as is, for [`Auth::Token`].
+    pub(crate) fn static_token(&self) -> Option<&SecretString> {
+        match self {
+            Auth::Token(t) => Some(t),
+            Auth::AppRole { .. } => None,
+        }
+    }
+}
+
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -47,7 +73,26 @@ impl fmt::Debug for Auth {
     }
 }
 
-/// Everything needed to reach one KV v2 location.
+/// Everything needed to reach one KV v2 location: built in code, or read from a URL with
+/// [`VaultConfig::from_url`].
+///
+/// `Debug` and `Display` never show a credential: `Display` is the location as a `vault://`
+/// URL (`vault://127.0.0.1:8200/secret?prefix=token-store`), which is what errors and logs
+/// name the store by.
+///
+/// ```
+/// use std::time::Duration;
+/// use token_store_core::KeySource;
+/// use token_store_vault::{Auth, VaultConfig};
+/// let config = VaultConfig::new("https://bao.internal:8200", Auth::approle("role", "S3CR3T"))?
+///     .with_mount("kv/team-a")?
+///     .with_prefix("apps/mcp")?
+///     .with_timeout(Duration::from_secs(3))
+///     .with_key(KeySource::KeyFile("/etc/app/token.key".into()));
+/// assert_eq!(config.to_string(), "vaults://bao.internal:8200/kv/team-a?prefix=apps/mcp");
+/// assert!(!format!("{config:?}").contains("S3CR3T"));
+/// # Ok::<(), token_store_core::Error>(())
+/// ```
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct VaultConfig {
@@ -61,28 +106,65 @@ pub struct VaultConfig {
     pub namespace: Option<String>,
     /// A PEM file with the CA certificate(s) to trust instead of the system roots.
     pub ca_cert: Option<PathBuf>,
-    /// Upper bound for each store call (all the HTTP requests it makes).
-    pub timeout: Duration,
     /// How to authenticate.
     pub auth: Auth,
+    /// The options every backend shares, applied as layers by [`open`](crate::open): the
+    /// encryption key, and the per-call time limit ([`DEFAULT_TIMEOUT`] unless changed).
+    pub common: CommonOptions,
 }
 
 impl fmt::Debug for VaultConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // By hand, so it stays safe whatever the fields gain. `Auth` and `KeySource` show
+        // which method or file, never a secret.
         f.debug_struct("VaultConfig")
             .field("address", &self.address.as_str())
             .field("mount", &self.mount)
             .field("prefix", &self.prefix)
             .field("namespace", &self.namespace)
             .field("ca_cert", &self.ca_cert)
-            .field("timeout", &self.timeout)
             .field("auth", &self.auth)
+            .field("key", &self.common.key)
+            .field("timeout", &self.common.timeout)
             .finish()
     }
 }
 
+impl fmt::Display for VaultConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.address.scheme() == "https" {
+            "vaults"
+        } else {
+            "vault"
+        };
+        // The port always: a URL without one means 8200, not the scheme's 80 / 443.
+        let port = self
+            .address
+            .port_or_known_default()
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
+        let host = self.address.host_str().unwrap_or_default();
+        let prefix = if self.prefix.is_empty() {
+            "/"
+        } else {
+            &self.prefix
+        };
+        write!(f, "{scheme}://{host}{port}/{}?prefix={prefix}", self.mount)?;
+        if let Some(ns) = &self.namespace {
+            write!(
+                f,
+                "&namespace={}",
+                token_store_core::backend::percent_encode(ns)
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl VaultConfig {
-    /// A configuration for `address` (`http(s)://host:port`) with a token and the defaults.
+    /// A configuration for `address` (`http(s)://host:port`) with `auth` and the defaults:
+    /// mount [`DEFAULT_MOUNT`], prefix [`DEFAULT_PREFIX`], a [`DEFAULT_TIMEOUT`] per call, no
+    /// encryption layer.
     pub fn new(address: &str, auth: Auth) -> Result<Self> {
         Ok(VaultConfig {
             address: parse_address(address)?,
@@ -90,8 +172,8 @@ impl VaultConfig {
             prefix: DEFAULT_PREFIX.to_owned(),
             namespace: None,
             ca_cert: None,
-            timeout: DEFAULT_TIMEOUT,
             auth,
+            common: CommonOptions::new().with_timeout(DEFAULT_TIMEOUT),
         })
     }
 
@@ -101,7 +183,7 @@ impl VaultConfig {
         Ok(self)
     }
 
-    /// The same configuration with another path prefix.
+    /// The same configuration with another path prefix (`""` for the mount's root).
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Result<Self> {
         self.prefix = clean_path("prefix", &prefix.into(), true)?;
         Ok(self)
@@ -119,204 +201,72 @@ impl VaultConfig {
         self
     }
 
-    /// The same configuration with another per-call time limit.
+    /// The same configuration with another per-call time limit (the core `Timeout` layer;
+    /// each HTTP request, the AppRole login at open included, is bounded by it too).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.common = self.common.with_timeout(timeout);
         self
     }
 
-    /// Reads a `vault://` / `vaults://` URL, taking what it leaves out from the process
-    /// environment (`VAULT_ADDR`, `VAULT_TOKEN`, `VAULT_NAMESPACE`, `VAULT_CACERT`,
-    /// `VAULT_ROLE_ID`, `VAULT_SECRET_ID`, or the `BAO_*` names).
+    /// The same configuration with values encrypted under `key` (the core `Encrypted` layer):
+    /// Vault then holds only ciphertext its operators cannot read.
+    pub fn with_key(mut self, key: KeySource) -> Self {
+        self.common = self.common.with_key(key);
+        self
+    }
+
+    /// Reads a `vault://` / `vaults://` URL (the grammar is in the crate docs), taking what it
+    /// leaves out from the process environment (`VAULT_ADDR`, `VAULT_TOKEN`,
+    /// `VAULT_NAMESPACE`, `VAULT_CACERT`, `VAULT_ROLE_ID`, `VAULT_SECRET_ID`, or the `BAO_*`
+    /// names). An unknown, duplicated or malformed parameter is an [`Error::Config`] naming
+    /// it.
+    ///
+    /// ```
+    /// use token_store_core::StoreUrl;
+    /// use token_store_vault::VaultConfig;
+    /// let url = StoreUrl::parse("vault://127.0.0.1:8200/secret?prefix=app&role_id=R&secret_id=S").unwrap();
+    /// let config = VaultConfig::from_url(&url).unwrap();
+    /// assert_eq!(config.to_string(), "vault://127.0.0.1:8200/secret?prefix=app");
+    /// let typo = StoreUrl::parse("vault://127.0.0.1:8200/?role_id=R&secret_id=S&prefx=app").unwrap();
+    /// assert!(VaultConfig::from_url(&typo).unwrap_err().to_string().contains("prefx"));
+    /// ```
     pub fn from_url(url: &StoreUrl) -> Result<Self> {
         Self::from_url_with_env(url, |name| std::env::var(name).ok())
     }
 
-    /// [`VaultConfig::from_url`] with an explicit environment, for tests and embedders.
+    /// [`VaultConfig::from_url`] with an explicit environment for the `VAULT_*` / `BAO_*`
+    /// variables and the variables `token_env=` / `secret_id_env=` name, for tests and
+    /// embedders. (`passphrase_env=` is read by core from the process environment.)
     pub fn from_url_with_env(url: &StoreUrl, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let env = |names: &[&str]| -> Option<String> {
-            names.iter().find_map(|n| env(n).filter(|v| !v.is_empty()))
-        };
-        let scheme = url.scheme();
-        if scheme != "vault" && scheme != "vaults" {
-            return Err(Error::config(format!(
-                "the vault backend takes vault:// or vaults:// URLs, not {scheme}:"
-            )));
-        }
-        let body = url.body();
-        let (authority, path) = match body.find('/') {
-            Some(i) => (&body[..i], &body[i + 1..]),
-            None => (body, ""),
-        };
-        if authority.contains('@') {
+        url_form::read(url, &url_form::Env(&env))
+    }
+
+    /// Checks the fields a caller may have set directly, before anything is sent: they go
+    /// into request paths unescaped.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if clean_path("mount", &self.mount, false)? != self.mount
+            || clean_path("prefix", &self.prefix, true)? != self.prefix
+        {
             return Err(Error::config(
-                "a vault:// URL carries no credentials before the host: use VAULT_TOKEN, token_env= or role_id=/secret_id=",
+                "the Vault mount and prefix have no leading or trailing `/`",
             ));
         }
-        let address = if authority.is_empty() {
-            let addr = env(&["VAULT_ADDR", "BAO_ADDR"]).ok_or_else(|| {
-                Error::config(format!(
-                    "{scheme}:// without a host needs VAULT_ADDR (or BAO_ADDR)"
-                ))
-            })?;
-            let parsed = parse_address(&addr)?;
-            if url.is_tls() && parsed.scheme() != "https" {
-                return Err(Error::config(
-                    "vaults:// asks for TLS but VAULT_ADDR is not an https:// address",
-                ));
-            }
-            parsed
-        } else {
-            let http = if url.is_tls() { "https" } else { "http" };
-            let with_port = if has_port(authority) {
-                authority.to_owned()
-            } else {
-                format!("{authority}:8200")
-            };
-            parse_address(&format!("{http}://{with_port}"))?
-        };
-
-        let mut prefix = None;
-        let mut namespace = None;
-        let mut ca = None;
-        let mut timeout = None;
-        let mut role_id = None;
-        let mut secret_id = None;
-        let mut secret_id_env = None;
-        let mut token_env = None;
-        let mut approle_mount = None;
-        for (k, v) in url.query() {
-            match k.as_str() {
-                "prefix" => prefix = Some(v),
-                "namespace" => namespace = Some(v),
-                "ca" => ca = Some(v),
-                "timeout_ms" => {
-                    let ms: u64 = v.parse().map_err(|_| {
-                        Error::config("timeout_ms in a vault:// URL must be a whole number")
-                    })?;
-                    if ms == 0 {
-                        return Err(Error::config("timeout_ms in a vault:// URL must be > 0"));
-                    }
-                    timeout = Some(Duration::from_millis(ms));
-                }
-                "role_id" => role_id = Some(v),
-                "secret_id" => secret_id = Some(v),
-                "secret_id_env" => secret_id_env = Some(v),
-                "token_env" => token_env = Some(v),
-                "approle_mount" => approle_mount = Some(v),
-                // The encryption layer's parameters, read by `open_url`.
-                "key_file" | "passphrase_env" => {}
-                other => {
-                    // A mistyped parameter must not silently change where tokens go.
-                    return Err(Error::config(format!(
-                        "unknown parameter `{other}` in a vault:// URL (known: {KNOWN_PARAMS})"
-                    )));
-                }
-            }
+        if let Auth::AppRole { mount, .. } = &self.auth
+            && clean_path("approle_mount", mount, false)? != *mount
+        {
+            return Err(Error::config(
+                "the AppRole mount has no leading or trailing `/`",
+            ));
         }
-
-        let secret_id = match (secret_id, secret_id_env) {
-            (Some(_), Some(_)) => {
-                return Err(Error::config(
-                    "a vault:// URL takes secret_id or secret_id_env, not both",
-                ));
-            }
-            (Some(s), None) => Some(s),
-            (None, Some(var)) => Some(env(&[var.as_str()]).ok_or_else(|| {
-                Error::config(format!("secret_id_env names {var}, which is unset"))
-            })?),
-            (None, None) => None,
-        };
-        let role_id = role_id.or_else(|| env(&["VAULT_ROLE_ID", "BAO_ROLE_ID"]));
-        let auth = if let Some(role_id) = role_id {
-            let secret_id = secret_id
-                .or_else(|| env(&["VAULT_SECRET_ID", "BAO_SECRET_ID"]))
-                .ok_or_else(|| {
-                    Error::config(
-                        "AppRole login needs a secret id: secret_id=, secret_id_env= or VAULT_SECRET_ID",
-                    )
-                })?;
-            Auth::AppRole {
-                mount: clean_path(
-                    "approle_mount",
-                    approle_mount.as_deref().unwrap_or(DEFAULT_APPROLE_MOUNT),
-                    false,
-                )?,
-                role_id: SecretString::from(role_id),
-                secret_id: SecretString::from(secret_id),
-            }
-        } else {
-            if secret_id.is_some() {
-                return Err(Error::config(
-                    "a secret id was given without a role id (role_id= or VAULT_ROLE_ID)",
-                ));
-            }
-            let token = match token_env {
-                Some(var) => env(&[var.as_str()]).ok_or_else(|| {
-                    Error::config(format!("token_env names {var}, which is unset"))
-                })?,
-                None => env(&["VAULT_TOKEN", "BAO_TOKEN"]).ok_or_else(|| {
-                    Error::config(
-                        "no Vault credentials: set VAULT_TOKEN (or BAO_TOKEN), token_env=, or role_id=/secret_id=",
-                    )
-                })?,
-            };
-            Auth::Token(SecretString::from(token))
-        };
-
-        let mount = if path.is_empty() {
-            DEFAULT_MOUNT.to_owned()
-        } else {
-            let decoded = token_store_core::percent_decode(path).ok_or_else(|| {
-                Error::config("the mount in a vault:// URL is not valid percent-encoding")
-            })?;
-            clean_path("mount", &decoded, false)?
-        };
-        let prefix = clean_path("prefix", prefix.as_deref().unwrap_or(DEFAULT_PREFIX), true)?;
-        let namespace = namespace
-            .or_else(|| env(&["VAULT_NAMESPACE", "BAO_NAMESPACE"]))
-            .filter(|n| !n.is_empty());
-        let ca_cert = ca
-            .or_else(|| env(&["VAULT_CACERT", "BAO_CACERT"]))
-            .filter(|c| !c.is_empty())
-            .map(PathBuf::from);
-        Ok(VaultConfig {
-            address,
-            mount,
-            prefix,
-            namespace,
-            ca_cert,
-            timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
-            auth,
-        })
-    }
-
-    /// Whether the configured token is a fixed one (no login, no renewal).
-    pub fn uses_static_token(&self) -> bool {
-        matches!(self.auth, Auth::Token(_))
-    }
-
-    pub(crate) fn static_token(&self) -> Option<&str> {
-        match &self.auth {
-            Auth::Token(t) => Some(t.expose_secret()),
-            Auth::AppRole { .. } => None,
-        }
+        Ok(())
     }
 }
 
-fn has_port(authority: &str) -> bool {
-    // `[::1]:8200` vs `[::1]`; `host:8200` vs `host`.
-    match authority.rfind(']') {
-        Some(i) => authority[i..].contains(':'),
-        None => authority.contains(':'),
-    }
-}
-
-/// Validates a server address before anything uses it (vaultrs' builder panics on a bad
-/// one; here it is a configuration error).
+/// Validates a server address before anything uses it. The message never quotes the
+/// address: one from `VAULT_ADDR` may carry credentials.
 fn parse_address(raw: &str) -> Result<url::Url> {
     let parsed = url::Url::parse(raw.trim()).map_err(|e| Error::Config {
-        message: format!("`{}` is not a valid Vault address", raw.trim()),
+        message: format!("not a valid Vault address (http(s)://host:port): {e}"),
         source: Some(Box::new(e)),
     })?;
     if parsed.scheme() != "http" && parsed.scheme() != "https" {
@@ -359,102 +309,4 @@ fn clean_path(what: &str, raw: &str, may_be_empty: bool) -> Result<String> {
         }
     }
     Ok(trimmed.to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(url: &str, env: &[(&str, &str)]) -> Result<VaultConfig> {
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        VaultConfig::from_url_with_env(&StoreUrl::parse(url).unwrap(), move |n| {
-            env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())
-        })
-    }
-
-    #[test]
-    fn url_forms() {
-        let c = parse(
-            "vault://bao.internal:8300/kv/team?prefix=apps/x",
-            &[("VAULT_TOKEN", "t")],
-        )
-        .unwrap();
-        assert_eq!(c.address.as_str(), "http://bao.internal:8300/");
-        assert_eq!(c.mount, "kv/team");
-        assert_eq!(c.prefix, "apps/x");
-        assert!(c.uses_static_token());
-
-        let c = parse(
-            "vaults://bao.internal",
-            &[("BAO_TOKEN", "t"), ("VAULT_CACERT", "/ca.pem")],
-        )
-        .unwrap();
-        assert_eq!(c.address.as_str(), "https://bao.internal:8200/");
-        assert_eq!(c.mount, DEFAULT_MOUNT);
-        assert_eq!(c.prefix, DEFAULT_PREFIX);
-        assert_eq!(c.ca_cert, Some(PathBuf::from("/ca.pem")));
-
-        let c = parse(
-            "vault://",
-            &[
-                ("VAULT_ADDR", "https://v.example:8200"),
-                ("VAULT_NAMESPACE", "team-a"),
-                ("VAULT_ROLE_ID", "rid"),
-                ("VAULT_SECRET_ID", "sid"),
-            ],
-        )
-        .unwrap();
-        assert_eq!(c.address.as_str(), "https://v.example:8200/");
-        assert_eq!(c.namespace.as_deref(), Some("team-a"));
-        assert!(matches!(c.auth, Auth::AppRole { .. }));
-
-        let c = parse(
-            "vault://[::1]:8200/?prefix=&timeout_ms=250",
-            &[("VAULT_TOKEN", "t")],
-        )
-        .unwrap();
-        assert_eq!(c.prefix, "");
-        assert_eq!(c.timeout, Duration::from_millis(250));
-    }
-
-    #[test]
-    fn bad_urls_are_config_errors_not_panics() {
-        for (url, env) in [
-            ("vault://bad host:99", vec![("VAULT_TOKEN", "t")]),
-            ("vault://h:notaport", vec![("VAULT_TOKEN", "t")]),
-            ("vault://h/../x", vec![("VAULT_TOKEN", "t")]),
-            ("vault://h?prefx=a", vec![("VAULT_TOKEN", "t")]),
-            ("vault://h", vec![]),
-            ("vault://", vec![("VAULT_TOKEN", "t")]),
-            (
-                "vault://",
-                vec![("VAULT_TOKEN", "t"), ("VAULT_ADDR", "not a url")],
-            ),
-            (
-                "vaults://",
-                vec![("VAULT_TOKEN", "t"), ("VAULT_ADDR", "http://h:1")],
-            ),
-            ("vault://u:pw@h", vec![("VAULT_TOKEN", "t")]),
-            ("vault://h?secret_id=s", vec![("VAULT_TOKEN", "t")]),
-            ("vault://h?role_id=r", vec![]),
-        ] {
-            assert!(
-                matches!(parse(url, &env), Err(Error::Config { .. })),
-                "{url} with {env:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn debug_redacts_credentials() {
-        let c = parse("vault://h?role_id=ROLE-X&secret_id=SECRET-X", &[]).unwrap();
-        let t = parse("vault://h", &[("VAULT_TOKEN", "TOKEN-X")]).unwrap();
-        let text = format!("{c:?} {t:?}");
-        for secret in ["ROLE-X", "SECRET-X", "TOKEN-X"] {
-            assert!(!text.contains(secret), "{text}");
-        }
-    }
 }

@@ -1,6 +1,31 @@
 //! The Vault / OpenBao backend of token-store: records in a KV **v2** secrets engine.
 //!
-//! # URL forms
+//! # Opening a store
+//!
+//! [`open_url`] reads a URL, [`open`] takes a [`VaultConfig`] built in code; both return the
+//! [`TokenStore`] handle with the configured layers (the per-call time limit, and the
+//! encryption layer when a key is given). [`VaultStore::open`] is the raw backend, without
+//! layers.
+//!
+//! ```no_run
+//! # async fn demo() -> token_store_core::Result<()> {
+//! use std::time::Duration;
+//! use token_store_core::{KeySource, StoreUrl};
+//! use token_store_vault::{Auth, VaultConfig};
+//!
+//! // From a URL, credentials from VAULT_ROLE_ID / VAULT_SECRET_ID:
+//! let store = token_store_vault::open_url(&StoreUrl::parse("vaults://bao.internal/secret?prefix=mcp")?).await?;
+//!
+//! // The same in code:
+//! let config = VaultConfig::new("https://bao.internal:8200", Auth::approle("role-id", "secret-id"))?
+//!     .with_prefix("mcp")?
+//!     .with_timeout(Duration::from_secs(5))
+//!     .with_key(KeySource::KeyFile("/etc/app/token.key".into()));
+//! let store = token_store_vault::open(config).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # URL grammar
 //!
 //! | URL | meaning |
 //! | --- | --- |
@@ -8,22 +33,38 @@
 //! | `vaults://host[:port][/mount]` | HTTPS, system roots or `ca=` / `VAULT_CACERT` |
 //! | `vault://` or `vaults://` (no host), `vault:///mount` | the address from `VAULT_ADDR` (or `BAO_ADDR`) |
 //!
-//! Query parameters (an unknown one is a configuration error, so a typo never sends tokens
-//! somewhere unexpected):
+//! Query parameters follow core's one grammar: an unknown, duplicated or malformed parameter
+//! is a configuration error naming it, so a typo never sends tokens somewhere unexpected or
+//! stores them unencrypted.
 //!
 //! | parameter | default | |
 //! | --- | --- | --- |
-//! | `prefix=P` | `token-store` | folder under the mount (may be nested, may be empty) |
+//! | `prefix=P` | `token-store` | folder under the mount (may be nested; `prefix=/` for the mount's root) |
 //! | `namespace=NS` | `VAULT_NAMESPACE` / `BAO_NAMESPACE` | Vault Enterprise / OpenBao namespace (`X-Vault-Namespace`) |
-//! | `ca=FILE` | `VAULT_CACERT` / `BAO_CACERT` | PEM CA bundle; it **replaces** the system roots, as in the Vault CLI |
-//! | `timeout_ms=N` | 10000 | bound on each store call, all its HTTP requests included |
+//! | `ca=FILE` | `VAULT_CACERT` / `BAO_CACERT` | PEM CA bundle; it **replaces** the system roots, as in the Vault CLI (`~/` expanded) |
+//! | `timeout_ms=N` | 10000 | bound on each store call, all its HTTP requests included (N > 0) |
 //! | `token_env=VAR` | `VAULT_TOKEN` / `BAO_TOKEN` | read the token from another variable |
-//! | `role_id=R`, `secret_id=S` / `secret_id_env=VAR` | `VAULT_ROLE_ID`, `VAULT_SECRET_ID` (`BAO_*`) | AppRole login instead of a token |
+//! | `role_id=R`, `secret_id_env=VAR` / `secret_id=S` | `VAULT_ROLE_ID`, `VAULT_SECRET_ID` (`BAO_*`) | AppRole login instead of a token |
 //! | `approle_mount=M` | `approle` | where AppRole is mounted |
-//! | `key_file=F` / `passphrase_env=VAR` | – | wrap the store in token-store's encryption layer |
+//! | `key_file=F` / `passphrase_file=F` / `passphrase_env=VAR` | – | wrap the store in token-store's encryption layer |
 //!
-//! A `secret_id` in the URL is convenient but ends up wherever the URL is written; prefer
-//! `secret_id_env` or `VAULT_SECRET_ID`. `Debug` of every type here redacts credentials.
+//! Credentials, in order: `token_env=` (a token; refused together with AppRole parameters);
+//! AppRole when a role id is given (`role_id=`, else `VAULT_ROLE_ID`), with the secret id
+//! from `secret_id_env=`, `secret_id=` or `VAULT_SECRET_ID`; else `VAULT_TOKEN`. A token
+//! never goes in the URL (`token=` is refused): URLs end up in logs and shell history. For
+//! the same reason prefer `secret_id_env=` or `VAULT_SECRET_ID` to `secret_id=`; where it is
+//! used anyway, the URL's `Display` (core's [`StoreUrl::redacted`]) hides it, and this crate
+//! names a store only by [`VaultConfig`]'s `Display`, which holds no credential at all.
+//!
+//! # Time limits
+//!
+//! One per-call limit, [`DEFAULT_TIMEOUT`] unless `timeout_ms=` or
+//! [`VaultConfig::with_timeout`] says otherwise: core's `Timeout` layer, which [`open`]
+//! stacks. A call that exceeds it fails with `Unavailable`; dropping the call cancels its
+//! HTTP request for real. The same limit is handed to `reqwest` as each request's limit, and
+//! connects are bounded by the shorter of it and 5 s: that is what bounds the AppRole login
+//! inside [`VaultStore::open`] (no layer is around the store yet) and the calls of a raw
+//! [`VaultStore`] used without layers.
 //!
 //! # Authentication
 //!
@@ -142,9 +183,12 @@
 //!
 //! # Capabilities
 //!
-//! `atomic_cas`, `shared_across_hosts`, `shared_across_processes`, `persistent` (as
-//! persistent as the Vault's storage; a `-dev` server keeps nothing), `max_value_size`
-//! 256 KiB. **No TTL**: KV v2's only expiry, `delete_version_after`, is per-key metadata (a
+//! `shared_with: Scope::Hosts` (every process on every host that reaches the server),
+//! `cas: Scope::Hosts` (compare-and-swap is judged by Vault itself, so it holds against every
+//! such writer), `persistent` (as persistent as the Vault's storage; a `-dev` server keeps
+//! nothing), `encrypted_at_rest: false` as far as token-store knows (Vault's barrier encrypts
+//! its storage, but Vault reads the values; add a key for end-to-end encryption),
+//! `max_value_size` 256 KiB. **No TTL**: KV v2's only expiry, `delete_version_after`, is per-key metadata (a
 //! second, non-atomic request), soft-deletes only, and leaves the key listed; token-store
 //! keeps expiry inside its records instead (token `expires_at`, PKCE states purged by
 //! `purge_expired_states`). A TTL in `PutOptions` is therefore not enforced by this backend.
@@ -190,7 +234,9 @@
 //! # Why `reqwest` and not `vaultrs`
 //!
 //! The KV v2 and auth calls are made with `reqwest` directly (rustls, one client, one TLS
-//! configuration). `vaultrs` 0.8 was evaluated and is not used: its `kv2::read` returns only
+//! configuration). `reqwest`'s `rustls` feature brings its own crypto provider (`aws-lc-rs`)
+//! and uses it unless the application installed a process-wide default, so this crate needs
+//! no provider set up by its user or the facade. `vaultrs` 0.8 was evaluated and is not used: its `kv2::read` returns only
 //! the data map, so value and version would take two requests and could disagree under
 //! concurrent writes; its `cas` option is a `u32` while versions are `u64`; a soft-deleted
 //! secret and a missing one come back as different error shapes; a down server's error says
@@ -214,19 +260,21 @@ mod client;
 mod config;
 mod store;
 
-use std::sync::Arc;
-
-use token_store_core::{RawStore, Result, StoreUrl};
+use token_store_core::{Result, StoreUrl, TokenStore};
 
 pub use config::{
     Auth, DEFAULT_APPROLE_MOUNT, DEFAULT_MOUNT, DEFAULT_PREFIX, DEFAULT_TIMEOUT, VaultConfig,
 };
 pub use store::{MAX_VALUE_SIZE, VaultStore};
 
-/// Opens the store a `vault://` / `vaults://` URL names (see the crate docs for the forms),
-/// under the encryption layer when the URL has `key_file=` or `passphrase_env=`.
-pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn RawStore>> {
-    let config = VaultConfig::from_url(url)?;
-    let store = VaultStore::connect(config).await?;
-    token_store_core::layers::encrypt_per_url(store, url).await
+/// Opens the store `config` describes, under its layers: the per-call time limit, and the
+/// encryption layer when it has a key. With AppRole it logs in first.
+pub async fn open(config: VaultConfig) -> Result<TokenStore> {
+    let store = VaultStore::open(&config).await?;
+    token_store_core::layers::assemble(store, &config.common, &config).await
+}
+
+/// Opens the store a `vault://` / `vaults://` URL names (see the crate docs for the grammar).
+pub async fn open_url(url: &StoreUrl) -> Result<TokenStore> {
+    open(VaultConfig::from_url(url)?).await
 }

@@ -1,0 +1,131 @@
+//! Writes: the compare-and-swap protocol on top of KV v2's `cas` option (see the crate docs,
+//! "Versions and compare-and-swap").
+
+use std::sync::atomic::Ordering;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use token_store_core::{Error, Precondition, Result, StorageKey, Version};
+
+use super::record::{Current, corrupt, make_version, new_generation};
+use super::{MAX_ATTEMPTS, VaultStore};
+use crate::client::{BACKEND, status_error};
+
+impl VaultStore {
+    /// Writes `data`, with KV v2's check-and-set when `cas` is given. `Ok(None)`: Vault
+    /// refused it for check-and-set, i.e. `cas` did not match, or (without `cas`) the mount
+    /// or key has `cas_required`.
+    pub(super) async fn post_data(
+        &self,
+        key: &StorageKey,
+        cas: Option<u64>,
+        data: Value,
+    ) -> Result<Option<u64>> {
+        let path = self.data_path(key);
+        let body = match cas {
+            Some(cas) => json!({ "options": { "cas": cas }, "data": data }),
+            None => json!({ "data": data }),
+        };
+        let reply = self
+            .inner
+            .http
+            .call(Method::POST, &path, Some(&body))
+            .await?;
+        if reply.status.is_success() {
+            let n = reply
+                .body
+                .pointer("/data/version")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| {
+                    Error::backend(
+                        BACKEND,
+                        format!("write {path}: no version in the answer"),
+                        None,
+                    )
+                })?;
+            return Ok(Some(n));
+        }
+        if reply.status == StatusCode::BAD_REQUEST && reply.errors().contains("check-and-set") {
+            return Ok(None);
+        }
+        Err(status_error("write", &path, &reply))
+    }
+
+    pub(super) fn conflict(key: &StorageKey, current: &Current) -> Error {
+        Error::Conflict {
+            backend: BACKEND,
+            key: key.to_string(),
+            current: current.version(),
+        }
+    }
+
+    pub(super) async fn write_inner(
+        &self,
+        key: &StorageKey,
+        value: &[u8],
+        pre: &Precondition,
+    ) -> Result<Version> {
+        let encoded = B64.encode(value);
+        if let Some(version) = self.write_one_shot(key, &encoded, pre).await? {
+            return Ok(version);
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let current = self.current(key).await?;
+            let (cas, generation) = match (&current, pre) {
+                // Only with `cas_required`: a new generation, as the plain write.
+                (Current::Present { n, .. }, Precondition::Any) => (*n, new_generation()?),
+                (Current::Absent { cas }, Precondition::Any | Precondition::IfAbsent) => {
+                    (*cas, new_generation()?)
+                }
+                // Replaced like an absent record: nothing of it can be a version anyone holds.
+                (Current::Undecodable { n, .. }, Precondition::Any) => (*n, new_generation()?),
+                (Current::Undecodable { why, .. }, _) => return Err(corrupt(key, why)),
+                (Current::Present { n, generation, .. }, Precondition::IfVersion(want))
+                    if current.matches(want) =>
+                {
+                    (*n, generation.clone())
+                }
+                _ => return Err(Self::conflict(key, &current)),
+            };
+            let data = json!({ "value": encoded, "generation": generation });
+            if let Some(n) = self.post_data(key, Some(cas), data).await? {
+                return Ok(make_version(n, &generation));
+            }
+            // Someone wrote between our read and our write: judge the precondition again.
+        }
+        Err(Self::conflict(key, &self.current(key).await?))
+    }
+
+    /// One request where Vault alone can judge the precondition; `None` when it could not
+    /// (the read-and-`cas` loop then decides).
+    ///
+    /// Unconditional: a plain write, whatever the key holds (record, tombstone, foreign
+    /// data), under a new generation. Create: `cas` 0 succeeds only when the key has no
+    /// version at all; a tombstone or a record makes it fail. `IfVersion` always reads first:
+    /// `cas` compares only the KV version, and after a metadata delete by someone else a
+    /// re-created record repeats the numbers, so only the read can tell its generation from
+    /// the caller's.
+    async fn write_one_shot(
+        &self,
+        key: &StorageKey,
+        encoded: &str,
+        pre: &Precondition,
+    ) -> Result<Option<Version>> {
+        let cas = match pre {
+            Precondition::Any if !self.inner.cas_required.load(Ordering::Relaxed) => None,
+            Precondition::IfAbsent => Some(0),
+            _ => return Ok(None),
+        };
+        let generation = new_generation()?;
+        let data = json!({ "value": encoded, "generation": generation });
+        if let Some(n) = self.post_data(key, cas, data).await? {
+            return Ok(Some(make_version(n, &generation)));
+        }
+        if cas.is_none() {
+            self.inner.cas_required.store(true, Ordering::Relaxed);
+        }
+        Ok(None)
+    }
+}
