@@ -85,6 +85,40 @@ impl KdfParams {
         t: 3,
         p: 1,
     };
+
+    /// The most a key header may ask for: twice the default memory and passes, four lanes
+    /// (at most about four times the default's cost). The header is stored beside the data
+    /// without authentication, so whoever can write it (a co-tenant of a shared Redis prefix)
+    /// must not be able to make every opener spend gigabytes and seconds before failing.
+    pub const MAXIMUM: KdfParams = KdfParams {
+        m_kib: 2 * 64 * 1024,
+        t: 2 * 3,
+        p: 4,
+    };
+
+    /// Refuses parameters below [`KdfParams::MINIMUM`] (a new store must not get a weak key)
+    /// or above [`KdfParams::MAXIMUM`].
+    pub fn check(&self) -> Result<()> {
+        let min = Self::MINIMUM;
+        if self.m_kib < min.m_kib || self.t < min.t || self.p < min.p {
+            return Err(Error::config(format!(
+                "Argon2id parameters m={} KiB, t={}, p={} are below the minimum m={} KiB, t={}, p={}",
+                self.m_kib, self.t, self.p, min.m_kib, min.t, min.p
+            )));
+        }
+        self.check_upper_bound()
+    }
+
+    fn check_upper_bound(&self) -> Result<()> {
+        let max = Self::MAXIMUM;
+        if self.m_kib > max.m_kib || self.t > max.t || self.p > max.p {
+            return Err(Error::config(format!(
+                "Argon2id parameters m={} KiB, t={}, p={} are above the maximum m={} KiB, t={}, p={}",
+                self.m_kib, self.t, self.p, max.m_kib, max.t, max.p
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for KdfParams {
@@ -116,6 +150,11 @@ impl fmt::Debug for KeySource {
 }
 
 impl KeySource {
+    /// A raw 32-byte key (moved into zeroizing storage).
+    pub fn raw(key: [u8; 32]) -> Self {
+        KeySource::Raw(Zeroizing::new(key))
+    }
+
     /// A passphrase source.
     pub fn passphrase(passphrase: impl Into<String>) -> Self {
         KeySource::Passphrase(SecretString::from(passphrase.into()))
@@ -201,7 +240,13 @@ fn key_file_error(path: &Path, e: std::io::Error) -> Error {
 }
 
 /// The non-secret description of how a store's key is derived, kept beside the data.
+///
+/// Format 2 adds a random store id that every sealed value and the key check are bound to
+/// (through the AEAD associated data): a record copied from another store that shares the
+/// key file fails as [`Error::Integrity`], and a header whose id was changed fails as
+/// [`Error::WrongKey`]. Format 1 headers (no id) still open.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct KeyHeader {
     /// Header format version.
     pub format: u32,
@@ -215,42 +260,59 @@ pub struct KeyHeader {
     pub salt: Option<String>,
     /// A sealed constant: opens only with the right key.
     pub check: String,
+    /// The store's random id, hex (format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<String>,
 }
+
+/// The header format new stores get.
+const HEADER_FORMAT: u32 = 2;
 
 const KEY_CHECK_AAD: &[u8] = b"token-store/key-check";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"token-store key check v1";
 
 impl KeyHeader {
-    /// Derives a new key from `source` (a fresh salt for passphrases) and describes it.
+    /// Derives a new key from `source` (a fresh salt for passphrases) for a new store with a
+    /// fresh store id, and describes it. Passphrase parameters must pass
+    /// [`KdfParams::check`].
     pub fn create(source: &KeySource, params: KdfParams) -> Result<(KeyHeader, Cipher)> {
         let (salt, params) = match source {
             KeySource::Passphrase(_) => {
+                params.check()?;
                 let mut salt = [0u8; 16];
                 fill_random(&mut salt)?;
                 (Some(salt.to_vec()), Some(params))
             }
             _ => (None, None),
         };
-        let cipher = Cipher::from_master(&*derive_master(source, params, salt.as_deref())?);
+        let mut id = [0u8; 16];
+        fill_random(&mut id)?;
+        let cipher = Cipher::from_master(&*derive_master(source, params, salt.as_deref())?)
+            .bound_to_store(&id);
         let check = cipher.seal(KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT)?;
         let header = KeyHeader {
-            format: 1,
+            format: HEADER_FORMAT,
             kdf: source.kdf_name().to_owned(),
             params,
             salt: salt.as_deref().map(hex),
             check: hex(&check),
+            store_id: Some(hex(&id)),
         };
         Ok((header, cipher))
     }
 
     /// Derives the key from `source` as this header says and checks it.
     pub fn unlock(&self, backend: &'static str, source: &KeySource) -> Result<Cipher> {
-        if self.format != 1 {
-            return Err(Error::config(format!(
-                "key header format {} is newer than this version understands",
-                self.format
-            )));
-        }
+        let store_id = match (self.format, &self.store_id) {
+            (1, None) => None,
+            (2, Some(id)) => Some(unhex(id).ok_or_else(|| corrupt_header(backend, "store id"))?),
+            (1 | 2, _) => return Err(corrupt_header(backend, "store id")),
+            (format, _) => {
+                return Err(Error::config(format!(
+                    "key header format {format} is newer than this version understands"
+                )));
+            }
+        };
         if self.kdf != source.kdf_name() {
             return Err(Error::config(format!(
                 "this store is keyed by {}, but a {} key was given",
@@ -271,13 +333,19 @@ impl KeyHeader {
             None => None,
         };
         if let Some(p) = self.params
-            && (p.m_kib > 1024 * 1024 || p.t > 32 || p.p > 16)
+            && p.check_upper_bound().is_err()
         {
-            // A tampered header must not make us allocate or spin without bound: 1 GiB and 32 passes
-            // are far above any sane setting (OWASP: 19-64 MiB, 2-3 passes).
-            return Err(corrupt_header(backend, "Argon2id parameters out of range"));
+            // A tampered header must not make us allocate or spin without bound.
+            return Err(corrupt_header(
+                backend,
+                "Argon2id parameters above the maximum",
+            ));
         }
-        let cipher = Cipher::from_master(&*derive_master(source, self.params, salt.as_deref())?);
+        let mut cipher =
+            Cipher::from_master(&*derive_master(source, self.params, salt.as_deref())?);
+        if let Some(id) = &store_id {
+            cipher = cipher.bound_to_store(id);
+        }
         let check = unhex(&self.check).ok_or_else(|| corrupt_header(backend, "key check"))?;
         match cipher.open(KEY_CHECK_AAD, &check) {
             Ok(pt) if pt.as_slice() == KEY_CHECK_PLAINTEXT => Ok(cipher),
@@ -334,10 +402,15 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 }
 
 /// An unlocked store key: seals and opens values, and derives keyed names.
+///
+/// The AEAD key lives in the cipher state of `chacha20poly1305` (built with its `zeroize`
+/// feature, so it is wiped on drop) and is never copied to an unzeroized stack buffer.
 #[derive(Clone)]
 pub struct Cipher {
     aead: XChaCha20Poly1305,
     name_key: Zeroizing<[u8; 32]>,
+    /// Prefix of every associated data: empty, or the store id (format 2 headers).
+    context: Vec<u8>,
 }
 
 impl fmt::Debug for Cipher {
@@ -347,16 +420,44 @@ impl fmt::Debug for Cipher {
 }
 
 impl Cipher {
-    /// A cipher from a 32-byte master key.
+    /// A cipher from a 32-byte master key, bound to no store.
     pub fn from_master(master: &[u8; 32]) -> Self {
         let enc = Zeroizing::new(hmac(master, &[b"token-store/v1/encryption"]));
         let name_key = Zeroizing::new(hmac(master, &[b"token-store/v1/names"]));
-        let aead = XChaCha20Poly1305::new(&chacha20poly1305::Key::from(*enc));
-        Cipher { aead, name_key }
+        // new_from_slice reads the key in place: `Key::from(*enc)` would leave a copy on the
+        // stack that nothing wipes.
+        let aead = XChaCha20Poly1305::new_from_slice(enc.as_ref())
+            .unwrap_or_else(|_| unreachable!("the key is 32 bytes"));
+        Cipher {
+            aead,
+            name_key,
+            context: Vec::new(),
+        }
+    }
+
+    /// The same cipher with every value bound to a store id, so values do not move between
+    /// stores that share a key.
+    pub fn bound_to_store(mut self, store_id: &[u8]) -> Self {
+        self.context = b"token-store/v2/store\0".to_vec();
+        self.context.extend_from_slice(store_id);
+        self.context.push(0);
+        self
+    }
+
+    fn full_aad<'a>(&self, aad: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        if self.context.is_empty() {
+            std::borrow::Cow::Borrowed(aad)
+        } else {
+            let mut full = Vec::with_capacity(self.context.len() + aad.len());
+            full.extend_from_slice(&self.context);
+            full.extend_from_slice(aad);
+            std::borrow::Cow::Owned(full)
+        }
     }
 
     /// Encrypts `plaintext` bound to `aad`: `magic | nonce | ciphertext+tag`.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        let aad = &*self.full_aad(aad);
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce)?;
         let ct = self
@@ -391,6 +492,7 @@ impl Cipher {
         let nonce_end = SEALED_MAGIC.len() + NONCE_LEN;
         let nonce = XNonce::try_from(&sealed[SEALED_MAGIC.len()..nonce_end])
             .map_err(|_| OpenError::Malformed("bad nonce"))?;
+        let aad = &*self.full_aad(aad);
         self.aead
             .decrypt(
                 &nonce,
@@ -450,11 +552,76 @@ mod tests {
     }
 
     fn fast() -> KdfParams {
-        KdfParams {
+        KdfParams::MINIMUM
+    }
+
+    #[test]
+    fn kdf_parameters_are_bounded_on_both_sides() {
+        let weak = KdfParams {
             m_kib: 64,
             t: 1,
             p: 1,
-        }
+        };
+        assert!(matches!(
+            KeyHeader::create(&KeySource::passphrase("p"), weak),
+            Err(Error::Config { .. })
+        ));
+        // A header tampered to ask for 1 GiB fails before any derivation (no 30 s, no 1 GB).
+        let (mut header, _) = KeyHeader::create(&KeySource::passphrase("p"), fast()).unwrap();
+        header.params = Some(KdfParams {
+            m_kib: 1024 * 1024,
+            t: 32,
+            p: 1,
+        });
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            header.unlock("t", &KeySource::passphrase("p")),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(started.elapsed() < std::time::Duration::from_millis(50));
+    }
+
+    #[test]
+    fn values_are_bound_to_their_store_and_the_header_to_its_id() {
+        let key = KeySource::Raw(Zeroizing::new([9u8; 32]));
+        let (a_header, a) = KeyHeader::create(&key, fast()).unwrap();
+        let (_, b) = KeyHeader::create(&key, fast()).unwrap();
+        let sealed = a.seal(b"k", b"token").unwrap();
+        assert_eq!(
+            b.open(b"k", &sealed).unwrap_err(),
+            OpenError::Authentication,
+            "a record moved to another store with the same key opened"
+        );
+        let reopened = a_header.unlock("t", &key).unwrap();
+        assert_eq!(reopened.open(b"k", &sealed).unwrap().as_slice(), b"token");
+        // Changing or dropping the id in the header is detected at unlock.
+        let mut changed = a_header.clone();
+        changed.store_id = Some("00".repeat(16));
+        assert!(matches!(
+            changed.unlock("t", &key),
+            Err(Error::WrongKey { .. })
+        ));
+        let mut downgraded = a_header;
+        downgraded.format = 1;
+        downgraded.store_id = None;
+        assert!(matches!(
+            downgraded.unlock("t", &key),
+            Err(Error::WrongKey { .. })
+        ));
+        // A format-1 header (written before store ids) still opens with the unbound cipher.
+        let legacy = Cipher::from_master(&[9u8; 32]);
+        let check = legacy.seal(KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT).unwrap();
+        let old = KeyHeader {
+            format: 1,
+            kdf: "raw".into(),
+            params: None,
+            salt: None,
+            check: hex(&check),
+            store_id: None,
+        };
+        let opened = old.unlock("t", &key).unwrap();
+        let v = legacy.seal(b"k", b"old").unwrap();
+        assert_eq!(opened.open(b"k", &v).unwrap().as_slice(), b"old");
     }
 
     #[test]

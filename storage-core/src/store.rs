@@ -147,9 +147,32 @@ pub fn json_error_summary(e: &serde_json::Error) -> String {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<zeroize::Zeroizing<Vec<u8>>> {
-    serde_json::to_vec(value)
-        .map(zeroize::Zeroizing::new)
-        .map_err(|e| Error::invalid_input(format!("record cannot be serialised: {e}")))
+    let mut out = SecretBuf(zeroize::Zeroizing::new(Vec::with_capacity(512)));
+    serde_json::to_writer(&mut out, value)
+        .map_err(|e| Error::invalid_input(format!("record cannot be serialised: {e}")))?;
+    Ok(out.0)
+}
+
+/// The JSON of a record holds its tokens: a growing `Vec` would leave copies of them in every
+/// buffer it outgrows and frees. This one wipes each outgrown buffer (and itself on drop).
+struct SecretBuf(zeroize::Zeroizing<Vec<u8>>);
+
+impl std::io::Write for SecretBuf {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let needed = self.0.len() + data.len();
+        if needed > self.0.capacity() {
+            let mut bigger = Vec::with_capacity(needed.max(self.0.capacity() * 2));
+            bigger.extend_from_slice(&self.0);
+            // The old buffer is zeroized (its whole capacity) as it is dropped here.
+            self.0 = zeroize::Zeroizing::new(bigger);
+        }
+        self.0.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 async fn get_typed<T: DeserializeOwned>(
@@ -417,6 +440,17 @@ mod tests {
             "serde quotes values: {err}"
         );
         assert!(!json_error_summary(&err).contains("SECRET"));
+    }
+
+    #[test]
+    fn encoding_a_large_record_gives_the_same_json_as_serde() {
+        let mut record = TokenRecord::new("a".repeat(5000)).with_refresh_token("r".repeat(3000));
+        record.scopes = (0..200).map(|n| format!("scope-{n}")).collect();
+        let ours = encode(&record).unwrap();
+        assert_eq!(
+            ours.as_slice(),
+            serde_json::to_vec(&record).unwrap().as_slice()
+        );
     }
 
     #[tokio::test]

@@ -29,11 +29,7 @@ async fn no_secret_in_logs_errors_or_debug_memory() {
                 let store = Encrypted::open_with_params(
                     MemoryStore::new(),
                     KeySource::passphrase(p),
-                    KdfParams {
-                        m_kib: 256,
-                        t: 1,
-                        p: 1,
-                    },
+                    KdfParams::MINIMUM,
                 )
                 .await?;
                 Ok(Instance::new(Arc::new(store)))

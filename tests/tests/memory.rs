@@ -9,21 +9,14 @@ use token_store_core::{KdfParams, KeySource};
 use token_store_core::{MemoryStore, RawStore};
 
 fn test_params() -> KdfParams {
-    // The layer's cost is not under test here; the floor is checked by the file backend.
-    KdfParams {
-        m_kib: 256,
-        t: 1,
-        p: 1,
-    }
+    // The cheapest parameters the layer accepts for a passphrase.
+    KdfParams::MINIMUM
 }
 
+/// A raw key: no Argon2id per store, so the model check's hundreds of stores stay fast.
 async fn encrypted() -> token_store_core::Result<Arc<dyn RawStore>> {
-    let store = Encrypted::open_with_params(
-        MemoryStore::new(),
-        KeySource::passphrase("pw"),
-        test_params(),
-    )
-    .await?;
+    let key = KeySource::raw([42u8; 32]);
+    let store = Encrypted::open(MemoryStore::new(), key).await?;
     Ok(Arc::new(store))
 }
 
@@ -84,6 +77,38 @@ async fn encrypted_layer_keeps_only_ciphertext_and_detects_moves() {
     );
     let got = again.get(&a).await.unwrap().unwrap();
     assert_eq!(got.value.access_token.expose(), "SECRET-A");
+}
+
+#[tokio::test]
+async fn an_undecryptable_lease_never_jams_refresh_under_encryption() {
+    use std::time::Duration;
+    use token_store_core::{KeyKind, Lease, LeaseOptions, PutOptions, StorageKey, TokenStore};
+    let inner = MemoryStore::new();
+    let store = TokenStore::new(
+        Encrypted::open(inner.clone(), KeySource::raw([1u8; 32]))
+            .await
+            .unwrap(),
+    );
+    // A writer without the key leaves bytes the layer cannot open at the lease's key.
+    let lease_key = StorageKey::single(KeyKind::Lease, "refresh:x").unwrap();
+    inner
+        .write(
+            &lease_key,
+            b"TSE\x01 garbage that is no sealed value",
+            &PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    let options = LeaseOptions::new(Duration::from_secs(5), Duration::from_millis(300));
+    let lease = Lease::acquire(&store, "refresh:x", &options).await.unwrap();
+    lease.release().await.unwrap();
+    // Other kinds stay strict: an undecryptable token is an integrity error, never "absent".
+    let token = token_store_core::TokenKey::for_server("https://x.example");
+    inner
+        .write(&token.storage_key(), b"garbage", &PutOptions::default())
+        .await
+        .unwrap();
+    assert!(store.get(&token).await.is_err());
 }
 
 #[test]

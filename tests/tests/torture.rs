@@ -15,11 +15,7 @@ use token_store_core::{
 use token_store_core::{KdfParams, KeySource};
 
 fn fast() -> KdfParams {
-    KdfParams {
-        m_kib: 256,
-        t: 1,
-        p: 1,
-    }
+    KdfParams::MINIMUM
 }
 
 async fn plain() -> token_store_core::Result<Instance> {
