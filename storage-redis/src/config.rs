@@ -1,17 +1,27 @@
-//! Where the store's Redis is and how to reach it, from a store URL or built by hand.
+//! [`RedisConfig`]: where the store's Redis is and how to reach it, built in code or read from
+//! a store URL.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use token_store_core::{Error, Result, StoreUrl};
+use redis::IntoConnectionInfo;
+use token_store_core::backend::percent_decode;
+use token_store_core::layers::CommonOptions;
+use token_store_core::{BackendKind, Error, KeySource, QueryParams, Result, StoreUrl};
 
 /// The key prefix mcp-agent's `RedisTokenStore` uses by default.
 pub const DEFAULT_PREFIX: &str = "mcp_agent:oauth_tokens";
 
-/// The largest value this backend accepts (see the crate docs for why it is far below Redis's
-/// own 512 MB limit).
+/// The largest value this backend writes or reads (see the crate docs for why it is far below
+/// Redis's own 512 MB limit).
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 1024 * 1024;
+
+/// The default time limit of a whole call (the core `Timeout` layer), reconnects included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default time allowed for one TCP/TLS connect and for one server response.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How the Redis deployment is laid out.
 #[derive(Clone, PartialEq, Eq)]
@@ -44,7 +54,31 @@ pub enum Topology {
     },
 }
 
+impl Topology {
+    /// Whether connections use TLS (`rediss`), so a rustls crypto provider is needed.
+    pub(crate) fn uses_tls(&self) -> bool {
+        match self {
+            Topology::Standalone { url } => is_tls_url(url),
+            Topology::Cluster { nodes } => nodes.iter().any(|n| is_tls_url(n)),
+            Topology::Sentinel { tls, .. } => *tls,
+        }
+    }
+}
+
+fn is_tls_url(url: &str) -> bool {
+    url.get(..9)
+        .is_some_and(|s| s.eq_ignore_ascii_case("rediss://"))
+}
+
 /// PEM files for TLS: a private CA, and a client certificate for mutual TLS.
+///
+/// ```
+/// use token_store_redis::TlsFiles;
+/// let files = TlsFiles::new()
+///     .with_ca("/etc/redis/ca.pem")
+///     .with_client_cert("/etc/app/client.pem", "/etc/app/client.key");
+/// assert!(files.cert.is_some() && files.key.is_some());
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TlsFiles {
@@ -57,14 +91,44 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// No files: the system roots, no client certificate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The same files with a private CA to trust instead of the system roots.
+    pub fn with_ca(mut self, ca: impl Into<PathBuf>) -> Self {
+        self.ca = Some(ca.into());
+        self
+    }
+
+    /// The same files with a client certificate chain and its private key (mutual TLS).
+    pub fn with_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.cert = Some(cert.into());
+        self.key = Some(key.into());
+        self
+    }
+
     fn is_empty(&self) -> bool {
         self.ca.is_none() && self.cert.is_none() && self.key.is_none()
     }
 }
 
-/// Everything needed to open a [`crate::RedisStore`].
+/// Everything needed to open a [`RedisStore`](crate::RedisStore): built in code, or read from
+/// a URL with [`RedisConfig::from_url`].
 ///
-/// `Debug` hides passwords.
+/// ```
+/// use std::time::Duration;
+/// use token_store_core::KeySource;
+/// use token_store_redis::{RedisConfig, TlsFiles};
+/// let config = RedisConfig::standalone("rediss://:secret@redis.internal:6380/0")
+///     .with_prefix("app:tokens")
+///     .with_tls(TlsFiles::new().with_ca("/etc/redis/ca.pem"))
+///     .with_timeout(Duration::from_secs(2))
+///     .with_key(KeySource::KeyFile("/etc/app/tokens.key".into()));
+/// assert_eq!(config.common.timeout, Some(Duration::from_secs(2)));
+/// assert!(!format!("{config:?}").contains("secret"));
+/// ```
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct RedisConfig {
@@ -75,15 +139,16 @@ pub struct RedisConfig {
     pub prefix: String,
     /// Custom CA and client certificates; `None` uses the system roots and no client cert.
     pub tls: Option<TlsFiles>,
-    /// Time allowed for one TCP/TLS connect.
+    /// Time allowed for one TCP/TLS connect (the `redis` client's own limit).
     pub connect_timeout: Duration,
-    /// Time allowed for one server response.
+    /// Time allowed for one server response (the `redis` client's own limit).
     pub response_timeout: Duration,
-    /// Time allowed for a whole store call, reconnect attempts included. A call that takes
-    /// longer fails with `Unavailable`.
-    pub operation_timeout: Duration,
-    /// Largest value accepted.
+    /// The largest value written, and read: a longer value another writer left at one of our
+    /// keys is refused with `TooLarge` without being transferred.
     pub max_value_size: usize,
+    /// The options every backend shares, applied as layers by [`open`](crate::open): the
+    /// encryption key and the per-call time limit ([`DEFAULT_TIMEOUT`] unless changed).
+    pub common: CommonOptions,
 }
 
 impl RedisConfig {
@@ -119,10 +184,10 @@ impl RedisConfig {
             topology,
             prefix: DEFAULT_PREFIX.to_owned(),
             tls: None,
-            connect_timeout: Duration::from_secs(2),
-            response_timeout: Duration::from_secs(2),
-            operation_timeout: Duration::from_secs(5),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
+            common: CommonOptions::new().with_timeout(DEFAULT_TIMEOUT),
         }
     }
 
@@ -138,168 +203,267 @@ impl RedisConfig {
         self
     }
 
-    /// The same config with a per-call time limit (and connect/response timeouts no longer
-    /// than it).
-    pub fn with_operation_timeout(mut self, limit: Duration) -> Self {
-        self.operation_timeout = limit;
+    /// The same config with another connect timeout.
+    pub fn with_connect_timeout(mut self, limit: Duration) -> Self {
+        self.connect_timeout = limit;
+        self
+    }
+
+    /// The same config with another response timeout.
+    pub fn with_response_timeout(mut self, limit: Duration) -> Self {
+        self.response_timeout = limit;
+        self
+    }
+
+    /// The same config with another value size limit (for writes and reads).
+    pub fn with_max_value_size(mut self, max: usize) -> Self {
+        self.max_value_size = max;
+        self
+    }
+
+    /// The same config with values encrypted under `key` (the core `Encrypted` layer; see
+    /// the crate docs: mcp-agent can no longer read the values).
+    pub fn with_key(mut self, key: KeySource) -> Self {
+        self.common = self.common.with_key(key);
+        self
+    }
+
+    /// The same config with another per-call time limit (the core `Timeout` layer), and
+    /// connect/response timeouts no longer than it, so a reconnect attempt never outlives the
+    /// call that started it.
+    pub fn with_timeout(mut self, limit: Duration) -> Self {
+        self.common = self.common.with_timeout(limit);
         self.connect_timeout = self.connect_timeout.min(limit);
         self.response_timeout = self.response_timeout.min(limit);
         self
     }
 
-    /// Reads a store URL of kind `redis`, `redis+cluster` or `redis+sentinel`.
+    /// Reads a `redis://`, `rediss://`, `redis+cluster://` or `redis+sentinel://` URL (the
+    /// grammar is in the crate docs). Every parameter is read by name and type, so an unknown,
+    /// duplicated or malformed one is an [`Error::Config`] naming it: a mistyped `key_file`
+    /// cannot silently store tokens in clear.
     ///
-    /// Parameters: `prefix`, `ca`, `cert`, `key` (PEM files), `timeout_ms` (per call),
-    /// `connect_timeout_ms`, `response_timeout_ms`. `key_file`/`passphrase_env` are read by
-    /// [`crate::open_url`], not here.
+    /// ```
+    /// use std::time::Duration;
+    /// use token_store_core::StoreUrl;
+    /// use token_store_redis::RedisConfig;
+    /// let url = StoreUrl::parse("redis://127.0.0.1:6379/0?prefix=app&timeout_ms=800").unwrap();
+    /// let config = RedisConfig::from_url(&url).unwrap();
+    /// assert_eq!((config.prefix.as_str(), config.common.timeout), ("app", Some(Duration::from_millis(800))));
+    /// let typo = StoreUrl::parse("redis://127.0.0.1:6379/?key_flie=/path/key").unwrap();
+    /// assert!(RedisConfig::from_url(&typo).unwrap_err().to_string().contains("key_flie"));
+    /// ```
     pub fn from_url(url: &StoreUrl) -> Result<Self> {
-        let scheme = url.scheme();
-        let tls = scheme.starts_with("rediss");
-        let node_scheme = if tls { "rediss" } else { "redis" };
-        let body = url.body();
-        let mut config = match scheme {
-            "redis" | "rediss" => {
-                if body.is_empty() {
-                    return Err(Error::config(format!("{scheme}:// needs a host")));
-                }
-                Self::standalone(format!("{node_scheme}://{body}"))
-            }
-            "redis+cluster" | "rediss+cluster" => {
-                let (userinfo, hosts) = split_userinfo(body);
-                let hosts = hosts.split('/').next().unwrap_or_default();
-                let nodes: Vec<String> = hosts
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|h| !h.is_empty())
-                    .map(|h| format!("{node_scheme}://{userinfo}{h}/"))
-                    .collect();
-                if nodes.is_empty() {
-                    return Err(Error::config(format!(
-                        "{scheme}:// needs seed nodes: {scheme}://host:port,host:port"
-                    )));
-                }
-                Self::cluster(nodes)
-            }
-            "redis+sentinel" | "rediss+sentinel" => {
-                let (userinfo, rest) = split_userinfo(body);
-                let mut segments = rest.split('/');
-                let hosts = segments.next().unwrap_or_default();
-                let master = segments.next().unwrap_or_default();
-                let db = match segments.next().filter(|s| !s.is_empty()) {
-                    Some(d) => d.parse::<i64>().map_err(|_| {
-                        Error::config(format!("{scheme}://: database `{d}` is not a number"))
-                    })?,
-                    None => 0,
-                };
-                if master.is_empty() {
-                    return Err(Error::config(format!(
-                        "{scheme}:// needs a master name: {scheme}://host:port,host:port/master"
-                    )));
-                }
-                let sentinels: Vec<String> = hosts
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|h| !h.is_empty())
-                    .map(|h| format!("redis://{h}/"))
-                    .collect();
-                if sentinels.is_empty() {
-                    return Err(Error::config(format!(
-                        "{scheme}:// needs sentinel addresses"
-                    )));
-                }
-                let (username, password) = parse_userinfo(userinfo);
-                Self::with_topology(Topology::Sentinel {
-                    sentinels,
-                    master: decode(master)?,
-                    tls,
-                    db,
-                    username,
-                    password,
-                })
-            }
-            other => {
-                return Err(Error::config(format!(
-                    "`{other}:` is not a Redis store URL"
-                )));
-            }
+        let mut config = match url.kind() {
+            BackendKind::Redis => standalone_from(url)?,
+            BackendKind::RedisCluster => cluster_from(url)?,
+            BackendKind::RedisSentinel => sentinel_from(url)?,
+            _ => return Err(Error::config(format!("{url} is not a Redis store URL"))),
         };
-        if let Some(prefix) = url.param("prefix") {
+        let mut params = url.params()?;
+        let common = CommonOptions::from_params(&mut params)?;
+        if let Some(prefix) = params.prefix()? {
             config.prefix = prefix;
         }
-        let files = TlsFiles {
-            ca: url.param("ca").map(PathBuf::from),
-            cert: url.param("cert").map(PathBuf::from),
-            key: url.param("key").map(PathBuf::from),
-        };
-        if !files.is_empty() {
-            if !tls {
-                return Err(Error::config(
-                    "ca=/cert=/key= are TLS options: use a rediss:// URL",
-                ));
+        if let Some(files) = tls_files(&mut params)? {
+            if !url.is_tls() {
+                return Err(Error::config(format!(
+                    "{url}: ca, cert and key are TLS options: use a rediss:// URL"
+                )));
             }
             config.tls = Some(files);
         }
-        if let Some(ms) = millis(url, "timeout_ms")? {
-            config = config.with_operation_timeout(ms);
+        if let Some(limit) = common.timeout {
+            config = config.with_timeout(limit);
         }
-        if let Some(ms) = millis(url, "connect_timeout_ms")? {
-            config.connect_timeout = ms;
+        if let Some(key) = common.key {
+            config = config.with_key(key);
         }
-        if let Some(ms) = millis(url, "response_timeout_ms")? {
-            config.response_timeout = ms;
+        if let Some(limit) = params.millis("connect_timeout_ms")? {
+            config.connect_timeout = limit;
         }
+        if let Some(limit) = params.millis("response_timeout_ms")? {
+            config.response_timeout = limit;
+        }
+        if let Some(max) = params.parse::<usize>("max_value_size", "a number of bytes")? {
+            if max == 0 {
+                return Err(Error::config(format!(
+                    "{url}: `max_value_size` must be more than 0"
+                )));
+            }
+            config.max_value_size = max;
+        }
+        params.finish()?;
         Ok(config)
+    }
+
+    /// The store's name in errors: its URL without passwords or query.
+    pub(crate) fn name(&self) -> String {
+        match &self.topology {
+            Topology::Standalone { url } => redact(url),
+            Topology::Cluster { nodes } => {
+                let hosts: Vec<String> = nodes.iter().map(|n| host_of(n)).collect();
+                format!("redis+cluster://{}", hosts.join(","))
+            }
+            Topology::Sentinel {
+                sentinels, master, ..
+            } => {
+                let hosts: Vec<String> = sentinels.iter().map(|n| host_of(n)).collect();
+                format!("redis+sentinel://{}/{master}", hosts.join(","))
+            }
+        }
     }
 }
 
-fn millis(url: &StoreUrl, name: &str) -> Result<Option<Duration>> {
-    url.param(name)
-        .map(|v| {
-            v.parse::<u64>()
-                .ok()
-                .filter(|&n| n > 0)
-                .map(Duration::from_millis)
-                .ok_or_else(|| Error::config(format!("{name}={v} is not a positive number")))
-        })
-        .transpose()
+impl fmt::Display for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
 }
 
-/// Splits `user:pass@rest` into (`user:pass@`, `rest`); the `@` stays with the userinfo so
-/// it can be pasted back in front of each host.
+fn tls_files(params: &mut QueryParams) -> Result<Option<TlsFiles>> {
+    let files = TlsFiles {
+        ca: params.path("ca")?,
+        cert: params.path("cert")?,
+        key: params.path("key")?,
+    };
+    Ok(Some(files).filter(|f| !f.is_empty()))
+}
+
+/// `redis://[user:pass@]host[:port][/db]`, checked here so a malformed one fails at
+/// configuration time, not at the first connect.
+fn standalone_from(url: &StoreUrl) -> Result<RedisConfig> {
+    let body = url.body();
+    if body.is_empty() {
+        return Err(Error::config(format!("{url}: needs a host")));
+    }
+    let node = format!("{}://{body}", node_scheme(url));
+    node.as_str()
+        .into_connection_info()
+        .map_err(|e| Error::Config {
+            message: format!("{url}: not a Redis server address"),
+            source: Some(Box::new(e)),
+        })?;
+    Ok(RedisConfig::standalone(node))
+}
+
+/// `redis+cluster://[user:pass@]host:port,host:port[/]`: each seed node gets the userinfo.
+fn cluster_from(url: &StoreUrl) -> Result<RedisConfig> {
+    let (userinfo, rest) = split_userinfo(url.body());
+    let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if !path.is_empty() {
+        return Err(Error::config(format!(
+            "{url}: a cluster has no database number (nothing may follow the hosts)"
+        )));
+    }
+    let nodes = host_list(hosts)
+        .map(|h| format!("{}://{userinfo}{h}/", node_scheme(url)))
+        .collect::<Vec<_>>();
+    if nodes.is_empty() {
+        return Err(Error::config(format!(
+            "{url}: needs seed nodes, e.g. {}://host:port,host:port",
+            url.scheme()
+        )));
+    }
+    for node in &nodes {
+        node.as_str()
+            .into_connection_info()
+            .map_err(|e| Error::Config {
+                message: format!("{url}: `{}` is not a host:port", host_of(node)),
+                source: Some(Box::new(e)),
+            })?;
+    }
+    Ok(RedisConfig::cluster(nodes))
+}
+
+/// `redis+sentinel://[user:pass@]host:port,host:port/master[/db]`: the userinfo is the
+/// master's (sentinels are reached without it).
+fn sentinel_from(url: &StoreUrl) -> Result<RedisConfig> {
+    let (userinfo, rest) = split_userinfo(url.body());
+    let mut segments = rest.split('/');
+    let hosts = segments.next().unwrap_or_default();
+    let master = segments.next().unwrap_or_default();
+    let db =
+        match segments.next().filter(|s| !s.is_empty()) {
+            Some(d) => d.parse::<i64>().ok().filter(|d| *d >= 0).ok_or_else(|| {
+                Error::config(format!("{url}: the database `{d}` is not a number"))
+            })?,
+            None => 0,
+        };
+    if segments.any(|s| !s.is_empty()) {
+        return Err(Error::config(format!(
+            "{url}: nothing may follow the database number"
+        )));
+    }
+    if master.is_empty() {
+        return Err(Error::config(format!(
+            "{url}: needs a master name, e.g. {}://host:port,host:port/mymaster",
+            url.scheme()
+        )));
+    }
+    let sentinels: Vec<String> = host_list(hosts).map(|h| format!("redis://{h}/")).collect();
+    if sentinels.is_empty() {
+        return Err(Error::config(format!("{url}: needs sentinel addresses")));
+    }
+    let (username, password) = parse_userinfo(userinfo)?;
+    Ok(RedisConfig::with_topology(Topology::Sentinel {
+        sentinels,
+        master: decode(master)?,
+        tls: url.is_tls(),
+        db,
+        username,
+        password,
+    }))
+}
+
+fn node_scheme(url: &StoreUrl) -> &'static str {
+    if url.is_tls() { "rediss" } else { "redis" }
+}
+
+fn host_list(hosts: &str) -> impl Iterator<Item = &str> {
+    hosts.split(',').map(str::trim).filter(|h| !h.is_empty())
+}
+
+/// Splits `user:pass@rest` into (`user:pass@`, `rest`) at the last `@` (a password may hold
+/// one); the `@` stays with the userinfo so it can be pasted back in front of each host.
 fn split_userinfo(body: &str) -> (&str, &str) {
-    match body.rfind('@') {
+    let authority_end = body.find('/').unwrap_or(body.len());
+    match body[..authority_end].rfind('@') {
         Some(i) => (&body[..=i], &body[i + 1..]),
         None => ("", body),
     }
 }
 
-fn parse_userinfo(userinfo: &str) -> (Option<String>, Option<String>) {
+fn parse_userinfo(userinfo: &str) -> Result<(Option<String>, Option<String>)> {
     let Some(info) = userinfo.strip_suffix('@') else {
-        return (None, None);
+        return Ok((None, None));
     };
     let (user, pass) = match info.split_once(':') {
         Some((u, p)) => (u, Some(p)),
         None => (info, None),
     };
-    let user = token_store_core::percent_decode(user)
-        .unwrap_or_else(|| user.to_owned())
-        .trim()
-        .to_owned();
-    let pass = pass.map(|p| token_store_core::percent_decode(p).unwrap_or_else(|| p.to_owned()));
-    (Some(user).filter(|u| !u.is_empty()), pass)
+    let user = decode(user)?.trim().to_owned();
+    let pass = pass.map(decode).transpose()?;
+    Ok((Some(user).filter(|u| !u.is_empty()), pass))
 }
 
 fn decode(s: &str) -> Result<String> {
-    token_store_core::percent_decode(s)
-        .ok_or_else(|| Error::config("invalid percent-encoding in the store URL"))
+    percent_decode(s).ok_or_else(|| Error::config("invalid percent-encoding in the store URL"))
 }
 
-/// A URL with its password (if any) replaced by `***`.
+/// A node URL with its password (if any) replaced by `***`.
 pub(crate) fn redact(url: &str) -> String {
     match StoreUrl::parse(url) {
         Ok(u) => u.redacted(),
         Err(_) => "<unparsable URL>".to_owned(),
     }
+}
+
+/// `host:port` of a node URL, without scheme, userinfo or path.
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split('/').next().unwrap_or_default();
+    rest.rsplit_once('@').map_or(rest, |(_, h)| h).to_owned()
 }
 
 impl fmt::Debug for Topology {
@@ -340,6 +504,8 @@ impl fmt::Debug for Topology {
 }
 
 impl fmt::Debug for RedisConfig {
+    // By hand, so it stays safe whatever `common` gains: passwords are hidden, and the key
+    // source shows only where the key comes from, never a key or passphrase.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
             .field("topology", &self.topology)
@@ -347,67 +513,20 @@ impl fmt::Debug for RedisConfig {
             .field("tls", &self.tls)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
-            .field("operation_timeout", &self.operation_timeout)
             .field("max_value_size", &self.max_value_size)
+            .field("key", &self.common.key.as_ref().map(key_kind))
+            .field("timeout", &self.common.timeout)
             .finish()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(u: &str) -> RedisConfig {
-        RedisConfig::from_url(&StoreUrl::parse(u).unwrap()).unwrap()
-    }
-
-    #[test]
-    fn standalone_url_with_params() {
-        let c = parse("rediss://:hunter2@localhost:6380/2?prefix=p:q&ca=/ca.pem&timeout_ms=700");
-        assert_eq!(
-            c.topology,
-            Topology::Standalone {
-                url: "rediss://:hunter2@localhost:6380/2".into()
-            }
-        );
-        assert_eq!(c.prefix, "p:q");
-        assert_eq!(c.tls.unwrap().ca, Some(PathBuf::from("/ca.pem")));
-        assert_eq!(c.operation_timeout, Duration::from_millis(700));
-        assert!(c.response_timeout <= Duration::from_millis(700));
-        assert!(!format!("{:?}", parse("redis://u:hunter2@h/")).contains("hunter2"));
-        assert_eq!(parse("redis://h:1").prefix, DEFAULT_PREFIX);
-    }
-
-    #[test]
-    fn cluster_and_sentinel_urls() {
-        let c = parse("redis+cluster://:pw@a:7000,b:7001/?prefix=x");
-        assert_eq!(
-            c.topology,
-            Topology::Cluster {
-                nodes: vec!["redis://:pw@a:7000/".into(), "redis://:pw@b:7001/".into()]
-            }
-        );
-        let s = parse("redis+sentinel://user:s3cret@s1:26379,s2:26380/mymaster/3");
-        match &s.topology {
-            Topology::Sentinel {
-                sentinels,
-                master,
-                db,
-                username,
-                password,
-                tls,
-            } => {
-                assert_eq!(sentinels.len(), 2);
-                assert_eq!(master, "mymaster");
-                assert_eq!(*db, 3);
-                assert_eq!(username.as_deref(), Some("user"));
-                assert_eq!(password.as_deref(), Some("s3cret"));
-                assert!(!tls);
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(!format!("{s:?}").contains("s3cret"));
-        assert!(RedisConfig::from_url(&StoreUrl::parse("redis+sentinel://s1:1").unwrap()).is_err());
-        assert!(RedisConfig::from_url(&StoreUrl::parse("redis://h/?ca=/x").unwrap()).is_err());
+fn key_kind(key: &KeySource) -> String {
+    match key {
+        KeySource::KeyFile(path) => format!("key file {}", path.display()),
+        KeySource::Passphrase(_) => "passphrase".to_owned(),
+        _ => "raw key".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests;

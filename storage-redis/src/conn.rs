@@ -2,20 +2,23 @@
 //! written once.
 
 use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
+use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, Client, ClientTlsConfig, Cmd, ConnectionAddr, IntoConnectionInfo,
-    Pipeline, RedisError, RedisFuture, RedisResult, TlsCertificates, TlsMode, Value,
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisError,
+    RedisFuture, RedisResult, TlsCertificates, TlsMode, Value,
 };
 use token_store_core::{Error, Result};
 
-use crate::config::{RedisConfig, TlsFiles, Topology};
+use crate::config::{RedisConfig, Topology, redact};
 use crate::errors::map_err;
+use crate::tls;
 
 /// A cheap clone of the live connection for one call.
 #[derive(Clone)]
@@ -75,121 +78,15 @@ pub(crate) struct SentinelState {
 
 impl Connection {
     pub(crate) async fn open(config: &RedisConfig) -> Result<Self> {
-        let certs = load_certs(config.tls.as_ref())?;
+        if config.topology.uses_tls() {
+            tls::ensure_crypto_provider();
+        }
+        let certs = tls::load_certs(config.tls.as_ref())?;
         match &config.topology {
-            Topology::Standalone { url } => {
-                let info = url
-                    .as_str()
-                    .into_connection_info()
-                    .map_err(|e| Error::Config {
-                        message: format!("bad Redis URL {}", crate::config::redact(url)),
-                        source: Some(Box::new(e)),
-                    })?;
-                let client = match certs {
-                    Some(certs) => Client::build_with_tls(info, certs),
-                    None => Client::open(info),
-                }
-                .map_err(|e| Error::Config {
-                    message: format!("bad Redis URL {}", crate::config::redact(url)),
-                    source: Some(Box::new(e)),
-                })?;
-                // Few quick retries: the operation timeout, not the reconnect loop, decides
-                // when a call gives up, and a failed attempt is retried by the next call.
-                let cfg = ConnectionManagerConfig::new()
-                    .set_number_of_retries(2)
-                    .set_min_delay(std::time::Duration::from_millis(50))
-                    .set_max_delay(std::time::Duration::from_millis(500))
-                    .set_connection_timeout(Some(config.connect_timeout))
-                    .set_response_timeout(Some(config.response_timeout));
-                let manager = ConnectionManager::new_with_config(client, cfg)
-                    .await
-                    .map_err(|e| map_err(e, None))?;
-                Ok(Connection::Single(manager))
-            }
-            Topology::Cluster { nodes } => {
-                let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.clone())
-                    .connection_timeout(config.connect_timeout)
-                    .response_timeout(config.response_timeout)
-                    .retries(6)
-                    .min_retry_wait(50)
-                    .max_retry_wait(1000);
-                if let Some(certs) = certs {
-                    builder = builder.certs(certs);
-                }
-                let client = builder.build().map_err(|e| Error::Config {
-                    message: "bad Redis Cluster seed nodes".to_owned(),
-                    source: Some(Box::new(e)),
-                })?;
-                let conn = client
-                    .get_async_connection()
-                    .await
-                    .map_err(|e| map_err(e, None))?;
-                Ok(Connection::Cluster(conn))
-            }
-            Topology::Sentinel {
-                sentinels,
-                master,
-                tls,
-                db,
-                username,
-                password,
-            } => {
-                let mut addrs = Vec::new();
-                for s in sentinels {
-                    let info = s
-                        .as_str()
-                        .into_connection_info()
-                        .map_err(|e| Error::Config {
-                            message: format!("bad sentinel address {}", crate::config::redact(s)),
-                            source: Some(Box::new(e)),
-                        })?;
-                    match info.addr() {
-                        ConnectionAddr::Tcp(host, port) => {
-                            addrs.push(ConnectionAddr::Tcp(host.clone(), *port))
-                        }
-                        _ => {
-                            return Err(Error::config(format!(
-                                "sentinel address {} is not host:port",
-                                crate::config::redact(s)
-                            )));
-                        }
-                    }
-                }
-                let mut builder =
-                    SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)
-                        .map_err(|e| Error::Config {
-                            message: "bad sentinel configuration".to_owned(),
-                            source: Some(Box::new(e)),
-                        })?
-                        .set_client_to_redis_db(*db);
-                if *tls {
-                    builder = builder
-                        .set_client_to_redis_tls_mode(TlsMode::Secure)
-                        .set_client_to_sentinel_tls_mode(TlsMode::Secure);
-                }
-                if let Some(certs) = certs {
-                    builder = builder.set_client_to_redis_certificates(certs);
-                }
-                if let Some(u) = username {
-                    builder = builder.set_client_to_redis_username(u);
-                }
-                if let Some(p) = password {
-                    builder = builder.set_client_to_redis_password(p);
-                }
-                let client = builder.build().map_err(|e| Error::Config {
-                    message: "bad sentinel configuration".to_owned(),
-                    source: Some(Box::new(e)),
-                })?;
-                let state = Arc::new(SentinelState {
-                    client: tokio::sync::Mutex::new(client),
-                    current: StdMutex::new(None),
-                    config: AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(config.connect_timeout))
-                        .set_response_timeout(Some(config.response_timeout)),
-                });
-                let conn = Connection::Sentinel(state);
-                conn.handle().await.map_err(|e| map_err(e, None))?;
-                Ok(conn)
+            Topology::Standalone { url } => open_standalone(config, url, certs).await,
+            Topology::Cluster { nodes } => open_cluster(config, nodes, certs).await,
+            Topology::Sentinel { .. } => {
+                open_sentinel(config, sentinel_client(&config.topology, certs)?).await
             }
         }
     }
@@ -233,46 +130,138 @@ impl Connection {
             }
         }
     }
+}
 
-    pub(crate) fn is_cluster(&self) -> bool {
-        matches!(self, Connection::Cluster(_))
+async fn open_standalone(
+    config: &RedisConfig,
+    url: &str,
+    certs: Option<TlsCertificates>,
+) -> Result<Connection> {
+    let bad_url = |e| bad_config(&format!("bad Redis URL {}", redact(url)), e);
+    let info = url.into_connection_info().map_err(bad_url)?;
+    let client = match certs {
+        Some(certs) => Client::build_with_tls(info, certs),
+        None => Client::open(info),
+    }
+    .map_err(bad_url)?;
+    // Few quick retries: the per-call time limit, not the reconnect loop, decides when a call
+    // gives up, and a failed attempt is retried by the next call.
+    let cfg = ConnectionManagerConfig::new()
+        .set_number_of_retries(2)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500))
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.response_timeout));
+    let manager = ConnectionManager::new_with_config(client, cfg)
+        .await
+        .map_err(|e| map_err(e, None))?;
+    Ok(Connection::Single(manager))
+}
+
+async fn open_cluster(
+    config: &RedisConfig,
+    nodes: &[String],
+    certs: Option<TlsCertificates>,
+) -> Result<Connection> {
+    let mut builder = ClusterClientBuilder::new(nodes.to_vec())
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.response_timeout)
+        .retries(6)
+        .min_retry_wait(50)
+        .max_retry_wait(1000);
+    if let Some(certs) = certs {
+        builder = builder.certs(certs);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| bad_config("bad Redis Cluster seed nodes", e))?;
+    let conn = client
+        .get_async_connection()
+        .await
+        .map_err(|e| map_err(e, None))?;
+    Ok(Connection::Cluster(conn))
+}
+
+/// The client that asks the sentinels for the master.
+fn sentinel_client(topology: &Topology, certs: Option<TlsCertificates>) -> Result<SentinelClient> {
+    let Topology::Sentinel {
+        sentinels,
+        master,
+        tls,
+        db,
+        username,
+        password,
+    } = topology
+    else {
+        return Err(Error::config("not a Sentinel configuration"));
+    };
+    let mut builder = SentinelClientBuilder::new(
+        sentinel_addrs(sentinels)?,
+        master,
+        SentinelServerType::Master,
+    )
+    .map_err(|e| bad_config("bad sentinel configuration", e))?
+    .set_client_to_redis_db(*db);
+    if *tls {
+        builder = builder
+            .set_client_to_redis_tls_mode(TlsMode::Secure)
+            .set_client_to_sentinel_tls_mode(TlsMode::Secure);
+    }
+    if let Some(certs) = certs {
+        builder = builder.set_client_to_redis_certificates(certs);
+    }
+    if let Some(u) = username {
+        builder = builder.set_client_to_redis_username(u);
+    }
+    if let Some(p) = password {
+        builder = builder.set_client_to_redis_password(p);
+    }
+    builder
+        .build()
+        .map_err(|e| bad_config("bad sentinel configuration", e))
+}
+
+async fn open_sentinel(config: &RedisConfig, client: SentinelClient) -> Result<Connection> {
+    let state = Arc::new(SentinelState {
+        client: tokio::sync::Mutex::new(client),
+        current: StdMutex::new(None),
+        config: AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.response_timeout)),
+    });
+    let conn = Connection::Sentinel(state);
+    conn.handle().await.map_err(|e| map_err(e, None))?;
+    Ok(conn)
+}
+
+/// The sentinels' `host:port` addresses.
+fn sentinel_addrs(sentinels: &[String]) -> Result<Vec<ConnectionAddr>> {
+    sentinels
+        .iter()
+        .map(|s| {
+            let info = s
+                .as_str()
+                .into_connection_info()
+                .map_err(|e| bad_config(&format!("bad sentinel address {}", redact(s)), e))?;
+            match info.addr() {
+                ConnectionAddr::Tcp(host, port) => Ok(ConnectionAddr::Tcp(host.clone(), *port)),
+                _ => Err(Error::config(format!(
+                    "sentinel address {} is not host:port",
+                    redact(s)
+                ))),
+            }
+        })
+        .collect()
+}
+
+fn bad_config(message: &str, e: RedisError) -> Error {
+    Error::Config {
+        message: message.to_owned(),
+        source: Some(Box::new(e)),
     }
 }
 
 fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The guarded value is a plain Option that no panic can leave half-written.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn load_certs(files: Option<&TlsFiles>) -> Result<Option<TlsCertificates>> {
-    let Some(files) = files else {
-        return Ok(None);
-    };
-    let read = |p: &std::path::Path, what: &str| {
-        std::fs::read(p).map_err(|e| Error::Config {
-            message: format!("cannot read the TLS {what} {}", p.display()),
-            source: Some(Box::new(e)),
-        })
-    };
-    let root_cert = files
-        .ca
-        .as_deref()
-        .map(|p| read(p, "CA file"))
-        .transpose()?;
-    let client_tls = match (&files.cert, &files.key) {
-        (Some(cert), Some(key)) => Some(ClientTlsConfig {
-            client_cert: read(cert, "client certificate")?,
-            client_key: read(key, "client key")?,
-        }),
-        (None, None) => None,
-        _ => {
-            return Err(Error::config(
-                "mutual TLS needs both cert= and key= (PEM files)",
-            ));
-        }
-    };
-    Ok(Some(TlsCertificates {
-        client_tls,
-        root_cert,
-    }))
 }

@@ -62,13 +62,3 @@ fn describe(e: &RedisError, key: Option<&StorageKey>) -> String {
         None => e.to_string(),
     }
 }
-
-/// A call that ran out of its time budget.
-pub(crate) fn timed_out(op: &str, limit: std::time::Duration, key: Option<&StorageKey>) -> Error {
-    let at = key.map(|k| format!(" at {k}")).unwrap_or_default();
-    Error::unavailable(
-        BACKEND,
-        format!("{op}{at} timed out after {limit:?} (is Redis down?)"),
-        None,
-    )
-}

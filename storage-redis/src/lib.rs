@@ -107,25 +107,30 @@
 mod config;
 mod conn;
 mod errors;
+mod layered;
+mod scan;
+mod scripts;
 mod store;
+mod tls;
 
-use std::sync::Arc;
+use token_store_core::{Result, StoreUrl, TokenStore};
 
-use token_store_core::{BackendKind, Error, RawStore, Result, StoreUrl};
+pub use config::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_VALUE_SIZE, DEFAULT_PREFIX, DEFAULT_TIMEOUT, RedisConfig,
+    TlsFiles, Topology,
+};
+pub use store::RedisStore;
 
-pub use config::{DEFAULT_MAX_VALUE_SIZE, DEFAULT_PREFIX, RedisConfig, TlsFiles, Topology};
-pub use store::{RedisStore, version_of};
+/// Opens the store `config` describes, under the layers it asks for: the per-call time limit
+/// (`common.timeout`, [`DEFAULT_TIMEOUT`] by default) and the encryption layer when
+/// `common.key` is set.
+pub async fn open(config: RedisConfig) -> Result<TokenStore> {
+    let store = RedisStore::open(&config).await?;
+    layered::assemble(store, &config.common, config.name()).await
+}
 
 /// Opens the store a `redis://`, `rediss://`, `redis+cluster://` or `redis+sentinel://` URL
-/// names, under the encryption layer when the URL has `key_file=` or `passphrase_env=`.
-pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn RawStore>> {
-    if !matches!(
-        url.kind(),
-        BackendKind::Redis | BackendKind::RedisCluster | BackendKind::RedisSentinel
-    ) {
-        return Err(Error::config(format!("{url} is not a Redis store URL")));
-    }
-    let config = RedisConfig::from_url(url)?;
-    let store = RedisStore::open(config).await?;
-    token_store_core::layers::encrypt_per_url(store, url).await
+/// names (the grammar is in the crate docs): `open(RedisConfig::from_url(url)?)`.
+pub async fn open_url(url: &StoreUrl) -> Result<TokenStore> {
+    open(RedisConfig::from_url(url)?).await
 }

@@ -1,72 +1,39 @@
 //! [`RedisStore`]: the `RawStore` over Redis.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{RedisResult, Script, Value, cmd};
 use sha1::Digest;
+use token_store_core::backend::{check_size, hex, percent_encode};
 use token_store_core::{
     Capabilities, Error, KeyKind, ListEntry, ListFilter, Precondition, PutOptions, RawRecord,
-    RawStore, Result, SecretBytes, StorageKey, Version, check_size, percent_encode,
+    RawStore, Result, Scope, SecretBytes, StorageKey, Version,
 };
 
 use crate::config::RedisConfig;
 use crate::conn::Connection;
-use crate::errors::{BACKEND, map_err, timed_out};
-
-/// Conditional write. ARGV: mode (`n` = only if absent, `v` = only if the stored value's
-/// SHA-1 is ARGV[2]), expected version, value, TTL in ms (0 = none). Returns 1 when written,
-/// else the current version (`''` when absent). The version is computed from the stored bytes
-/// here, so records written by anyone (mcp-agent, redis-cli) take part in CAS.
-const WRITE: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if ARGV[1] == 'n' then
-  if cur then return redis.sha1hex(cur) end
-else
-  if not cur then return '' end
-  local ver = redis.sha1hex(cur)
-  if ver ~= ARGV[2] then return ver end
-end
-local ttl = tonumber(ARGV[4])
-if ttl > 0 then
-  redis.call('SET', KEYS[1], ARGV[3], 'PX', ttl)
-else
-  redis.call('SET', KEYS[1], ARGV[3])
-end
-return 1
-";
-
-/// Conditional delete, same modes as [`WRITE`]. Returns 1 deleted / 0 nothing there (mode
-/// `n`), else the current version (`''` when absent).
-const REMOVE: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if ARGV[1] == 'n' then
-  if cur then return redis.sha1hex(cur) end
-  return 0
-end
-if not cur then return '' end
-local ver = redis.sha1hex(cur)
-if ver ~= ARGV[2] then return ver end
-redis.call('DEL', KEYS[1])
-return 1
-";
+use crate::errors::{BACKEND, map_err};
+use crate::scan::{escape_glob, scan_keys};
+use crate::scripts;
 
 /// The version of stored bytes: the hex SHA-1 Redis's `redis.sha1hex` computes in the scripts.
-pub fn version_of(bytes: &[u8]) -> Version {
-    Version::new(token_store_core::crypto::hex(&sha1::Sha1::digest(bytes)))
+fn version_of(bytes: &[u8]) -> Version {
+    Version::new(hex(&sha1::Sha1::digest(bytes)))
 }
 
-/// A token store in Redis (standalone, Cluster or Sentinel), key-compatible with mcp-agent.
-/// See the crate docs for the layout and guarantees.
+/// A token store in Redis (standalone, Cluster or Sentinel), key-compatible with mcp-agent:
+/// the raw backend, without layers. See the crate docs for the layout and guarantees; most
+/// applications call [`open`](crate::open) or [`open_url`](crate::open_url) instead, which
+/// add the per-call time limit and the encryption layer the config asks for.
 pub struct RedisStore {
     conn: Connection,
     config: RedisConfig,
     write: Script,
     remove: Script,
+    read_empty: Script,
 }
 
 impl fmt::Debug for RedisStore {
@@ -78,23 +45,42 @@ impl fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects (within the configured operation timeout) and returns the store.
-    pub async fn open(mut config: RedisConfig) -> Result<Self> {
+    /// Connects and returns the store. Connecting is bounded by the config's per-call time
+    /// limit (`common.timeout`) when there is one, and by the client's connect timeout for
+    /// each attempt.
+    pub async fn open(config: &RedisConfig) -> Result<Self> {
+        let mut config = config.clone();
         // mcp-agent strips trailing colons from its prefix; so do we, to land on its keys.
         config.prefix = config.prefix.trim_end_matches(':').to_owned();
         if config.prefix.is_empty() {
             return Err(Error::config("the Redis key prefix must not be empty"));
         }
-        let limit = config.operation_timeout.max(config.connect_timeout);
-        let conn = match tokio::time::timeout(limit, Connection::open(&config)).await {
-            Ok(conn) => conn?,
-            Err(_) => return Err(timed_out("connect", limit, None)),
+        if config.max_value_size == 0 {
+            return Err(Error::config("max_value_size must be more than 0"));
+        }
+        // The clients retry connects (the cluster client up to 6 times), so one attempt's
+        // connect timeout does not bound the whole open; the call budget does.
+        let conn = match config.common.timeout {
+            Some(limit) => {
+                let limit = limit.max(config.connect_timeout);
+                tokio::time::timeout(limit, Connection::open(&config))
+                    .await
+                    .map_err(|_| {
+                        Error::unavailable(
+                            BACKEND,
+                            format!("connecting to {config} timed out after {limit:?}"),
+                            None,
+                        )
+                    })??
+            }
+            None => Connection::open(&config).await?,
         };
         Ok(RedisStore {
             conn,
             config,
-            write: Script::new(WRITE),
-            remove: Script::new(REMOVE),
+            write: Script::new(scripts::WRITE),
+            remove: Script::new(scripts::REMOVE),
+            read_empty: Script::new(scripts::READ_EMPTY),
         })
     }
 
@@ -103,7 +89,8 @@ impl RedisStore {
         &self.config
     }
 
-    /// The Redis key a storage key is kept under: `prefix + ":" + key.encode()`.
+    /// The Redis key a storage key is kept under: `prefix + ":" + key.encode()` (the layout
+    /// the crate docs describe; for finding a record with `redis-cli` or writing ACLs).
     pub fn redis_key(&self, key: &StorageKey) -> String {
         let mut out = String::with_capacity(self.config.prefix.len() + 1 + key.encoded_len());
         out.push_str(&self.config.prefix);
@@ -112,19 +99,40 @@ impl RedisStore {
         out
     }
 
-    async fn guarded<T>(
+    /// Runs one call's Redis work, mapping its error and telling the connection about it (a
+    /// Sentinel master is looked up again when the error says it is gone).
+    async fn call<T>(
         &self,
-        op: &str,
         key: Option<&StorageKey>,
         fut: impl Future<Output = RedisResult<T>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.config.operation_timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                self.conn.observe(&e);
-                Err(map_err(e, key))
-            }
-            Err(_) => Err(timed_out(op, self.config.operation_timeout, key)),
+        fut.await.map_err(|e| {
+            self.conn.observe(&e);
+            map_err(e, key)
+        })
+    }
+
+    /// The GETRANGE end index (inclusive) that fetches one byte more than the largest
+    /// accepted value, so a longer value is detected without being transferred.
+    fn read_end(&self) -> i64 {
+        i64::try_from(self.config.max_value_size).unwrap_or(i64::MAX)
+    }
+
+    /// The `TooLarge` error for a value longer than the limit, with its real length when
+    /// Redis tells it.
+    async fn too_large(&self, key: &StorageKey, rkey: &str) -> Error {
+        let max = self.config.max_value_size;
+        let size = async {
+            let mut h = self.conn.handle().await?;
+            cmd("STRLEN").arg(rkey).query_async::<usize>(&mut h).await
+        }
+        .await
+        .unwrap_or(max.saturating_add(1));
+        Error::TooLarge {
+            backend: BACKEND,
+            key: key.to_string(),
+            size,
+            max,
         }
     }
 
@@ -143,97 +151,16 @@ impl RedisStore {
         })
     }
 
-    /// Every key matching `pattern` on this store's Redis: one SCAN walk, or one per master
-    /// on a cluster (SCAN only sees the node it runs on).
-    async fn scan_keys(&self, pattern: &str) -> RedisResult<Vec<Vec<u8>>> {
-        let mut handle = self.conn.handle().await?;
-        let mut keys = Vec::new();
-        if !self.conn.is_cluster() {
-            let mut cursor = 0u64;
-            loop {
-                let (next, batch): (u64, Vec<Vec<u8>>) = cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut handle)
-                    .await?;
-                keys.extend(batch);
-                if next == 0 {
-                    return Ok(keys);
-                }
-                cursor = next;
-            }
-        }
-        let crate::conn::Handle::Cluster(mut cluster) = handle else {
-            return Ok(keys);
-        };
-        let slots = cluster
-            .route_command(
-                cmd("CLUSTER").arg("SLOTS").clone(),
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
-            )
-            .await?;
-        // Routing by a slot each master owns (not by address) keeps working when a replica
-        // has taken over that slot range since.
-        for slot in one_slot_per_master(&slots) {
-            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
-                slot,
-                SlotAddr::Master,
-            )));
-            let mut cursor = 0u64;
-            loop {
-                let reply = cluster
-                    .route_command(
-                        cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(pattern)
-                            .arg("COUNT")
-                            .arg(1000)
-                            .clone(),
-                        route.clone(),
-                    )
-                    .await?;
-                let (next, batch): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply)?;
-                keys.extend(batch);
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-        }
-        Ok(keys)
-    }
-}
-
-/// One slot of each distinct master in a `CLUSTER SLOTS` reply.
-fn one_slot_per_master(reply: &Value) -> Vec<u16> {
-    let mut by_master: BTreeMap<String, u16> = BTreeMap::new();
-    let Value::Array(ranges) = reply else {
-        return Vec::new();
-    };
-    for range in ranges {
-        let Value::Array(items) = range else { continue };
-        let (Some(Value::Int(start)), Some(Value::Array(master))) = (items.first(), items.get(2))
-        else {
-            continue;
-        };
-        let host = match master.first() {
-            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-            Some(Value::SimpleString(s)) => s.clone(),
-            _ => continue,
-        };
-        let port = match master.get(1) {
-            Some(Value::Int(p)) => *p,
-            _ => continue,
-        };
-        if let Ok(slot) = u16::try_from(*start) {
-            by_master.entry(format!("{host}:{port}")).or_insert(slot);
+    /// The scripts' mode and expected version for a conditional write or delete.
+    fn condition<'a>(&self, precondition: &'a Precondition) -> Result<(&'static str, &'a str)> {
+        match precondition {
+            Precondition::IfAbsent => Ok(("n", "")),
+            Precondition::IfVersion(v) => Ok(("v", v.as_str())),
+            // Precondition is non_exhaustive: refuse what we cannot honour rather than write
+            // unconditionally.
+            _ => Err(Error::invalid_input("unsupported precondition")),
         }
     }
-    by_master.into_values().collect()
 }
 
 fn unexpected(key: &StorageKey, value: &Value) -> Error {
@@ -257,18 +184,6 @@ fn reply_kind(value: &Value) -> &'static str {
     }
 }
 
-/// `*`, `?`, `[`, `]` and `\` in a prefix must not act as glob patterns in SCAN MATCH.
-fn escape_glob(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn ttl_millis(ttl: Option<Duration>) -> u64 {
     match ttl {
         // PX must be positive; a sub-millisecond TTL still means "expire almost at once".
@@ -283,32 +198,58 @@ impl RawStore for RedisStore {
         BACKEND
     }
 
-    fn raw_capabilities(&self) -> Capabilities {
+    fn capabilities(&self) -> Capabilities {
         Capabilities::new(self.config.max_value_size)
-            .with_atomic_cas()
+            .with_sharing(Scope::Hosts)
+            .with_cas(Scope::Hosts)
             .with_ttl()
-            .with_sharing_across_hosts()
             .with_persistence(true)
     }
 
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
         key.validate()?;
         let rkey = self.redis_key(key);
-        // A plain GET: what a raw client does. Neither a script (GET + PTTL in Lua costs
-        // Redis ~9 µs more per read) nor a pipelined PTTL (a second command: a quarter of
-        // the read throughput at 64 tasks on one connection, measured) is worth it for
-        // `expires_at`, which the typed API never reads: Redis enforces the TTL itself.
-        let value: Option<Vec<u8>> = self
-            .guarded("get", Some(key), async {
+        let end = self.read_end();
+        // One GETRANGE, as cheap as a GET, never transfers more than one byte past the limit,
+        // so a huge foreign value at our key costs neither memory nor time. It answers "" for
+        // a missing key and an empty value alike: only then does a second, atomic step tell
+        // them apart. Neither a script for every read (Lua costs Redis several µs per call)
+        // nor a pipelined second command (a quarter of the read throughput at 64 tasks on one
+        // connection, measured) is worth it for the hit path.
+        let head: Vec<u8> = self
+            .call(Some(key), async {
                 let mut h = self.conn.handle().await?;
-                cmd("GET").arg(&rkey).query_async(&mut h).await
+                cmd("GETRANGE")
+                    .arg(&rkey)
+                    .arg(0)
+                    .arg(end)
+                    .query_async(&mut h)
+                    .await
             })
             .await?;
-        Ok(value.map(|value| RawRecord {
-            version: version_of(&value),
-            value: SecretBytes::new(value),
-            expires_at: None,
-        }))
+        let value = if head.is_empty() {
+            self.call(Some(key), async {
+                let mut h = self.conn.handle().await?;
+                self.read_empty
+                    .key(&rkey)
+                    .arg(end)
+                    .invoke_async::<Option<Vec<u8>>>(&mut h)
+                    .await
+            })
+            .await?
+        } else {
+            Some(head)
+        };
+        match value {
+            Some(v) if v.len() > self.config.max_value_size => {
+                Err(self.too_large(key, &rkey).await)
+            }
+            Some(v) => {
+                let version = version_of(&v);
+                Ok(Some(RawRecord::new(SecretBytes::new(v), version)))
+            }
+            None => Ok(None),
+        }
     }
 
     async fn write(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
@@ -316,29 +257,22 @@ impl RawStore for RedisStore {
         check_size(BACKEND, key, value.len(), self.config.max_value_size)?;
         let rkey = self.redis_key(key);
         let ttl = ttl_millis(options.ttl);
-        let (mode, expected) = match &options.precondition {
-            Precondition::Any => {
-                self.guarded("put", Some(key), async {
-                    let mut h = self.conn.handle().await?;
-                    let mut c = cmd("SET");
-                    c.arg(&rkey).arg(value);
-                    if ttl > 0 {
-                        c.arg("PX").arg(ttl);
-                    }
-                    c.query_async::<()>(&mut h).await
-                })
-                .await?;
-                return Ok(version_of(value));
-            }
-            Precondition::IfAbsent => ("n", ""),
-            Precondition::IfVersion(v) => ("v", v.as_str()),
-            // Precondition is non_exhaustive: refuse what we cannot honour rather than
-            // write unconditionally.
-            #[allow(unreachable_patterns)]
-            _ => return Err(Error::invalid_input("unsupported precondition")),
-        };
+        if options.precondition == Precondition::Any {
+            self.call(Some(key), async {
+                let mut h = self.conn.handle().await?;
+                let mut c = cmd("SET");
+                c.arg(&rkey).arg(value);
+                if ttl > 0 {
+                    c.arg("PX").arg(ttl);
+                }
+                c.query_async::<()>(&mut h).await
+            })
+            .await?;
+            return Ok(version_of(value));
+        }
+        let (mode, expected) = self.condition(&options.precondition)?;
         let reply: Value = self
-            .guarded("put", Some(key), async {
+            .call(Some(key), async {
                 let mut h = self.conn.handle().await?;
                 self.write
                     .key(&rkey)
@@ -359,23 +293,18 @@ impl RawStore for RedisStore {
     async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
         key.validate()?;
         let rkey = self.redis_key(key);
-        let (mode, expected) = match precondition {
-            Precondition::Any => {
-                let n: u64 = self
-                    .guarded("delete", Some(key), async {
-                        let mut h = self.conn.handle().await?;
-                        cmd("DEL").arg(&rkey).query_async(&mut h).await
-                    })
-                    .await?;
-                return Ok(n > 0);
-            }
-            Precondition::IfAbsent => ("n", ""),
-            Precondition::IfVersion(v) => ("v", v.as_str()),
-            #[allow(unreachable_patterns)]
-            _ => return Err(Error::invalid_input("unsupported precondition")),
-        };
+        if *precondition == Precondition::Any {
+            let n: u64 = self
+                .call(Some(key), async {
+                    let mut h = self.conn.handle().await?;
+                    cmd("DEL").arg(&rkey).query_async(&mut h).await
+                })
+                .await?;
+            return Ok(n > 0);
+        }
+        let (mode, expected) = self.condition(precondition)?;
         let reply: Value = self
-            .guarded("delete", Some(key), async {
+            .call(Some(key), async {
                 let mut h = self.conn.handle().await?;
                 self.remove
                     .key(&rkey)
@@ -404,37 +333,33 @@ impl RawStore for RedisStore {
             pattern.push(':');
         }
         pattern.push('*');
-        let raw = self.guarded("list", None, self.scan_keys(&pattern)).await?;
-        let mut entries = Vec::new();
-        for rk in raw {
-            // Keys that are not UTF-8 or do not parse are someone else's under a shared
-            // prefix (mcp-agent's own keys always parse): skip them.
-            let Ok(rk) = String::from_utf8(rk) else {
-                continue;
-            };
-            let Some(rest) = rk.strip_prefix(&head) else {
-                continue;
-            };
-            match StorageKey::decode(rest) {
-                Some(k) if k.kind() == kind && filter.matches(&k) => {
-                    entries.push(ListEntry::Key(k))
-                }
-                Some(_) => {}
-                None => {
-                    // Our marker but not our shape: damaged, worth reporting.
-                    let ours = kind
-                        .marker()
-                        .is_some_and(|m| rest.split(':').next() == Some(m));
-                    if ours {
-                        entries.push(ListEntry::Unreadable {
-                            location: rk.clone(),
-                            reason: "key under our marker does not decode".to_owned(),
-                        });
-                    }
-                }
-            }
+        let raw = self.call(None, scan_keys(&self.conn, &pattern)).await?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|rk| entry(&head, kind, filter, rk))
+            .collect())
+    }
+}
+
+/// The listing entry for one Redis key found under the prefix, if it is one of ours.
+fn entry(head: &str, kind: KeyKind, filter: &ListFilter, rk: Vec<u8>) -> Option<ListEntry> {
+    // Keys that are not UTF-8 or do not parse are someone else's under a shared prefix
+    // (mcp-agent's own keys always parse): skip them.
+    let rk = String::from_utf8(rk).ok()?;
+    let rest = rk.strip_prefix(head)?;
+    match StorageKey::decode(rest) {
+        Some(k) if k.kind() == kind && filter.matches(&k) => Some(ListEntry::Key(k)),
+        Some(_) => None,
+        None => {
+            // Our marker but not our shape: damaged, worth reporting.
+            let ours = kind
+                .marker()
+                .is_some_and(|m| rest.split(':').next() == Some(m));
+            ours.then(|| ListEntry::Unreadable {
+                location: rk.clone(),
+                reason: "key under our marker does not decode".to_owned(),
+            })
         }
-        Ok(entries)
     }
 }
 
@@ -449,10 +374,5 @@ mod tests {
             version_of(b"abc").as_str(),
             "a9993e364706816aba3e25717850c26c9cd0d89d"
         );
-    }
-
-    #[test]
-    fn glob_characters_are_escaped() {
-        assert_eq!(escape_glob("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use token_store_conformance::services;
 use token_store_core::{Error, Precondition, TokenKey, TokenRecord, TokenStore};
-use token_store_redis::{RedisConfig, RedisStore};
+use token_store_redis::RedisConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 /// Scheduling slack on a loaded 2-core machine on top of the configured timeout.
@@ -25,7 +25,7 @@ struct Tally {
 }
 
 /// One worker: read the counter, CAS it one up; count acknowledgements and failures.
-async fn worker(store: Arc<RedisStore>, key: TokenKey, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+async fn worker(store: TokenStore, key: TokenKey, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         let current = match store.get(&key).await {
@@ -87,8 +87,8 @@ async fn kill_9_under_cas_load_then_restart_same_store_recovers_and_loses_no_ack
 
     let config = RedisConfig::standalone(url)
         .with_prefix(common::prefix())
-        .with_operation_timeout(TIMEOUT);
-    let store = Arc::new(RedisStore::open(config).await.unwrap());
+        .with_timeout(TIMEOUT);
+    let store = token_store_redis::open(config).await.unwrap();
     let key = TokenKey::for_server("https://counter.example");
     store
         .put(&key, &TokenRecord::new("0"), Precondition::IfAbsent)
@@ -254,10 +254,9 @@ async fn cluster_master_failover_under_cas_load() {
     let Some(dir) = services::require("TOKEN_STORE_TEST_SERVICES_DIR") else {
         return;
     };
-    let config = config
-        .with_prefix(common::prefix())
-        .with_operation_timeout(TIMEOUT);
-    let store = Arc::new(RedisStore::open(config).await.unwrap());
+    let prefix = common::prefix();
+    let config = config.with_prefix(&prefix).with_timeout(TIMEOUT);
+    let store = token_store_redis::open(config).await.unwrap();
     let key = TokenKey::for_server("https://failover.example");
     store
         .put(&key, &TokenRecord::new("0"), Precondition::IfAbsent)
@@ -281,7 +280,7 @@ async fn cluster_master_failover_under_cas_load() {
         6,
         "expected 6 cluster node directories in {dir}"
     );
-    let redis_key = store.redis_key(&key.storage_key());
+    let redis_key = format!("{prefix}:{}", key.storage_key().encode());
     let slot: u16 = redis_cli(nodes[0].0, &["cluster", "keyslot", &redis_key])
         .trim()
         .parse()

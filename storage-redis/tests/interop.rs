@@ -7,9 +7,22 @@ use redis::AsyncCommands;
 use token_store_conformance::services;
 use token_store_core::{
     DEFAULT_USER_KEY, Error, KeyKind, ListEntry, ListFilter, Precondition, RawStore, StoreUrl,
-    TokenKey, TokenRecord, TokenStore,
+    TokenKey, TokenRecord, TokenStore, Version,
 };
-use token_store_redis::{RedisStore, version_of};
+use token_store_redis::{RedisConfig, RedisStore};
+
+/// The version the store gives bytes: their hex SHA-1, as Redis's `redis.sha1hex` computes
+/// it (asked of the server here, so the test does not restate the store's code).
+async fn sha1hex(raw: &mut redis::aio::MultiplexedConnection, bytes: &[u8]) -> Version {
+    let hex: String = redis::cmd("EVAL")
+        .arg("return redis.sha1hex(ARGV[1])")
+        .arg(0)
+        .arg(bytes)
+        .query_async(raw)
+        .await
+        .unwrap();
+    Version::new(hex)
+}
 
 /// What Python's `json.dumps(record.model_dump())` writes for mcp-agent's `TokenRecord`.
 const MCP_AGENT_JSON: &str = r#"{"access_token": "at", "refresh_token": "rt", "scopes": ["read", "write"], "expires_at": 1700000000.5, "token_type": "Bearer", "resource": "https://api.example.com/mcp", "authorization_server": "https://auth.example.com", "obtained_at": 1699996400.25, "metadata": {}}"#;
@@ -56,12 +69,12 @@ async fn reads_what_mcp_agent_writes_and_writes_what_it_reads() {
     let redis_key = format!("{prefix}:{MCP_AGENT_SUFFIX}");
     let _: () = raw.set(&redis_key, MCP_AGENT_JSON).await.unwrap();
 
-    let store =
-        RedisStore::open(token_store_redis::RedisConfig::standalone(&url).with_prefix(&prefix))
-            .await
-            .unwrap();
+    let raw_store = RedisStore::open(&RedisConfig::standalone(&url).with_prefix(&prefix))
+        .await
+        .unwrap();
     let key = example_key();
-    assert_eq!(store.redis_key(&key.storage_key()), redis_key);
+    assert_eq!(raw_store.redis_key(&key.storage_key()), redis_key);
+    let store = TokenStore::new(raw_store);
     let got = store
         .get(&key)
         .await
@@ -82,7 +95,10 @@ async fn reads_what_mcp_agent_writes_and_writes_what_it_reads() {
         got.value.resource.as_deref(),
         Some("https://api.example.com/mcp")
     );
-    assert_eq!(got.version, version_of(MCP_AGENT_JSON.as_bytes()));
+    assert_eq!(
+        got.version,
+        sha1hex(&mut raw, MCP_AGENT_JSON.as_bytes()).await
+    );
     let listed = store.list(&Default::default()).await.unwrap();
     assert_eq!(listed.keys, vec![key.clone()]);
 
@@ -100,7 +116,7 @@ async fn reads_what_mcp_agent_writes_and_writes_what_it_reads() {
 
     // What we wrote sits at the exact key, as plain JSON with every mcp-agent field.
     let written: Vec<u8> = raw.get(&redis_key).await.unwrap();
-    assert_eq!(version_of(&written), v2);
+    assert_eq!(sha1hex(&mut raw, &written).await, v2);
     let json: serde_json::Value = serde_json::from_slice(&written).unwrap();
     for field in MCP_AGENT_FIELDS {
         assert!(json.get(field).is_some(), "field {field} missing in {json}");
@@ -178,12 +194,14 @@ async fn foreign_keys_under_the_prefix_are_skipped_damaged_ones_reported() {
     }
     // A similar prefix must not leak into ours.
     let _: () = raw.set(format!("{prefix}x:u:r:a:s"), "x").await.unwrap();
-    let store =
-        RedisStore::open(token_store_redis::RedisConfig::standalone(&url).with_prefix(&prefix))
-            .await
-            .unwrap();
+    let store = RedisStore::open(&RedisConfig::standalone(&url).with_prefix(&prefix))
+        .await
+        .unwrap();
     let key = TokenKey::for_server("https://a.example");
-    store
+    let redis_key = store.redis_key(&key.storage_key());
+    let store = std::sync::Arc::new(store);
+    let typed = TokenStore::from_arc(store.clone());
+    typed
         .put(&key, &TokenRecord::new("t"), Precondition::Any)
         .await
         .unwrap();
@@ -204,12 +222,9 @@ async fn foreign_keys_under_the_prefix_are_skipped_damaged_ones_reported() {
         "{clients:?}"
     );
     // A value of another Redis type at one of our keys is corrupt, not a crash.
-    let _: () = raw.del(store.redis_key(&key.storage_key())).await.unwrap();
-    let _: () = raw
-        .hset(store.redis_key(&key.storage_key()), "f", "v")
-        .await
-        .unwrap();
-    assert!(matches!(store.get(&key).await, Err(Error::Corrupt { .. })));
+    let _: () = raw.del(&redis_key).await.unwrap();
+    let _: () = raw.hset(&redis_key, "f", "v").await.unwrap();
+    assert!(matches!(typed.get(&key).await, Err(Error::Corrupt { .. })));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,10 +237,10 @@ async fn persistence_across_reopen_fixed_record() {
     let mut record = TokenRecord::new("access").with_refresh_token("refresh");
     record.obtained_at = 1_700_000_000.125;
     let v = {
-        let store = RedisStore::open(config.clone()).await.unwrap();
+        let store = token_store_redis::open(config.clone()).await.unwrap();
         store.put(&key, &record, Precondition::Any).await.unwrap()
     };
-    let again = RedisStore::open(config).await.unwrap();
+    let again = token_store_redis::open(config).await.unwrap();
     let got = again.get(&key).await.unwrap().unwrap();
     assert_eq!(got.value, record);
     assert_eq!(got.version, v);
@@ -245,7 +260,7 @@ async fn urls_open_plain_and_encrypted_stores() {
     ))
     .unwrap();
     let store = token_store_redis::open_url(&enc_url).await.unwrap();
-    assert!(store.raw_capabilities().encrypted_at_rest);
+    assert!(store.capabilities().encrypted_at_rest);
     let key = TokenKey::for_server("https://enc.example");
     store
         .put(&key, &TokenRecord::new("SECRET-TOKEN"), Precondition::Any)
@@ -258,11 +273,9 @@ async fn urls_open_plain_and_encrypted_stores() {
         Err(token_store_core::Error::Config { .. })
     ));
     // What Redis holds, read without the layer: ciphertext only.
-    let plain = token_store_redis::RedisStore::open(
-        token_store_redis::RedisConfig::from_url(&plain_url).unwrap(),
-    )
-    .await
-    .unwrap();
+    let plain = RedisStore::open(&RedisConfig::from_url(&plain_url).unwrap())
+        .await
+        .unwrap();
     let raw = plain.read(&key.storage_key()).await.unwrap().unwrap();
     assert!(!raw.value.windows(12).any(|w| w == b"SECRET-TOKEN"));
     let reopened = token_store_redis::open_url(&enc_url).await.unwrap();
@@ -273,7 +286,6 @@ async fn urls_open_plain_and_encrypted_stores() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_forms_for_tls_and_cluster() {
-    common::install_crypto_provider();
     if let (Some(tls), Some(ca)) = (
         services::require("TOKEN_STORE_TEST_REDIS_MTLS_URL"),
         services::require("TOKEN_STORE_TEST_TLS_CA"),

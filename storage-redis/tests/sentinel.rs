@@ -9,13 +9,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use token_store_conformance::{Instance, run};
-use token_store_core::{Precondition, RawStore, StoreUrl, TokenKey, TokenRecord, TokenStore};
+use token_store_core::{Precondition, StoreUrl, TokenKey, TokenRecord, TokenStore};
 
 fn sentinel_url() -> Option<String> {
     token_store_conformance::services::require("TOKEN_STORE_TEST_REDIS_SENTINEL_URL")
 }
 
-async fn open(url: &str, prefix: &str) -> token_store_core::Result<std::sync::Arc<dyn RawStore>> {
+async fn open(url: &str, prefix: &str) -> token_store_core::Result<TokenStore> {
     let sep = if url.contains('?') { '&' } else { '?' };
     token_store_redis::open_url(&StoreUrl::parse(&format!(
         "{url}{sep}prefix={prefix}&timeout_ms=2000"
@@ -49,9 +49,9 @@ async fn sentinel_suite_and_failover() {
         async move {
             let prefix = common::prefix();
             let store = open(&url, &prefix).await?;
-            Ok(Instance::with_reopen(store, move || {
+            Ok(Instance::with_reopen(store.raw().clone(), move || {
                 let (url, prefix) = (url.clone(), prefix.clone());
-                async move { open(&url, &prefix).await }
+                async move { Ok(open(&url, &prefix).await?.raw().clone()) }
             }))
         }
     })

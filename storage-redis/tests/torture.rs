@@ -28,7 +28,7 @@ use token_store_redis::{RedisConfig, RedisStore};
 static AOF: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn open_url(url: StoreUrl) -> BoxFuture<'static, token_store_core::Result<Arc<dyn RawStore>>> {
-    Box::pin(async move { token_store_redis::open_url(&url).await })
+    Box::pin(async move { Ok(token_store_redis::open_url(&url).await?.raw().clone()) })
 }
 
 /// The crash child (does nothing unless started by the crash harness).
@@ -184,7 +184,7 @@ fn foreign_values_and_keys_under_our_prefix() {
         .build()
         .unwrap();
     let (store, raw) = rt.block_on(async {
-        let store = RedisStore::open(config.with_prefix(common::prefix()))
+        let store = RedisStore::open(&config.with_prefix(common::prefix()))
             .await
             .unwrap();
         let raw = redis::Client::open(url.as_str())
@@ -195,6 +195,9 @@ fn foreign_values_and_keys_under_our_prefix() {
         (store, raw)
     });
     let prefix = store.config().prefix.clone();
+    let rkey = store.redis_key(&TokenKey::for_server("https://foreign.example/mcp").storage_key());
+    let store = Arc::new(store);
+    let typed = TokenStore::from_arc(store.clone());
     let cases = hostile_cases(128);
     let outcomes = std::sync::Mutex::new(std::collections::BTreeMap::<String, u32>::new());
     let mut runner = TestRunner::new(Config {
@@ -203,7 +206,6 @@ fn foreign_values_and_keys_under_our_prefix() {
         ..Config::default()
     });
     let token = TokenKey::for_server("https://foreign.example/mcp");
-    let rkey = store.redis_key(&token.storage_key());
     runner
         .run(&proptest::collection::vec(foreign(), 1..4), |items| {
             let mut raw = raw.clone();
@@ -232,7 +234,7 @@ fn foreign_values_and_keys_under_our_prefix() {
                                 TestCaseError::fail(format!("raw read of a foreign string: {e:?}"))
                             })?;
                             prop_assert_eq!(got.map(|r| r.value.to_vec()), Some(b.clone()));
-                            match TokenStore::get(&store, &token).await {
+                            match typed.get(&token).await {
                                 Ok(Some(_)) => outcome.push("parsed"),
                                 Err(Error::Corrupt { .. }) => outcome.push("corrupt"),
                                 other => {
@@ -267,14 +269,14 @@ fn foreign_values_and_keys_under_our_prefix() {
                                 ("read", store.read(&token.storage_key()).await.map(drop)),
                                 (
                                     "cas",
-                                    TokenStore::put(
-                                        &store,
-                                        &token,
-                                        &token_store_core::TokenRecord::new("t"),
-                                        token_store_core::Precondition::IfAbsent,
-                                    )
-                                    .await
-                                    .map(drop),
+                                    typed
+                                        .put(
+                                            &token,
+                                            &token_store_core::TokenRecord::new("t"),
+                                            token_store_core::Precondition::IfAbsent,
+                                        )
+                                        .await
+                                        .map(drop),
                                 ),
                             ] {
                                 match r {
@@ -315,7 +317,8 @@ fn foreign_values_and_keys_under_our_prefix() {
                         }
                     }
                 }
-                TokenStore::list(&store, &Default::default())
+                typed
+                    .list(&Default::default())
                     .await
                     .map_err(|e| TestCaseError::fail(format!("typed list: {e:?}")))?;
                 *outcomes
@@ -343,8 +346,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 async fn aof_store(aof: &Aof) -> Arc<dyn RawStore> {
     let config = RedisConfig::standalone(aof.url.clone())
         .with_prefix(common::prefix())
-        .with_operation_timeout(TIMEOUT);
-    Arc::new(RedisStore::open(config).await.unwrap())
+        .with_timeout(TIMEOUT);
+    common::open_raw(config).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

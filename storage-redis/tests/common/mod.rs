@@ -1,19 +1,13 @@
-//! Shared test helpers: service addresses, the rustls provider, store factories.
+//! Shared test helpers: service addresses, store factories.
+//!
+//! No test installs a rustls crypto provider: the crate must speak TLS without one.
 #![allow(dead_code)]
 
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 
 use token_store_conformance::{Instance, services};
 use token_store_core::{RawStore, Result};
-use token_store_redis::{RedisConfig, RedisStore, TlsFiles};
-
-/// The library leaves the provider choice to the application; tests are the application.
-pub fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    });
-}
+use token_store_redis::{RedisConfig, TlsFiles};
 
 /// A fresh, unique prefix so runs never see each other's keys.
 pub fn prefix() -> String {
@@ -30,22 +24,26 @@ pub fn cluster() -> Option<RedisConfig> {
 }
 
 pub fn tls() -> Option<RedisConfig> {
-    install_crypto_provider();
     let url = services::require("TOKEN_STORE_TEST_REDIS_TLS_URL")?;
     let ca = services::require("TOKEN_STORE_TEST_TLS_CA")?;
-    let mut files = TlsFiles::default();
-    files.ca = Some(ca.into());
-    Some(RedisConfig::standalone(url).with_tls(files))
+    Some(RedisConfig::standalone(url).with_tls(TlsFiles::new().with_ca(ca)))
 }
 
 pub fn mtls() -> Option<RedisConfig> {
-    install_crypto_provider();
     let url = services::require("TOKEN_STORE_TEST_REDIS_MTLS_URL")?;
-    let mut files = TlsFiles::default();
-    files.ca = Some(services::require("TOKEN_STORE_TEST_TLS_CA")?.into());
-    files.cert = Some(services::require("TOKEN_STORE_TEST_TLS_CLIENT_CERT")?.into());
-    files.key = Some(services::require("TOKEN_STORE_TEST_TLS_CLIENT_KEY")?.into());
+    let files = TlsFiles::new()
+        .with_ca(services::require("TOKEN_STORE_TEST_TLS_CA")?)
+        .with_client_cert(
+            services::require("TOKEN_STORE_TEST_TLS_CLIENT_CERT")?,
+            services::require("TOKEN_STORE_TEST_TLS_CLIENT_KEY")?,
+        );
     Some(RedisConfig::standalone(url).with_tls(files))
+}
+
+/// The store users get from `open` (the raw backend under the per-call time limit), as the
+/// conformance crate takes it.
+pub async fn open_raw(config: RedisConfig) -> Result<Arc<dyn RawStore>> {
+    Ok(token_store_redis::open(config).await?.raw().clone())
 }
 
 /// A factory making a store under a fresh prefix, reopenable with a new connection.
@@ -58,13 +56,9 @@ pub fn factory(
     move || {
         let config = config.clone().with_prefix(prefix());
         Box::pin(async move {
-            let store: Arc<dyn RawStore> = Arc::new(RedisStore::open(config.clone()).await?);
+            let store = open_raw(config.clone()).await?;
             Ok(Instance::with_reopen(store, move || {
-                let config = config.clone();
-                async move {
-                    let s: Arc<dyn RawStore> = Arc::new(RedisStore::open(config).await?);
-                    Ok(s)
-                }
+                open_raw(config.clone())
             }))
         })
     }
