@@ -1,9 +1,12 @@
-//! Configuration of the SQLite backend and its `sqlite://` URL form.
+//! [`SqliteConfig`]: how to open an SQLite token store, built in code or read from a
+//! `sqlite://` URL.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use token_store_core::{BackendKind, Error, Result, StoreUrl};
+use token_store_core::layers::CommonOptions;
+use token_store_core::{BackendKind, Error, KeySource, Result, StoreUrl};
 
 /// The default busy timeout: how long a write waits for another connection's write lock.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,27 +42,23 @@ impl Synchronous {
             Synchronous::Normal => "NORMAL",
         }
     }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "full" => Some(Synchronous::Full),
-            "normal" => Some(Synchronous::Normal),
-            _ => None,
-        }
-    }
 }
 
-/// How to open an SQLite token store.
+/// How to open an SQLite token store: built in code, or read from a URL with
+/// [`SqliteConfig::from_url`].
 ///
 /// ```
 /// use std::time::Duration;
+/// use token_store_core::KeySource;
 /// use token_store_sqlite::{SqliteConfig, Synchronous};
 /// let config = SqliteConfig::new("/var/lib/app/tokens.db")
 ///     .with_busy_timeout(Duration::from_secs(10))
-///     .with_synchronous(Synchronous::Normal);
+///     .with_synchronous(Synchronous::Normal)
+///     .with_key(KeySource::KeyFile("/var/lib/app/tokens.key".into()));
 /// assert_eq!(config.busy_timeout, Duration::from_secs(10));
+/// assert!(config.common.key.is_some());
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct SqliteConfig {
     /// The database file. Its directory is created 0700 if missing (an existing one must not
@@ -74,10 +73,37 @@ pub struct SqliteConfig {
     pub max_value_size: usize,
     /// How often (at most) a write also deletes expired rows.
     pub sweep_interval: Duration,
+    /// The options every backend shares: the encryption key and the per-call time limit,
+    /// applied as layers by [`open`](crate::open).
+    pub common: CommonOptions,
+}
+
+impl fmt::Debug for SqliteConfig {
+    // By hand, so it stays safe whatever `common` gains: the key source shows only where the
+    // key comes from (a path or "passphrase"), never a key or passphrase.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteConfig")
+            .field("path", &self.path)
+            .field("busy_timeout", &self.busy_timeout)
+            .field("synchronous", &self.synchronous)
+            .field("max_value_size", &self.max_value_size)
+            .field("sweep_interval", &self.sweep_interval)
+            .field("key", &self.common.key.as_ref().map(key_kind))
+            .field("timeout", &self.common.timeout)
+            .finish()
+    }
+}
+
+fn key_kind(key: &KeySource) -> String {
+    match key {
+        KeySource::KeyFile(path) => format!("key file {}", path.display()),
+        KeySource::Passphrase(_) => "passphrase".to_owned(),
+        _ => "raw key".to_owned(),
+    }
 }
 
 impl SqliteConfig {
-    /// The defaults for a database file at `path`.
+    /// The defaults for a database file at `path`: no encryption layer, no per-call time limit.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         SqliteConfig {
             path: path.into(),
@@ -85,7 +111,53 @@ impl SqliteConfig {
             synchronous: Synchronous::default(),
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            common: CommonOptions::new(),
         }
+    }
+
+    /// Reads a `sqlite://PATH?...` URL (the grammar is in the crate docs). Every parameter is
+    /// read by name and type, so an unknown, duplicated or malformed one is an
+    /// [`Error::Config`] naming it: a mistyped `key_file` cannot silently store tokens in
+    /// clear.
+    ///
+    /// ```
+    /// use token_store_core::StoreUrl;
+    /// use token_store_sqlite::{SqliteConfig, Synchronous};
+    /// let url = StoreUrl::parse("sqlite:///tmp/t.db?synchronous=normal&busy_timeout_ms=250").unwrap();
+    /// let config = SqliteConfig::from_url(&url).unwrap();
+    /// assert_eq!(config.synchronous, Synchronous::Normal);
+    /// let typo = StoreUrl::parse("sqlite:///tmp/t.db?key_flie=/k").unwrap();
+    /// assert!(SqliteConfig::from_url(&typo).unwrap_err().to_string().contains("key_flie"));
+    /// ```
+    pub fn from_url(url: &StoreUrl) -> Result<Self> {
+        if url.kind() != BackendKind::Sqlite {
+            return Err(Error::config(format!("{url} is not an sqlite:// URL")));
+        }
+        let mut config = SqliteConfig::new(url.path()?);
+        let mut params = url.params()?;
+        config.common = CommonOptions::from_params(&mut params)?;
+        if let Some(busy) = params.millis("busy_timeout_ms")? {
+            config.busy_timeout = busy;
+        }
+        if let Some(sync) = params.choice("synchronous", &["full", "normal"])? {
+            config.synchronous = match sync {
+                "normal" => Synchronous::Normal,
+                _ => Synchronous::Full,
+            };
+        }
+        if let Some(max) = params.parse::<usize>("max_value_size", "a number of bytes")? {
+            if max == 0 {
+                return Err(Error::config(format!(
+                    "{url}: `max_value_size` must be more than 0"
+                )));
+            }
+            config.max_value_size = max;
+        }
+        if let Some(interval) = params.millis("sweep_interval_ms")? {
+            config.sweep_interval = interval;
+        }
+        params.finish()?;
+        Ok(config)
     }
 
     /// The same configuration with another busy timeout.
@@ -111,47 +183,16 @@ impl SqliteConfig {
         self.sweep_interval = interval;
         self
     }
-}
 
-const KNOWN_PARAMS: &str = "key_file, passphrase_env, busy_timeout_ms, synchronous";
+    /// The same configuration with values encrypted under `key` (the `Encrypted` layer).
+    pub fn with_key(mut self, key: KeySource) -> Self {
+        self.common = self.common.with_key(key);
+        self
+    }
 
-/// Reads a `sqlite://PATH[?key_file=F|passphrase_env=VAR][&busy_timeout_ms=N][&synchronous=full|normal]`
-/// URL: the configuration and, when it asks for encryption, where the key comes from.
-///
-/// Unknown parameters are an error: a mistyped `key_file` must not silently store tokens in
-/// clear.
-pub fn parse_url(url: &StoreUrl) -> Result<SqliteConfig> {
-    if url.kind() != BackendKind::Sqlite {
-        return Err(Error::config(format!("{url} is not an sqlite:// URL")));
+    /// The same configuration with a per-call time limit (the `Timeout` layer).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.common = self.common.with_timeout(timeout);
+        self
     }
-    let mut config = SqliteConfig::new(url.path()?);
-    // Checked here so a bad key parameter fails before the database file is created; the
-    // encryption layer itself is applied by the caller (`layers::encrypt_per_url`).
-    url.key_source()?;
-    for (name, value) in url.query() {
-        match name.as_str() {
-            "key_file" | "passphrase_env" => {}
-            "busy_timeout_ms" => {
-                let ms: u64 = value.parse().map_err(|_| {
-                    Error::config(format!(
-                        "busy_timeout_ms must be a number of milliseconds, not `{value}`"
-                    ))
-                })?;
-                config.busy_timeout = Duration::from_millis(ms);
-            }
-            "synchronous" => {
-                config.synchronous = Synchronous::parse(&value).ok_or_else(|| {
-                    Error::config(format!(
-                        "synchronous must be `full` or `normal`, not `{value}`"
-                    ))
-                })?;
-            }
-            other => {
-                return Err(Error::config(format!(
-                    "unknown sqlite:// URL parameter `{other}` (known: {KNOWN_PARAMS})"
-                )));
-            }
-        }
-    }
-    Ok(config)
 }

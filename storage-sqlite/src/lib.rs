@@ -3,10 +3,10 @@
 //!
 //! ```no_run
 //! # async fn demo() -> token_store_core::Result<()> {
-//! use token_store_core::{Precondition, TokenKey, TokenRecord, TokenStore};
-//! use token_store_sqlite::{SqliteConfig, SqliteStore};
+//! use token_store_core::{Precondition, TokenKey, TokenRecord};
+//! use token_store_sqlite::SqliteConfig;
 //!
-//! let store = SqliteStore::open(SqliteConfig::new("/home/me/.local/share/app/tokens.db")).await?;
+//! let store = token_store_sqlite::open(SqliteConfig::new("/home/me/.local/share/app/tokens.db")).await?;
 //! let key = TokenKey::for_server("https://mcp.example.com/mcp");
 //! store.put(&key, &TokenRecord::new("access"), Precondition::Any).await?;
 //! # Ok(()) }
@@ -132,25 +132,47 @@
 
 #![warn(missing_docs)]
 
+mod assemble;
 mod config;
-mod db;
+mod error;
+mod file;
+mod readers;
+mod schema;
+mod sql;
 mod store;
+mod thread;
+mod writer;
 
-use std::sync::Arc;
-
-use token_store_core::{RawStore, Result, StoreUrl};
+use token_store_core::{Result, StoreUrl, TokenStore};
 
 pub use config::{
-    DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_VALUE_SIZE, DEFAULT_SWEEP_INTERVAL, SqliteConfig,
-    Synchronous, parse_url,
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_VALUE_SIZE, DEFAULT_SWEEP_INTERVAL, SqliteConfig, Synchronous,
 };
-pub use db::SCHEMA_VERSION;
+pub use schema::SCHEMA_VERSION;
 pub use store::SqliteStore;
 
-/// Opens the store a `sqlite://` URL names, with the `Encrypted` layer when the URL gives a
-/// key (`key_file=` or `passphrase_env=`).
-pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn RawStore>> {
-    let config = parse_url(url)?;
-    let store = SqliteStore::open(config).await?;
-    token_store_core::layers::encrypt_per_url(store, url).await
+/// Opens the store `config` describes, with the shared layers its `common` options ask for
+/// (the `Timeout` layer, then the `Encrypted` layer), as the handle users hold.
+///
+/// ```no_run
+/// # async fn demo() -> token_store_core::Result<()> {
+/// use token_store_core::KeySource;
+/// use token_store_sqlite::SqliteConfig;
+/// let store = token_store_sqlite::open(
+///     SqliteConfig::new("/var/lib/app/tokens.db").with_key(KeySource::passphrase_file("/etc/app/pass".as_ref())?),
+/// )
+/// .await?;
+/// assert!(store.capabilities().encrypted_at_rest);
+/// # Ok(()) }
+/// ```
+pub async fn open(config: SqliteConfig) -> Result<TokenStore> {
+    let store = SqliteStore::open(&config).await?;
+    let name = format!("sqlite://{}", config.path.display());
+    assemble::assemble(store, &config.common, &name).await
+}
+
+/// Opens the store a `sqlite://` URL names ([`SqliteConfig::from_url`], then [`open`]): what
+/// `token_store::open` calls.
+pub async fn open_url(url: &StoreUrl) -> Result<TokenStore> {
+    open(SqliteConfig::from_url(url)?).await
 }

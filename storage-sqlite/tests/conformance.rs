@@ -6,19 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use token_store_conformance::{Instance, model_check, model_check_cases, run};
+use token_store_core::KeySource;
 use token_store_core::RawStore;
-use token_store_core::crypto::{KdfParams, KeySource};
 use token_store_core::layers::Encrypted;
 use token_store_sqlite::{SqliteConfig, SqliteStore};
-
-fn test_params() -> KdfParams {
-    // The layer's cost is not under test here.
-    KdfParams {
-        m_kib: 256,
-        t: 1,
-        p: 1,
-    }
-}
 
 fn fresh_path(root: &Path) -> PathBuf {
     root.join(token_store_conformance::services::unique("db"))
@@ -26,14 +17,15 @@ fn fresh_path(root: &Path) -> PathBuf {
 }
 
 async fn plain(path: PathBuf) -> token_store_core::Result<Arc<dyn RawStore>> {
-    Ok(Arc::new(SqliteStore::open(SqliteConfig::new(path)).await?))
+    Ok(Arc::new(SqliteStore::open(&SqliteConfig::new(path)).await?))
 }
 
+/// Under the encryption layer with a key file beside the database (a raw key: the layer's
+/// key derivation is not under test here, and Argon2id per case would dominate the run).
 async fn encrypted(path: PathBuf) -> token_store_core::Result<Arc<dyn RawStore>> {
-    let store = SqliteStore::open(SqliteConfig::new(path)).await?;
-    Ok(Arc::new(
-        Encrypted::open_with_params(store, KeySource::passphrase("pw"), test_params()).await?,
-    ))
+    let key = KeySource::KeyFile(path.with_extension("key"));
+    let store = SqliteStore::open(&SqliteConfig::new(path)).await?;
+    Ok(Arc::new(Encrypted::open(store, key).await?))
 }
 
 fn plain_factory(

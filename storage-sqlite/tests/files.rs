@@ -28,7 +28,7 @@ async fn directory_is_0700_and_database_wal_shm_are_0600() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("a").join("b");
     let db = dir.join("tokens.db");
-    let store = SqliteStore::open(SqliteConfig::new(&db)).await.unwrap();
+    let store = SqliteStore::open(&SqliteConfig::new(&db)).await.unwrap();
     store
         .write(&meta_key("x"), b"v", &PutOptions::default())
         .await
@@ -51,18 +51,18 @@ async fn existing_open_files_and_directories_are_refused() {
     let db = dir.join("tokens.db");
     std::fs::write(&db, b"").unwrap();
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
-    match SqliteStore::open(SqliteConfig::new(&db)).await {
+    match SqliteStore::open(&SqliteConfig::new(&db)).await {
         Err(Error::PermissionDenied { message, .. }) => assert!(message.contains("chmod 600")),
         other => panic!("a world-readable database file gave {other:?}"),
     }
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    match SqliteStore::open(SqliteConfig::new(&db)).await {
+    match SqliteStore::open(&SqliteConfig::new(&db)).await {
         Err(Error::PermissionDenied { .. }) => {}
         other => panic!("a world-writable directory gave {other:?}"),
     }
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    SqliteStore::open(SqliteConfig::new(&db)).await.unwrap();
+    SqliteStore::open(&SqliteConfig::new(&db)).await.unwrap();
 }
 
 #[tokio::test]
@@ -73,7 +73,7 @@ async fn a_file_that_is_not_a_database_is_a_typed_error() {
     garbage.extend((0..5000u32).map(|i| (i * 7 % 251) as u8));
     std::fs::write(&db, &garbage).unwrap();
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
-    match SqliteStore::open(SqliteConfig::new(&db)).await {
+    match SqliteStore::open(&SqliteConfig::new(&db)).await {
         Err(e @ Error::Corrupt { .. }) => {
             let text = e.to_string();
             assert!(text.contains("not an SQLite database"), "{text}");
@@ -90,7 +90,7 @@ async fn a_damaged_database_gives_typed_errors_not_panics() {
     let root = tempfile::tempdir().unwrap();
     let db = root.path().join("tokens.db");
     {
-        let store = SqliteStore::open(SqliteConfig::new(&db)).await.unwrap();
+        let store = SqliteStore::open(&SqliteConfig::new(&db)).await.unwrap();
         for n in 0..200 {
             let key = TokenKey::for_server(&format!("https://s{n}.example")).storage_key();
             store
@@ -115,7 +115,7 @@ async fn a_damaged_database_gives_typed_errors_not_panics() {
     }
     std::fs::write(&db, &bytes).unwrap();
     let outcome = async {
-        let store = SqliteStore::open(SqliteConfig::new(&db)).await?;
+        let store = SqliteStore::open(&SqliteConfig::new(&db)).await?;
         store.scan(KeyKind::Token, &ListFilter::all()).await?;
         let key = TokenKey::for_server("https://s7.example").storage_key();
         store.read(&key).await?;
@@ -135,13 +135,13 @@ async fn a_damaged_database_gives_typed_errors_not_panics() {
 async fn a_database_of_another_application_is_refused_untouched() {
     let root = tempfile::tempdir().unwrap();
     let db = root.path().join("other.db");
-    token_store_core::fs::create_private_file(&db).unwrap();
+    token_store_core::backend::fs::create_private_file(&db).unwrap();
     {
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('hi');")
             .unwrap();
     }
-    match SqliteStore::open(SqliteConfig::new(&db)).await {
+    match SqliteStore::open(&SqliteConfig::new(&db)).await {
         Err(Error::Config { message, .. }) => {
             assert!(message.contains("another application"), "{message}")
         }
@@ -169,7 +169,7 @@ async fn a_database_of_another_application_is_refused_untouched() {
 async fn a_newer_schema_is_a_clear_config_error() {
     let root = tempfile::tempdir().unwrap();
     let db = root.path().join("tokens.db");
-    drop(SqliteStore::open(SqliteConfig::new(&db)).await.unwrap());
+    drop(SqliteStore::open(&SqliteConfig::new(&db)).await.unwrap());
     {
         let conn = rusqlite::Connection::open(&db).unwrap();
         let v: i32 = conn
@@ -179,7 +179,7 @@ async fn a_newer_schema_is_a_clear_config_error() {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
     }
-    match SqliteStore::open(SqliteConfig::new(&db)).await {
+    match SqliteStore::open(&SqliteConfig::new(&db)).await {
         Err(Error::Config { message, .. }) => {
             assert!(message.contains("schema version 2"), "{message}");
             assert!(message.contains("upgrade"), "{message}");
@@ -193,7 +193,7 @@ async fn a_lock_held_past_the_busy_timeout_is_unavailable_then_clears() {
     let root = tempfile::tempdir().unwrap();
     let db = root.path().join("tokens.db");
     let config = SqliteConfig::new(&db).with_busy_timeout(Duration::from_millis(300));
-    let store = SqliteStore::open(config).await.unwrap();
+    let store = SqliteStore::open(&config).await.unwrap();
     let key = meta_key("busy");
     store
         .write(&key, b"before", &PutOptions::default())
@@ -229,7 +229,7 @@ async fn a_lock_held_past_the_busy_timeout_is_unavailable_then_clears() {
 async fn a_lock_released_within_the_busy_timeout_is_waited_for() {
     let root = tempfile::tempdir().unwrap();
     let db = root.path().join("tokens.db");
-    let store = SqliteStore::open(SqliteConfig::new(&db)).await.unwrap();
+    let store = SqliteStore::open(&SqliteConfig::new(&db)).await.unwrap();
     let db2 = db.clone();
     let holder = std::thread::spawn(move || {
         let conn = rusqlite::Connection::open(&db2).unwrap();
@@ -251,7 +251,7 @@ async fn versions_never_repeat_across_delete_and_reopen() {
     let db = root.path().join("tokens.db");
     let key = meta_key("aba");
     let first = {
-        let store = SqliteStore::open(SqliteConfig::new(&db)).await.unwrap();
+        let store = SqliteStore::open(&SqliteConfig::new(&db)).await.unwrap();
         let v = store
             .write(&key, b"1", &PutOptions::new(Precondition::IfAbsent))
             .await
@@ -259,7 +259,7 @@ async fn versions_never_repeat_across_delete_and_reopen() {
         assert!(store.remove(&key, &Precondition::Any).await.unwrap());
         v
     };
-    let store = SqliteStore::open(SqliteConfig::new(&db)).await.unwrap();
+    let store = SqliteStore::open(&SqliteConfig::new(&db)).await.unwrap();
     let second = store
         .write(&key, b"2", &PutOptions::new(Precondition::IfAbsent))
         .await
@@ -287,10 +287,13 @@ async fn a_record_survives_reopen_with_its_version() {
     let key = TokenKey::for_server("https://mcp.example.com/mcp");
     let record = TokenRecord::new("access-p").with_refresh_token("refresh-p");
     let v = {
-        let store = SqliteStore::open(SqliteConfig::new(&db)).await.unwrap();
-        store.put(&key, &record, Precondition::Any).await.unwrap()
+        let store = SqliteStore::open(&SqliteConfig::new(&db)).await.unwrap();
+        TokenStore::new(store)
+            .put(&key, &record, Precondition::Any)
+            .await
+            .unwrap()
     };
-    let store = SqliteStore::open(SqliteConfig::new(&db)).await.unwrap();
+    let store = TokenStore::new(SqliteStore::open(&SqliteConfig::new(&db)).await.unwrap());
     let got = store.get(&key).await.unwrap().unwrap();
     assert_eq!(got.value, record);
     assert_eq!(got.version, v);
@@ -300,7 +303,7 @@ async fn a_record_survives_reopen_with_its_version() {
 async fn expired_rows_are_absent_and_swept() {
     let root = tempfile::tempdir().unwrap();
     let db = root.path().join("tokens.db");
-    let store = SqliteStore::open(SqliteConfig::new(&db)).await.unwrap();
+    let store = SqliteStore::open(&SqliteConfig::new(&db)).await.unwrap();
     store
         .write(&meta_key("keep"), b"x", &PutOptions::default())
         .await
@@ -368,9 +371,9 @@ async fn urls_open_plain_and_encrypted_stores() {
     let plain = open_url(&url(format!("sqlite://{}", plain_db.display())))
         .await
         .unwrap();
-    assert!(!plain.raw_capabilities().encrypted_at_rest);
+    assert!(!plain.capabilities().encrypted_at_rest);
     plain.put(&key, &record, Precondition::Any).await.unwrap();
-    let raw = plain.read(&key.storage_key()).await.unwrap().unwrap();
+    let raw = plain.raw().read(&key.storage_key()).await.unwrap().unwrap();
     assert!(raw.value.windows(19).any(|w| w == b"SECRET-ACCESS-TOKEN"));
     // A key cannot be turned on over plaintext records.
     match open_url(&url(format!(
@@ -390,12 +393,14 @@ async fn urls_open_plain_and_encrypted_stores() {
         key_file.display()
     ));
     let enc = open_url(&enc_url).await.unwrap();
-    assert!(enc.raw_capabilities().encrypted_at_rest);
+    assert!(enc.capabilities().encrypted_at_rest);
     enc.put(&key, &record, Precondition::Any).await.unwrap();
     drop(enc);
     assert_eq!(mode(&key_file), 0o600);
     // Only ciphertext reaches the file.
-    let raw_store = SqliteStore::open(SqliteConfig::new(&enc_db)).await.unwrap();
+    let raw_store = SqliteStore::open(&SqliteConfig::new(&enc_db))
+        .await
+        .unwrap();
     let raw = raw_store.read(&key.storage_key()).await.unwrap().unwrap();
     assert!(!raw.value.windows(19).any(|w| w == b"SECRET-ACCESS-TOKEN"));
     drop(raw_store);
@@ -423,7 +428,7 @@ async fn passphrase_env_url_encrypts_and_a_wrong_passphrase_is_refused() {
     }
     let u = url(format!("sqlite://{}?passphrase_env={var}", db.display()));
     let store = open_url(&u).await.unwrap();
-    assert!(store.raw_capabilities().encrypted_at_rest);
+    assert!(store.capabilities().encrypted_at_rest);
     let key = TokenKey::for_server("https://mcp.example.com/mcp");
     store
         .put(&key, &TokenRecord::new("t"), Precondition::Any)
@@ -471,7 +476,7 @@ async fn bad_urls_are_config_errors() {
 async fn debug_shows_the_path_and_no_values() {
     let root = tempfile::tempdir().unwrap();
     let db = root.path().join("tokens.db");
-    let store = SqliteStore::open(SqliteConfig::new(&db)).await.unwrap();
+    let store = SqliteStore::open(&SqliteConfig::new(&db)).await.unwrap();
     let text = format!("{store:?}");
     assert!(
         text.contains("tokens.db") && text.contains("busy_timeout"),

@@ -17,7 +17,7 @@ async fn latency_numbers() {
     for sync in [Synchronous::Full, Synchronous::Normal] {
         let dir = tempfile::tempdir().unwrap();
         let config = SqliteConfig::new(dir.path().join("t.db")).with_synchronous(sync);
-        let store = SqliteStore::open(config).await.unwrap();
+        let store = SqliteStore::open(&config).await.unwrap();
         let value = vec![7u8; 2048];
         let key = |n: usize| {
             StorageKey::new(

@@ -40,7 +40,7 @@ fn spawn_child(role: &str, db: &Path, arg: &str) -> Child {
 
 fn random_u64() -> u64 {
     let mut b = [0u8; 8];
-    token_store_core::crypto::fill_random(&mut b).unwrap();
+    token_store_core::backend::fill_random(&mut b).unwrap();
     u64::from_le_bytes(b)
 }
 
@@ -129,7 +129,7 @@ fn child_process_entry() {
 }
 
 async fn cas_child(db: &Path, increments: u64) {
-    let store = SqliteStore::open(SqliteConfig::new(db)).await.unwrap();
+    let store = SqliteStore::open(&SqliteConfig::new(db)).await.unwrap();
     // Start together with the other child, so the two really race.
     let go = db.with_extension("go");
     while !go.exists() {
@@ -164,7 +164,7 @@ async fn cas_child(db: &Path, increments: u64) {
 }
 
 async fn crash_child(db: &Path, start: u64) {
-    let store = SqliteStore::open(SqliteConfig::new(db)).await.unwrap();
+    let store = SqliteStore::open(&SqliteConfig::new(db)).await.unwrap();
     for n in start.. {
         let key = crash_key(n % CRASH_KEYS);
         let pre = match store.read(&key).await.unwrap() {
@@ -198,7 +198,7 @@ async fn two_processes_cas_increments_lose_no_update() {
     const EACH: u64 = 1000;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("private").join("cas.db");
-    let store = SqliteStore::open(SqliteConfig::new(&db)).await.unwrap();
+    let store = SqliteStore::open(&SqliteConfig::new(&db)).await.unwrap();
     store
         .write(&counter_key(), b"0", &PutOptions::default())
         .await
@@ -268,7 +268,7 @@ async fn sigkill_at_random_moments_keeps_records_whole_and_acknowledged_writes()
         // At most one write can have committed without being acknowledged: the next one.
         let inflight = acks.last().map_or(next_n, |n| n + 1);
 
-        let store = SqliteStore::open(SqliteConfig::new(&db))
+        let store = SqliteStore::open(&SqliteConfig::new(&db))
             .await
             .unwrap_or_else(|e| panic!("round {round}: the store does not open: {e}"));
         for k in 0..CRASH_KEYS {

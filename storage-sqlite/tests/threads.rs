@@ -89,7 +89,7 @@ async fn many_tasks(store: SqliteStore) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_tasks_on_a_multi_thread_runtime() {
     let root = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(SqliteConfig::new(root.path().join("t.db")))
+    let store = SqliteStore::open(&SqliteConfig::new(root.path().join("t.db")))
         .await
         .unwrap();
     many_tasks(store).await;
@@ -98,7 +98,7 @@ async fn sixty_four_tasks_on_a_multi_thread_runtime() {
 #[tokio::test(flavor = "current_thread")]
 async fn sixty_four_tasks_on_a_current_thread_runtime() {
     let root = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(SqliteConfig::new(root.path().join("t.db")))
+    let store = SqliteStore::open(&SqliteConfig::new(root.path().join("t.db")))
         .await
         .unwrap();
     many_tasks(store).await;
@@ -109,7 +109,7 @@ async fn more_reading_threads_than_read_connections() {
     // Plain threads, each with its own runtime, all reading at once: some find every read
     // connection busy and go through the connection thread.
     let root = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(SqliteConfig::new(root.path().join("t.db")))
+    let store = SqliteStore::open(&SqliteConfig::new(root.path().join("t.db")))
         .await
         .unwrap();
     let key = meta_key("k");
@@ -146,7 +146,7 @@ async fn more_reading_threads_than_read_connections() {
 async fn versions_are_random_and_counted_versions_still_work() {
     let root = tempfile::tempdir().unwrap();
     let db = root.path().join("t.db");
-    let store = SqliteStore::open(SqliteConfig::new(&db)).await.unwrap();
+    let store = SqliteStore::open(&SqliteConfig::new(&db)).await.unwrap();
     let key = meta_key("v");
     let v1 = store
         .write(&key, b"1", &PutOptions::default())
@@ -208,7 +208,7 @@ fn writes_from_a_local_set_on_a_multi_thread_runtime() {
     let root = tempfile::tempdir().unwrap();
     let path = root.path().join("t.db");
     runtime.block_on(async {
-        let store = SqliteStore::open(SqliteConfig::new(path)).await.unwrap();
+        let store = SqliteStore::open(&SqliteConfig::new(path)).await.unwrap();
         let local = tokio::task::LocalSet::new();
         local
             .run_until(async {

@@ -13,7 +13,7 @@ use token_store_conformance::proptest::test_runner::{Config, TestCaseError, Test
 use token_store_conformance::{
     BoxFuture, Instance, concurrent_model_check, crash, model_check_cases, proptest, summary,
 };
-use token_store_core::crypto::{KdfParams, KeySource};
+use token_store_core::KeySource;
 use token_store_core::layers::Encrypted;
 use token_store_core::{KeyKind, ListFilter, PutOptions, RawStore, StorageKey, StoreUrl};
 use token_store_sqlite::{SqliteConfig, SqliteStore};
@@ -35,20 +35,10 @@ fn factory(encrypted: bool) -> Factory {
                 let root = root.clone();
                 async move {
                     let _keep = root;
-                    let store = SqliteStore::open(SqliteConfig::new(path)).await?;
+                    let key = KeySource::KeyFile(path.with_extension("key"));
+                    let store = SqliteStore::open(&SqliteConfig::new(path)).await?;
                     let store: Arc<dyn RawStore> = if encrypted {
-                        Arc::new(
-                            Encrypted::open_with_params(
-                                store,
-                                KeySource::passphrase("pw"),
-                                KdfParams {
-                                    m_kib: 256,
-                                    t: 1,
-                                    p: 1,
-                                },
-                            )
-                            .await?,
-                        )
+                        Arc::new(Encrypted::open(store, key).await?)
                     } else {
                         Arc::new(store)
                     };
@@ -62,7 +52,7 @@ fn factory(encrypted: bool) -> Factory {
 }
 
 fn open_url(url: StoreUrl) -> BoxFuture<'static, token_store_core::Result<Arc<dyn RawStore>>> {
-    Box::pin(async move { token_store_sqlite::open_url(&url).await })
+    Box::pin(async move { Ok(token_store_sqlite::open_url(&url).await?.raw().clone()) })
 }
 
 /// The crash child (does nothing unless started by the crash harness).
@@ -110,7 +100,7 @@ fn key(n: usize) -> StorageKey {
 /// A closed database with 40 records of varying size (some over a page), checkpointed.
 async fn pristine(dir: &Path) -> PathBuf {
     let path = dir.join("pristine").join("tokens.db");
-    let store = SqliteStore::open(SqliteConfig::new(&path)).await.unwrap();
+    let store = SqliteStore::open(&SqliteConfig::new(&path)).await.unwrap();
     for n in 0..40 {
         let value = vec![n as u8; 10 + n * 300];
         store
@@ -198,7 +188,7 @@ fn damaged_database_files() {
 
 /// What happened, in a word per step; errors are fine, panics are not.
 async fn use_damaged(path: &Path) -> String {
-    let store = match SqliteStore::open(SqliteConfig::new(path)).await {
+    let store = match SqliteStore::open(&SqliteConfig::new(path)).await {
         Ok(s) => s,
         Err(e) => return format!("open:{}", variant(&e)),
     };

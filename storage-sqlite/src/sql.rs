@@ -1,0 +1,215 @@
+//! Every statement, and the reads any connection (the writer or a reader) can run.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use token_store_core::{
+    Error, KeyKind, ListEntry, ListFilter, RawRecord, Result, SecretBytes, StorageKey, Version,
+};
+
+use crate::error::{BACKEND, map_err};
+
+pub(crate) const SELECT_ONE: &str = "SELECT value, version, expires_at FROM records
+    WHERE kind = ?1 AND p1 = ?2 AND p2 = ?3 AND p3 = ?4 AND p4 = ?5
+      AND (expires_at IS NULL OR expires_at > ?6)";
+
+pub(crate) const SELECT_VERSION: &str = "SELECT version FROM records
+    WHERE kind = ?1 AND p1 = ?2 AND p2 = ?3 AND p3 = ?4 AND p4 = ?5
+      AND (expires_at IS NULL OR expires_at > ?6)";
+
+pub(crate) const UPSERT: &str =
+    "INSERT INTO records(kind, p1, p2, p3, p4, value, version, expires_at, updated_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+    ON CONFLICT(kind, p1, p2, p3, p4) DO UPDATE SET
+        value = excluded.value, version = excluded.version,
+        expires_at = excluded.expires_at, updated_at = excluded.updated_at";
+
+// Creates, or replaces a row that has expired (expired = absent, for preconditions too).
+pub(crate) const CREATE: &str =
+    "INSERT INTO records(kind, p1, p2, p3, p4, value, version, expires_at, updated_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+    ON CONFLICT(kind, p1, p2, p3, p4) DO UPDATE SET
+        value = excluded.value, version = excluded.version,
+        expires_at = excluded.expires_at, updated_at = excluded.updated_at
+    WHERE records.expires_at IS NOT NULL AND records.expires_at <= excluded.updated_at";
+
+// Compare-and-swap in one statement: it changes a row only if the live row is at ?10.
+pub(crate) const CAS: &str =
+    "UPDATE records SET value = ?6, version = ?7, expires_at = ?8, updated_at = ?9
+    WHERE kind = ?1 AND p1 = ?2 AND p2 = ?3 AND p3 = ?4 AND p4 = ?5
+      AND version = ?10 AND (expires_at IS NULL OR expires_at > ?9)";
+
+pub(crate) const DELETE: &str =
+    "DELETE FROM records WHERE kind = ?1 AND p1 = ?2 AND p2 = ?3 AND p3 = ?4 AND p4 = ?5";
+
+// An unconditional delete that says whether the row it removed was live.
+pub(crate) const DELETE_ANY: &str =
+    "DELETE FROM records WHERE kind = ?1 AND p1 = ?2 AND p2 = ?3 AND p3 = ?4 AND p4 = ?5
+    RETURNING expires_at IS NULL OR expires_at > ?6";
+
+// A conditional delete in one statement: it removes the row only if it is live at ?7.
+pub(crate) const DELETE_IF_VERSION: &str =
+    "DELETE FROM records WHERE kind = ?1 AND p1 = ?2 AND p2 = ?3 AND p3 = ?4 AND p4 = ?5
+      AND version = ?7 AND (expires_at IS NULL OR expires_at > ?6)";
+
+pub(crate) const SWEEP: &str =
+    "DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at <= ?1";
+
+const SCAN_ALL: &str = "SELECT p1, p2, p3, p4, expires_at FROM records WHERE kind = ?1";
+const SCAN_USER: &str =
+    "SELECT p1, p2, p3, p4, expires_at FROM records WHERE kind = ?1 AND p1 = ?2";
+const SCAN_RESOURCE: &str =
+    "SELECT p1, p2, p3, p4, expires_at FROM records WHERE kind = ?1 AND p2 = ?2";
+const SCAN_USER_RESOURCE: &str =
+    "SELECT p1, p2, p3, p4, expires_at FROM records WHERE kind = ?1 AND p1 = ?2 AND p2 = ?3";
+
+/// A storage key as the row's key columns: `kind`, then the parts, `''` for unused ones.
+pub(crate) fn cols(key: &StorageKey) -> (&'static str, [&str; 4]) {
+    let mut parts = [""; 4];
+    for (slot, part) in parts.iter_mut().zip(key.parts()) {
+        *slot = part;
+    }
+    (key.kind().as_str(), parts)
+}
+
+/// Milliseconds since the Unix epoch, the unit of `expires_at` and `updated_at`.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn system_time(ms: i64) -> Option<SystemTime> {
+    u64::try_from(ms)
+        .ok()
+        .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
+}
+
+/// A new version: a random positive `i64` (63 bits), never `not` (the version a CAS
+/// replaces). Versions are not counted: a counter row would be a second page written by
+/// every commit. A record deleted and created again gets an old version back only by a
+/// 2^-63 chance, so a stale CAS fails (no ABA).
+pub(crate) fn new_version(not: Option<i64>) -> Result<i64> {
+    loop {
+        let bits = getrandom::u64().map_err(|e| {
+            Error::backend(
+                BACKEND,
+                "the system random number generator failed",
+                Some(Box::new(e)),
+            )
+        })?;
+        let v = i64::try_from(bits >> 1).unwrap_or(i64::MAX);
+        if v != 0 && Some(v) != not {
+            return Ok(v);
+        }
+    }
+}
+
+/// The live row at `key`, read in one statement (its own read transaction).
+pub(crate) fn read_row(
+    conn: &Connection,
+    path: &str,
+    key: &StorageKey,
+) -> Result<Option<RawRecord>> {
+    let now = now_ms();
+    let mut stmt = conn
+        .prepare_cached(SELECT_ONE)
+        .map_err(|e| map_err(path, "cannot prepare a read", e))?;
+    let (kind, [p1, p2, p3, p4]) = cols(key);
+    let row = stmt
+        .query_row(params![kind, p1, p2, p3, p4, now], |r| {
+            let value = match r.get_ref(0)?.as_blob() {
+                Ok(b) => Some(SecretBytes::new(b.to_vec())),
+                Err(_) => None,
+            };
+            let version: i64 = r.get(1)?;
+            let expires_at: Option<i64> = r.get(2)?;
+            Ok((value, version, expires_at))
+        })
+        .optional()
+        .map_err(|e| map_err(path, &format!("cannot read {}", key.encode()), e))?;
+    let Some((value, version, expires_at)) = row else {
+        return Ok(None);
+    };
+    let value = value.ok_or_else(|| Error::Corrupt {
+        backend: BACKEND,
+        key: key.encode(),
+        message: "the stored value is not a BLOB".into(),
+        source: None,
+    })?;
+    Ok(Some(
+        RawRecord::new(value, Version::new(version.to_string()))
+            .with_expiry(expires_at.and_then(system_time)),
+    ))
+}
+
+/// The version of the live row at `key`, inside a write transaction.
+pub(crate) fn current_version(
+    conn: &Connection,
+    key: &StorageKey,
+    now: i64,
+) -> rusqlite::Result<Option<Version>> {
+    let (kind, [p1, p2, p3, p4]) = cols(key);
+    let v: Option<i64> = conn
+        .prepare_cached(SELECT_VERSION)?
+        .query_row(params![kind, p1, p2, p3, p4, now], |r| r.get(0))
+        .optional()?;
+    Ok(v.map(|v| Version::new(v.to_string())))
+}
+
+/// The live keys of `kind` that match `filter`, and, if it met expired rows, the time they
+/// were judged at (for a sweep, which needs the write connection).
+pub(crate) fn scan_rows(
+    conn: &Connection,
+    path: &str,
+    kind: KeyKind,
+    filter: &ListFilter,
+) -> Result<(Vec<ListEntry>, Option<i64>)> {
+    let now = now_ms();
+    let kind_name = kind.as_str();
+    // The resource filter applies to tokens only (see `ListFilter::matches`).
+    let resource = filter
+        .resource
+        .as_deref()
+        .filter(|_| kind == KeyKind::Token);
+    let user = filter.user_key.as_deref();
+    type Row = (String, String, String, String, Option<i64>);
+    let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    };
+    let collect = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<Vec<Row>> {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(args, map)?;
+        rows.collect()
+    };
+    let rows = match (user, resource) {
+        (None, None) => collect(SCAN_ALL, &[&kind_name]),
+        (Some(u), None) => collect(SCAN_USER, &[&kind_name, &u]),
+        (None, Some(r)) => collect(SCAN_RESOURCE, &[&kind_name, &r]),
+        (Some(u), Some(r)) => collect(SCAN_USER_RESOURCE, &[&kind_name, &u, &r]),
+    }
+    .map_err(|e| map_err(path, &format!("cannot list {kind_name} keys"), e))?;
+    let mut expired = false;
+    let mut out = Vec::with_capacity(rows.len());
+    for (p1, p2, p3, p4, expires_at) in rows {
+        if expires_at.is_some_and(|at| at <= now) {
+            expired = true;
+            continue;
+        }
+        let mut parts = vec![p1, p2, p3, p4];
+        parts.truncate(kind.arity());
+        match StorageKey::new(kind, parts) {
+            Ok(key) => out.push(ListEntry::Key(key)),
+            Err(e) => out.push(ListEntry::Unreadable {
+                location: format!("{path}: a {kind_name} row"),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    Ok((out, expired.then_some(now)))
+}
