@@ -310,3 +310,6 @@ fn clean_path(what: &str, raw: &str, may_be_empty: bool) -> Result<String> {
     }
     Ok(trimmed.to_owned())
 }
+
+#[cfg(test)]
+mod tests;

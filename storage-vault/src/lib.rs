@@ -258,6 +258,7 @@
 
 mod client;
 mod config;
+mod layered;
 mod store;
 
 use token_store_core::{Result, StoreUrl, TokenStore};
@@ -271,10 +272,24 @@ pub use store::{MAX_VALUE_SIZE, VaultStore};
 /// encryption layer when it has a key. With AppRole it logs in first.
 pub async fn open(config: VaultConfig) -> Result<TokenStore> {
     let store = VaultStore::open(&config).await?;
-    token_store_core::layers::assemble(store, &config.common, &config).await
+    layered::assemble(store, &config.common, config.to_string()).await
 }
 
 /// Opens the store a `vault://` / `vaults://` URL names (see the crate docs for the grammar).
 pub async fn open_url(url: &StoreUrl) -> Result<TokenStore> {
     open(VaultConfig::from_url(url)?).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The facade, the crash harness and `tokio::spawn` need `Send` futures.
+    #[test]
+    fn open_futures_are_send() {
+        fn send<T: Send>(_: T) {}
+        let url = StoreUrl::parse("vault://127.0.0.1:1/?role_id=r&secret_id=s").unwrap();
+        send(open_url(&url));
+        send(open(VaultConfig::from_url(&url).unwrap()));
+    }
 }

@@ -89,7 +89,7 @@ async fn approle_outside_its_prefix_is_permission_denied() {
         .unwrap()
         .with_prefix("not-the-approle-prefix")
         .unwrap();
-    let store = VaultStore::connect(config).await.unwrap();
+    let store = VaultStore::open(&config).await.unwrap();
     let key = StorageKey::single(KeyKind::Meta, "x").unwrap();
     for result in [
         store.read(&key).await.map(drop),
@@ -112,9 +112,21 @@ async fn approle_outside_its_prefix_is_permission_denied() {
     }
     // Bad AppRole credentials fail at open, as PermissionDenied, naming no secret.
     let bad = VaultConfig::new(&e.addr, approle(&e.role_id, "wrong-secret-id")).unwrap();
-    match VaultStore::connect(bad).await {
+    match VaultStore::open(&bad).await {
         Err(err @ Error::PermissionDenied { .. }) => {
-            assert!(!err.to_string().contains("wrong-secret-id"), "{err}")
+            assert!(
+                !format!("{err} {err:?}").contains("wrong-secret-id"),
+                "{err}"
+            )
+        }
+        other => panic!("bad secret id: {:?}", other.map(|_| ())),
+    }
+    match token_store_vault::open(bad).await {
+        Err(err @ Error::PermissionDenied { .. }) => {
+            assert!(
+                !format!("{err} {err:?}").contains("wrong-secret-id"),
+                "{err}"
+            )
         }
         other => panic!("bad secret id: {:?}", other.map(|_| ())),
     }
@@ -130,7 +142,7 @@ async fn short_lived_approle_token_is_renewed_or_replaced_unnoticed() {
         return;
     };
     // token_ttl 10 s: over 25 s the first token would have expired twice without renewal.
-    let store = VaultStore::connect(approle_config(&e, &rid, &sid))
+    let store = VaultStore::open(&approle_config(&e, &rid, &sid))
         .await
         .unwrap();
     let key = StorageKey::single(KeyKind::Meta, "renewal").unwrap();
@@ -171,6 +183,7 @@ async fn tls_with_a_custom_ca() {
     ))
     .unwrap();
     let store = token_store_vault::open_url(&url).await.unwrap();
+    let store = store.raw();
     let key = StorageKey::single(KeyKind::Meta, "tls").unwrap();
     let v = store
         .write(&key, b"over tls", &PutOptions::default())
@@ -186,7 +199,7 @@ async fn tls_with_a_custom_ca() {
     .unwrap();
     // open_url reads the store's encryption header, so the refusal comes at open already.
     let refused = match token_store_vault::open_url(&url).await {
-        Ok(store) => store.read(&key).await.map(|_| ()),
+        Ok(store) => store.raw().read(&key).await.map(|_| ()),
         Err(e) => Err(e),
     };
     match refused {
@@ -197,7 +210,7 @@ async fn tls_with_a_custom_ca() {
     }
 
     // The whole suite over TLS too.
-    let config = VaultConfig::new(&addr, token_store_vault::Auth::Token(token.into()))
+    let config = VaultConfig::new(&addr, token_store_vault::Auth::token(token))
         .unwrap()
         .with_ca_cert(Some(ca.into()));
     run("vault+tls", move || {
@@ -254,8 +267,8 @@ async fn url_with_namespace_isolates_data() {
     let prefix = unique_prefix("token-store-ns");
     let in_ns = token_config(&e.addr, &e.token, &prefix).with_namespace(Some(ns.clone()));
     let root = token_config(&e.addr, &e.token, &prefix);
-    let a = VaultStore::connect(in_ns).await.unwrap();
-    let b = VaultStore::connect(root).await.unwrap();
+    let a = VaultStore::open(&in_ns).await.unwrap();
+    let b = VaultStore::open(&root).await.unwrap();
     let key = StorageKey::single(KeyKind::Meta, "ns").unwrap();
     a.write(&key, b"in namespace", &PutOptions::default())
         .await
@@ -267,7 +280,7 @@ async fn url_with_namespace_isolates_data() {
     );
     let unknown =
         token_config(&e.addr, &e.token, &prefix).with_namespace(Some("no-such-ns".into()));
-    let c = VaultStore::connect(unknown).await.unwrap();
+    let c = VaultStore::open(&unknown).await.unwrap();
     // A wrong namespace or mount is a configuration error, not an empty store.
     match c.read(&key).await {
         Err(Error::Config { message, .. }) => assert!(message.contains("namespace"), "{message}"),
@@ -276,7 +289,7 @@ async fn url_with_namespace_isolates_data() {
     let wrong_mount = token_config(&e.addr, &e.token, &prefix)
         .with_mount("no-such-mount")
         .unwrap();
-    let d = VaultStore::connect(wrong_mount).await.unwrap();
+    let d = VaultStore::open(&wrong_mount).await.unwrap();
     for result in [
         d.read(&key).await.map(drop),
         d.scan(KeyKind::Meta, &Default::default()).await.map(drop),
@@ -293,7 +306,7 @@ async fn url_with_namespace_isolates_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operation_latency_figures() {
     let Some(e) = env() else { return };
-    let store = VaultStore::connect(token_config(
+    let store = VaultStore::open(&token_config(
         &e.addr,
         &e.token,
         &unique_prefix("token-store-latency"),
@@ -337,7 +350,7 @@ async fn operation_latency_figures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_url_with_key_file_stores_only_ciphertext() {
-    use token_store_core::{Precondition, TokenKey, TokenRecord, TokenStore};
+    use token_store_core::{Precondition, TokenKey, TokenRecord};
     let Some(e) = env() else { return };
     let host = e.addr.trim_start_matches("http://");
     let prefix = unique_prefix("token-store-enc");
@@ -353,17 +366,13 @@ async fn open_url_with_key_file_stores_only_ciphertext() {
     .unwrap();
     let store = token_store_vault::open_url(&url).await.unwrap();
     let k = TokenKey::for_server("https://mcp.example.com/mcp");
-    TokenStore::put(
-        &*store,
-        &k,
-        &TokenRecord::new("PLAINTEXT-TOKEN"),
-        Precondition::Any,
-    )
-    .await
-    .unwrap();
-    let got = TokenStore::get(&*store, &k).await.unwrap().unwrap();
+    store
+        .put(&k, &TokenRecord::new("PLAINTEXT-TOKEN"), Precondition::Any)
+        .await
+        .unwrap();
+    let got = store.get(&k).await.unwrap().unwrap();
     assert_eq!(got.value.access_token.expose(), "PLAINTEXT-TOKEN");
-    let plain = VaultStore::connect(token_config(&e.addr, &e.token, &prefix))
+    let plain = VaultStore::open(&token_config(&e.addr, &e.token, &prefix))
         .await
         .unwrap();
     let raw = plain.read(&k.storage_key()).await.unwrap().unwrap();
@@ -381,7 +390,7 @@ async fn open_url_with_key_file_stores_only_ciphertext() {
 async fn delete_destroys_older_versions_and_keeps_a_tombstone() {
     let Some(e) = env() else { return };
     let prefix = unique_prefix("token-store-destroy");
-    let store = VaultStore::connect(token_config(&e.addr, &e.token, &prefix))
+    let store = VaultStore::open(&token_config(&e.addr, &e.token, &prefix))
         .await
         .unwrap();
     let key = StorageKey::single(KeyKind::Meta, "k").unwrap();
@@ -469,7 +478,7 @@ async fn stale_version_fails_after_metadata_delete_and_re_create() {
     use token_store_core::{Error, Precondition};
     let Some(e) = env() else { return };
     let prefix = unique_prefix("token-store-aba");
-    let store = VaultStore::connect(token_config(&e.addr, &e.token, &prefix))
+    let store = VaultStore::open(&token_config(&e.addr, &e.token, &prefix))
         .await
         .unwrap();
     let key = StorageKey::single(KeyKind::Meta, "k").unwrap();
@@ -525,7 +534,7 @@ async fn unconditional_writes_work_where_cas_is_required() {
     use token_store_core::{Error, Precondition};
     let Some(e) = env() else { return };
     let prefix = unique_prefix("token-store-casreq");
-    let store = VaultStore::connect(token_config(&e.addr, &e.token, &prefix))
+    let store = VaultStore::open(&token_config(&e.addr, &e.token, &prefix))
         .await
         .unwrap();
     let key = StorageKey::single(KeyKind::Meta, "k").unwrap();
@@ -558,7 +567,7 @@ async fn unconditional_writes_work_where_cas_is_required() {
 async fn delete_destroys_a_long_history() {
     let Some(e) = env() else { return };
     let prefix = unique_prefix("token-store-history");
-    let store = VaultStore::connect(token_config(&e.addr, &e.token, &prefix))
+    let store = VaultStore::open(&token_config(&e.addr, &e.token, &prefix))
         .await
         .unwrap();
     let key = StorageKey::single(KeyKind::Meta, "k").unwrap();

@@ -6,11 +6,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use secrecy::SecretString;
 use token_store_conformance::Instance;
 use token_store_conformance::services::{require, unique};
 use token_store_core::{RawStore, Result};
-use token_store_vault::{Auth, VaultConfig, VaultStore};
+use token_store_vault::{Auth, VaultConfig};
 
 pub struct Env {
     pub addr: String,
@@ -25,29 +24,27 @@ pub fn env() -> Option<Env> {
 }
 
 pub fn token_config(addr: &str, token: &str, prefix: &str) -> VaultConfig {
-    VaultConfig::new(addr, Auth::Token(SecretString::from(token.to_owned())))
+    VaultConfig::new(addr, Auth::token(token))
         .unwrap()
         .with_prefix(prefix)
         .unwrap()
 }
 
 pub fn approle(role_id: &str, secret_id: &str) -> Auth {
-    Auth::AppRole {
-        mount: "approle".into(),
-        role_id: SecretString::from(role_id.to_owned()),
-        secret_id: SecretString::from(secret_id.to_owned()),
-    }
+    Auth::approle(role_id, secret_id)
+}
+
+/// The store as users open it (`open`: the time limit layer over the backend), as the raw
+/// store the shared suites take.
+pub async fn open_raw(config: VaultConfig) -> Result<Arc<dyn RawStore>> {
+    Ok(token_store_vault::open(config).await?.raw().clone())
 }
 
 /// A fresh store under its own prefix, reopenable (a new client on the same prefix).
 pub async fn instance(config: VaultConfig) -> Result<Instance> {
-    let store: Arc<dyn RawStore> = Arc::new(VaultStore::connect(config.clone()).await?);
+    let store = open_raw(config.clone()).await?;
     Ok(Instance::with_reopen(store, move || {
-        let config = config.clone();
-        async move {
-            let s: Arc<dyn RawStore> = Arc::new(VaultStore::connect(config).await?);
-            Ok(s)
-        }
+        open_raw(config.clone())
     }))
 }
 
