@@ -114,7 +114,7 @@ pub const SIDE_KEYS: usize = 500;
 
 /// The typed API of any store, as an application uses it.
 pub struct TypedTarget {
-    store: Arc<dyn TokenStore>,
+    store: TokenStore,
     label: String,
     hit: Vec<TokenKey>,
     miss: Vec<TokenKey>,
@@ -127,7 +127,7 @@ pub struct TypedTarget {
 impl TypedTarget {
     /// A target on `store` whose keys all belong to users named after `run_id`, so that it
     /// never touches anyone else's records.
-    pub fn new(store: Arc<dyn TokenStore>, run_id: &str) -> Self {
+    pub fn new(store: TokenStore, run_id: &str) -> Self {
         let hit_user = format!("{run_id}-hit");
         TypedTarget {
             store,
@@ -441,7 +441,7 @@ impl OpRow {
 /// Times the six operations through the typed API of `store` (what `tokenstore bench`
 /// does), writing only keys of users named after `run_id` and deleting them afterwards.
 pub async fn measure_store(
-    store: Arc<dyn TokenStore>,
+    store: TokenStore,
     run_id: &str,
     plan: &Plan,
 ) -> BResult<Vec<OpRow>> {
