@@ -179,7 +179,9 @@
 //! finishes an interrupted delete); list 1 per user folder (+1 without a user filter) + 1
 //! read per listed key, 8 in flight. Those reads are what a listing costs: LIST names
 //! tombstones too, and only the data tells them from records (more in flight did not help:
-//! on a small server the reads are bound by its CPU).
+//! on a small server the reads are bound by its CPU). [`open`] costs the AppRole login (1,
+//! none with a token) and the encryption layer's read of its header (1; with a key and no
+//! header yet, +1 LIST per kind to refuse a key over plaintext records).
 //!
 //! # Capabilities
 //!

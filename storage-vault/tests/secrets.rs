@@ -36,10 +36,10 @@ async fn no_credential_in_debug_display_or_errors() {
     assert_clean("Debug of the config", &format!("{config:?}"));
     assert_clean("Display of the config", &config.to_string());
     let opened = token_store_vault::open(config).await;
-    let e = opened.err().expect("nothing listens on port 1");
+    let e = opened.expect_err("nothing listens on port 1");
     assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
     assert_clean("the error of a failed open", &error_text(&e));
-    let e = token_store_vault::open_url(&url).await.err().unwrap();
+    let e = token_store_vault::open_url(&url).await.unwrap_err();
     assert_clean("the error of a failed open_url", &error_text(&e));
 
     // A token from VAULT_TOKEN: open sends nothing until the first call (the encryption
@@ -50,7 +50,7 @@ async fn no_credential_in_debug_display_or_errors() {
     assert_clean("Display of the config", &config.to_string());
     let raw = token_store_vault::VaultStore::open(&config).await.unwrap();
     assert_clean("Debug of the store", &format!("{raw:?}"));
-    let e = token_store_vault::open(config).await.err().unwrap();
+    let e = token_store_vault::open(config).await.unwrap_err();
     assert_clean("the error of a failed open", &error_text(&e));
 
     // A token in the URL is refused, and the refusal does not repeat it.
@@ -64,7 +64,7 @@ async fn no_credential_in_debug_display_or_errors() {
         let e = VaultConfig::from_url_with_env(&url, env).unwrap_err();
         assert!(matches!(e, Error::Config { .. }), "{raw}: {e:?}");
         assert_clean("a configuration error", &error_text(&e));
-        let e = token_store_vault::open_url(&url).await.err().unwrap();
+        let e = token_store_vault::open_url(&url).await.unwrap_err();
         assert_clean("a configuration error", &error_text(&e));
     }
 }

@@ -190,19 +190,7 @@ impl Credentials {
                 None => fail(&format!("token_env names {var}, which is unset or empty")),
             };
         }
-        let secret_id = match (self.secret_id, &self.secret_id_env) {
-            (Some(_), Some(_)) => return fail("give secret_id or secret_id_env, not both"),
-            (Some(s), None) => Some(s),
-            (None, Some(var)) => match env.first(&[var]) {
-                Some(s) => Some(SecretString::from(s)),
-                None => {
-                    return fail(&format!(
-                        "secret_id_env names {var}, which is unset or empty"
-                    ));
-                }
-            },
-            (None, None) => None,
-        };
+        let secret_id = url_secret_id(self.secret_id, self.secret_id_env.as_deref(), url, env)?;
         let role_id = self
             .role_id
             .or_else(|| env.first(&["VAULT_ROLE_ID", "BAO_ROLE_ID"]));
@@ -237,5 +225,27 @@ impl Credentials {
             role_id: SecretString::from(role_id),
             secret_id,
         })
+    }
+}
+
+/// The secret id the URL gives (`secret_id=`) or names the variable of (`secret_id_env=`).
+fn url_secret_id(
+    secret_id: Option<SecretString>,
+    secret_id_env: Option<&str>,
+    url: &StoreUrl,
+    env: &Env,
+) -> Result<Option<SecretString>> {
+    match (secret_id, secret_id_env) {
+        (Some(_), Some(_)) => Err(Error::config(format!(
+            "{url}: give secret_id or secret_id_env, not both"
+        ))),
+        (Some(s), None) => Ok(Some(s)),
+        (None, Some(var)) => match env.first(&[var]) {
+            Some(s) => Ok(Some(SecretString::from(s))),
+            None => Err(Error::config(format!(
+                "{url}: secret_id_env names {var}, which is unset or empty"
+            ))),
+        },
+        (None, None) => Ok(None),
     }
 }
