@@ -181,7 +181,7 @@
 //! tombstones too, and only the data tells them from records (more in flight did not help:
 //! on a small server the reads are bound by its CPU). [`open`] costs the AppRole login (1,
 //! none with a token) and the encryption layer's read of its header (1; with a key and no
-//! header yet, +1 LIST per kind to refuse a key over plaintext records).
+//! header yet, a listing of tokens and of clients, to refuse a key over plaintext records).
 //!
 //! # Capabilities
 //!
@@ -256,8 +256,6 @@
 //! HTTP redirects are not followed (they would carry the token to another host).
 //!
 //! [`StorageKey::encode`]: token_store_core::StorageKey::encode
-#![warn(missing_docs)]
-
 mod client;
 mod config;
 mod layered;

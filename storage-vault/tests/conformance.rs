@@ -1,6 +1,9 @@
 //! The shared conformance suite and the model check against a real OpenBao, with the root
 //! token and with an AppRole token confined to its prefix.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -3,6 +3,9 @@
 //! and `Debug` output captured and searched for the suite's tokens and for the Vault
 //! credentials themselves (its own test binary: the capture is process-wide).
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{approle, env, instance, token_config, unique_prefix};

@@ -2,6 +2,9 @@
 //! no other test): a stopped server is `Unavailable` within the time limit and the store
 //! works again after a restart; a sealed one is `Unavailable` saying "sealed".
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,9 @@
 //! token in `VAULT_TOKEN`, appears in no `Debug` or `Display` of the configuration and in no
 //! error, from parsing to a failed open. Needs no server: nothing listens on port 1.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use token_store_core::{Error, StoreUrl};
 use token_store_vault::VaultConfig;
 

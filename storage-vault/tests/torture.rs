@@ -12,6 +12,9 @@
 //!   restarted (empty: not durable), sealed and unsealed, paused (SIGSTOP) — with the same
 //!   store object throughout.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{Read, Write};
