@@ -69,7 +69,7 @@ impl CommonOptions {
 pub async fn assemble<R: RawStore>(
     store: R,
     options: &CommonOptions,
-    name: &dyn fmt::Display,
+    name: &(dyn fmt::Display + Sync),
 ) -> Result<TokenStore> {
     let timed: Arc<dyn RawStore> = match options.timeout {
         Some(limit) => Arc::new(Timeout::new(store, limit)),
@@ -90,7 +90,7 @@ pub async fn assemble<R: RawStore>(
 pub async fn with_optional_encryption<R: RawStore>(
     store: R,
     key: Option<KeySource>,
-    url: &dyn fmt::Display,
+    url: &(dyn fmt::Display + Sync),
 ) -> Result<Arc<dyn RawStore>> {
     let encrypted = Encrypted::is_initialized(&store).await?;
     match key {
@@ -112,4 +112,18 @@ async fn holds_records<R: RawStore>(store: &R) -> Result<bool> {
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: T) {}
+
+    #[test]
+    fn opening_through_the_layers_is_send() {
+        // Backends open stores inside spawned tasks: the future must be Send.
+        let name = String::from("memory:");
+        assert_send(assemble(crate::MemoryStore::new(), &CommonOptions::new(), &name));
+    }
 }
