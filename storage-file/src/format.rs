@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use token_store_core::crypto::{Cipher, KeyHeader};
+use token_store_core::backend::{Cipher, KeyHeader};
 use token_store_core::{Error, MAX_ENCODED_KEY_LEN, Result, SecretBytes, StorageKey, Version};
 use zeroize::Zeroizing;
 
@@ -24,9 +24,12 @@ const HEADER_FORMAT: u32 = 1;
 /// The prefix of record directory names (`d-` and 32 hex digits).
 pub(crate) const RECORD_DIR_PREFIX: &str = "d-";
 /// The largest value a record holds.
-pub(crate) const MAX_VALUE: usize = 1024 * 1024;
+pub(crate) const MAX_VALUE: usize = crate::MAX_VALUE_SIZE;
 /// No record file can be longer than this; longer files are rejected before being read.
 pub(crate) const MAX_FILE: usize = MAX_VALUE + MAX_ENCODED_KEY_LEN + 4096;
+/// No `store.json` is longer than this (it is a few hundred bytes); longer ones are refused
+/// unread.
+pub(crate) const MAX_HEADER: usize = 64 * 1024;
 
 /// `store.json`: which key opens the store and which directory holds its records.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -4,29 +4,52 @@
 //!
 //! ```no_run
 //! # async fn demo() -> token_store_core::Result<()> {
-//! use token_store_core::crypto::KeySource;
-//! use token_store_core::{Precondition, TokenKey, TokenRecord, TokenStore};
-//! use token_store_file::FileStore;
+//! use token_store_core::{KeySource, Precondition, TokenKey, TokenRecord};
+//! use token_store_file::FileConfig;
 //!
-//! let store = FileStore::open("/var/lib/my-agent/tokens", KeySource::KeyFile("/etc/my-agent/token.key".into())).await?;
+//! let config = FileConfig::new("/var/lib/my-agent/tokens", KeySource::KeyFile("/etc/my-agent/token.key".into()));
+//! let store = token_store_file::open(config).await?;
 //! let key = TokenKey::for_server("https://mcp.example.com/mcp");
 //! store.put(&key, &TokenRecord::new("access"), Precondition::Any).await?;
 //! # Ok(()) }
 //! ```
 //!
+//! - [`open`] / [`open_url`] give the [`TokenStore`] handle (with the time limit layer when
+//!   the config has one);
+//! - [`FileStore::open`] gives the raw backend (a [`RawStore`]), for
+//!   [`FileStore::rekey`] and [`FileStore::key_header`].
+//!
 //! # URLs
 //!
-//! [`open_url`] takes `file://PATH` (`file:///abs/dir`, `file://relative/dir`, `file://~/dir`)
-//! and the key from, in order:
-//! - `?key_file=PATH`: a file of 32 raw bytes, created (0600, random) when missing;
-//! - `?passphrase_env=VAR`: a passphrase in the environment variable `VAR`;
-//! - else `TOKEN_STORE_PASSPHRASE`, else `TOKEN_STORE_KEY_FILE` ([`KeySource::from_env`]);
-//! - else a [`Error::Config`] saying how to give one. There is no unencrypted mode.
+//! `file://PATH`: `file:///abs/dir`, `file://relative/dir`, `file://~/dir` (percent-encoded
+//! where needed), with these query parameters ([`FileConfig::from_url`]); any other, one given
+//! twice, or a malformed one is an [`Error::Config`] naming it:
+//!
+//! | parameter | value | meaning |
+//! | --- | --- | --- |
+//! | `key_file` | a path (`~/` expanded) | a file of 32 raw bytes, created (0600, random) when missing |
+//! | `passphrase_file` | a path (`~/` expanded) | a file holding the passphrase (surrounding whitespace dropped) |
+//! | `passphrase_env` | a variable name | the environment variable holding the passphrase |
+//! | `timeout_ms` | milliseconds, > 0 | per-call time limit ([`Error::Unavailable`] past it); none by default |
+//!
+//! At most one of the three key parameters. Key and passphrase files are read like an ssh
+//! private key: not through a symbolic link, a regular file owned by this user (root
+//! included) with no group or other permission bits, of bounded length; anything else is
+//! refused with [`Error::PermissionDenied`] or [`Error::Config`]. Without a key parameter the
+//! key is `TOKEN_STORE_PASSPHRASE`, else `TOKEN_STORE_KEY_FILE` ([`KeySource::from_env`]),
+//! else opening fails with [`Error::Config`] saying how to give one. There is no unencrypted
+//! mode, and no encryption layer is stacked on this store: it encrypts itself.
+//!
+//! # Config
+//!
+//! [`FileConfig::new`]`(dir, key)` and the builders [`FileConfig::with_key`],
+//! [`FileConfig::with_timeout`] and [`FileConfig::with_kdf_params`] build by hand what a URL
+//! says; `FileStore::open(&FileConfig::new(dir, key))` opens the raw store.
 //!
 //! # Layout
 //!
 //! ```text
-//! DIR/                    0700; refused if another user can write it
+//! DIR/                    0700 (see Modes and ownership below)
 //!   .lock                 0600, empty: the cross-process lock (flock), never replaced
 //!   store.json            0600: format, key derivation, current record directory
 //!   d-<32 hex>/           0700: the records under the current key
@@ -55,8 +78,10 @@
 //! ```
 //!
 //! The associated data is the first 4 bytes (`"TSF\x01"`) followed by the file's own name
-//! (64 ASCII hex digits). A file moved or copied to another name (another key), or with a
-//! changed format byte, fails authentication: [`Error::Integrity`]. The plaintext (format 1)
+//! (64 ASCII hex digits), after the store id of the core [`Cipher`] for stores whose key
+//! header has one (format 2, every store created now). A file moved or copied to another
+//! name (another key) or from another store sharing the key file, or with a changed format
+//! byte, fails authentication: [`Error::Integrity`]. The plaintext (format 1)
 //! is, with lengths as little-endian `u32`:
 //!
 //! ```text
@@ -73,31 +98,48 @@
 //!
 //! # Guarantees
 //!
-//! - **Atomic, durable writes.** A record is written to a temporary file, fsynced, renamed
-//!   over the old one and the directory fsynced (core [`fs::write_atomic`]). A crash leaves
-//!   the old or the new record, never a mix, and a put that returned survives power loss.
-//! - **Compare-and-swap across processes.** Conditional writes and deletes run under an
-//!   exclusive `flock` on `DIR/.lock` plus an in-process mutex (flock does not exclude the
-//!   same open file), around read-check-write, so `IfVersion`/`IfAbsent` are atomic against
-//!   every process sharing the directory. Reads take no lock: a rename is atomic.
+//! - **Atomic, durable writes.** A record is written to a new temporary file, fsynced,
+//!   renamed over the old one and the directory fsynced. A crash leaves the old or the new
+//!   record, never a mix, and a put that returned survives power loss.
+//! - **Compare-and-swap across processes** (`cas: Scope::Host`). Conditional writes and
+//!   deletes run under an exclusive `flock` on `DIR/.lock` plus an in-process mutex (flock
+//!   does not exclude the same open file), around read-check-write, so
+//!   `IfVersion`/`IfAbsent` are atomic against every process sharing the directory. Reads
+//!   take no lock: a rename is atomic.
 //! - **Versions** are random 128-bit write ids kept inside the encrypted record, so deleting
 //!   and re-creating a key never repeats a version.
 //! - **TTL.** The expiry is inside the record; an expired record is absent for reads and
 //!   preconditions, and `scan` removes expired files (under the lock).
 //! - **Damaged files stay local.** A truncated, empty, bit-flipped, moved or foreign file
 //!   gives [`Error::Corrupt`] or [`Error::Integrity`] for its key only; `scan` reports it as
-//!   [`ListEntry::Unreadable`] (by file name) and lists the rest. An unconditional put or
-//!   delete of that key replaces or removes it; conditional ones fail until then.
-//! - **Modes.** Directories are created 0700 and files 0600 from the start (no window with
-//!   wider permissions), and a directory other users can write is refused.
+//!   [`ListEntry::Unreadable`] (by file name, with a warning in the log) and lists the rest.
+//!   An unconditional put or delete of that key replaces or removes it; conditional ones
+//!   fail until then.
+//! - **Nothing is followed, nothing blocks.** Every file is opened relative to the open store
+//!   directory (`openat`), with `O_NOFOLLOW`, and read only after `fstat` says it is a regular
+//!   file of bounded length; record files are also opened `O_NONBLOCK`. So a symbolic link,
+//!   a FIFO, a socket or a device planted under a record's name is [`Error::Corrupt`] for
+//!   that key (and an unreadable entry of a listing): it can neither hang a `get` or a
+//!   `list` nor make the store read, create or lock a file elsewhere (as root too). A
+//!   symbolic link as `.lock` is [`Error::PermissionDenied`], as `store.json` a corrupt store.
+//! - **Modes and ownership.** Directories are created 0700 and files 0600 from the start (no
+//!   window with wider permissions). The store directory (and each record directory) is
+//!   refused when it is a symbolic link, belongs to another user (root included: root
+//!   keeping tokens in another user's directory is exactly what to refuse) or others can
+//!   write to it. One that others can only read or enter (0755, 0750: what `mkdir` makes
+//!   under a usual umask) is narrowed to 0700, with a warning: it is ours, every file in it
+//!   is 0600 already, so narrowing breaks nothing and keeps the number, sizes and times of
+//!   records private; refusing would only make users run the `chmod` themselves.
 //! - **Re-keying** ([`FileStore::rekey`]) writes every record re-encrypted into a new
 //!   `d-...` directory, fsyncs it, then atomically replaces `store.json`, which names both
 //!   the new key and the new directory: that rename is the commit. A crash before it leaves
 //!   the old store intact (old key), after it the complete new one (new key); the next open
 //!   deletes whichever directory is not current. Record versions are kept.
 //!
-//! Capabilities: `atomic_cas`, `ttl`, `encrypted_at_rest`, `shared_across_processes`,
-//! `persistent`; values up to 1 MiB.
+//! [`Capabilities`]: shared with every process of the user on this host
+//! (`shared_with: Scope::Host`), compare-and-swap across them (`cas: Scope::Host`, so
+//! [`TokenManager`](token_store_core::TokenManager) and leases accept it), `ttl`,
+//! `encrypted_at_rest`, `persistent`; values up to [`MAX_VALUE_SIZE`] (1 MiB).
 //!
 //! # Threat model
 //!
@@ -121,12 +163,15 @@
 //! # Tuning
 //!
 //! - **Argon2id**: new passphrase stores use [`KdfParams::DEFAULT`] (m = 64 MiB, t = 3,
-//!   p = 1), recorded in `store.json`; [`FileStore::open_with_params`] takes others but
-//!   refuses anything below [`KdfParams::MINIMUM`] (m = 19 MiB, t = 2). The cost is paid once
-//!   per open (not per operation), so prefer long-lived handles. A key file skips Argon2id.
-//!   Raising the parameters of an existing store is a re-key with a passphrase. Tests can
-//!   enable the `insecure-test-kdf` feature for `FileStore::open_insecure_for_tests`, which
-//!   accepts any parameters; it adds that constructor and changes nothing else.
+//!   p = 1), recorded in `store.json`; [`FileConfig::with_kdf_params`] takes others but
+//!   opening refuses anything below [`KdfParams::MINIMUM`] (m = 19 MiB, t = 2) or above
+//!   [`KdfParams::MAXIMUM`]. The cost is paid once per open (not per operation), so prefer
+//!   long-lived handles. A key file skips Argon2id. Raising the parameters of an existing
+//!   store is a re-key with a passphrase.
+//! - **Time limit**: none by default. A local file operation ends on its own (no network,
+//!   nothing blocks on a planted FIFO); `timeout_ms` / [`FileConfig::with_timeout`] adds the
+//!   core `Timeout` layer for slow network file systems. A call cut off by it may still
+//!   complete (the blocking work is not interrupted, and keeps the lock until it ends).
 //! - **fsync**: each put or delete costs two fsyncs (the file and the directory), from well
 //!   under a millisecond on NVMe to tens of milliseconds on network or rotating disks; that,
 //!   not the encryption, bounds the write rate. Reads cost no fsync and no lock.
@@ -144,63 +189,52 @@
 //!   it read open, so its inode number cannot be reused meanwhile). A removed header is
 //!   [`Error::Corrupt`].
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
+mod config;
+mod dir;
 mod format;
+mod header;
+mod lock;
+mod raw;
+mod records;
+mod rekey;
 mod store;
 
 use std::sync::Arc;
 
-use token_store_core::crypto::KeySource;
+use token_store_core::layers::Timeout;
 #[cfg(doc)]
-use token_store_core::crypto::{Cipher, KdfParams, KeyHeader};
-use token_store_core::{BackendKind, Error, RawStore, Result, StoreUrl};
-#[cfg(doc)]
-use token_store_core::{ListEntry, fs};
+use token_store_core::{
+    Capabilities, Error, KdfParams, KeySource, ListEntry,
+    backend::{Cipher, KeyHeader},
+};
+use token_store_core::{RawStore, Result, StoreUrl, TokenStore};
 
+pub use config::FileConfig;
 pub use store::FileStore;
 
 /// The backend name in errors and logs.
 pub const BACKEND: &str = "file";
 
-const KEY_HELP: &str = "add ?key_file=PATH (32 raw bytes, created when missing) or \
-?passphrase_env=VAR to the URL, or set TOKEN_STORE_PASSPHRASE or TOKEN_STORE_KEY_FILE";
+/// The largest value a record holds: 1 MiB.
+pub const MAX_VALUE_SIZE: usize = 1024 * 1024;
+
+/// Opens the store `config` describes and returns its handle: [`FileStore::open`], under the
+/// time limit layer when the config has a timeout (no encryption layer: the store encrypts
+/// itself with the config's key).
+pub async fn open(config: FileConfig) -> Result<TokenStore> {
+    let store = FileStore::open(&config).await?;
+    // What `layers::assemble` does for a store without a key, stacked here because the
+    // future of `assemble` is not `Send` (it holds its `&dyn Display` name across awaits).
+    let raw: Arc<dyn RawStore> = match config.common.timeout {
+        Some(limit) => Arc::new(Timeout::new(store, limit)),
+        None => Arc::new(store),
+    };
+    Ok(TokenStore::from_arc(raw))
+}
 
 /// Opens the store a `file://` URL names (see [the crate docs](crate#urls)).
-pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn RawStore>> {
-    Ok(Arc::new(open_file_url(url).await?))
-}
-
-/// Like [`open_url`], returning the concrete [`FileStore`] (for [`FileStore::rekey`]).
-pub async fn open_file_url(url: &StoreUrl) -> Result<FileStore> {
-    if url.kind() != BackendKind::File {
-        return Err(Error::config(format!(
-            "the file backend opens file:// URLs, not {}",
-            url.scheme()
-        )));
-    }
-    let dir = url.path()?;
-    if let Some((unknown, _)) = url
-        .query()
-        .into_iter()
-        .find(|(k, _)| k != "key_file" && k != "passphrase_env")
-    {
-        return Err(Error::config(format!(
-            "unknown file:// parameter `{unknown}`: use key_file or passphrase_env"
-        )));
-    }
-    let key = key_source(url)?;
-    FileStore::open(dir, key).await
-}
-
-fn key_source(url: &StoreUrl) -> Result<KeySource> {
-    // The file store is always encrypted: without a key in the URL, the environment's.
-    match url.key_source()? {
-        Some(key) => Ok(key),
-        None => KeySource::from_env().ok_or_else(|| {
-            Error::config(format!(
-                "the encrypted file store {} needs a key: {KEY_HELP}",
-                url.redacted()
-            ))
-        }),
-    }
+pub async fn open_url(url: &StoreUrl) -> Result<TokenStore> {
+    open(FileConfig::from_url(url)?).await
 }

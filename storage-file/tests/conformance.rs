@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use token_store_conformance::{Instance, model_check, model_check_cases, run};
-use token_store_core::crypto::KeySource;
+use token_store_core::KeySource;
 use token_store_core::{Error, Result};
 
 /// A store in a fresh temporary directory; `key` gets that directory (for a key file

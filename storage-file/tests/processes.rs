@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use token_store_core::crypto::KeySource;
+use token_store_core::KeySource;
 use token_store_core::{
     Error, KeyKind, ListEntry, ListFilter, Precondition, PutOptions, RawStore, StorageKey,
 };

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use token_store_core::crypto::KeySource;
+use token_store_core::KeySource;
 use token_store_core::{KeyKind, ListFilter, PutOptions, RawStore, StorageKey};
 
 fn key(n: usize) -> StorageKey {

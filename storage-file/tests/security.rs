@@ -7,13 +7,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{FAST, all_files, open, pass, record_files};
-use token_store_core::crypto::{KdfParams, KeySource};
+use common::{all_files, open, pass, record_files};
 use token_store_core::{
-    Error, KeyKind, ListEntry, ListFilter, Precondition, PutOptions, RawStore, StorageKey,
-    StoreUrl, TokenKey, TokenRecord, TokenStore,
+    Error, KdfParams, KeyKind, KeySource, ListEntry, ListFilter, Precondition, PutOptions,
+    RawStore, Scope, StorageKey, StoreUrl, TokenKey, TokenRecord, TokenStore,
 };
-use token_store_file::FileStore;
+use token_store_file::{FileConfig, FileStore};
 
 fn key(n: &str) -> StorageKey {
     TokenKey::new(
@@ -133,7 +132,10 @@ async fn damaged_files_fail_only_their_key() {
         assert!(!location.contains('/'), "{location}");
         assert!(!reason.contains("not ours"), "{reason}");
     }
-    let page = TokenStore::list(&store, &Default::default()).await.unwrap();
+    let page = TokenStore::new(store.clone())
+        .list(&Default::default())
+        .await
+        .unwrap();
     assert_eq!(page.keys.len(), 1);
     assert_eq!(page.unreadable.len(), 8);
 
@@ -207,12 +209,12 @@ async fn wrong_key_is_refused_at_open() {
     assert_eq!(mode(&kf), 0o600);
     assert_eq!(std::fs::read(&kf).unwrap().len(), 32);
     let other = tmp.path().join("other-key");
-    std::fs::write(&other, [9u8; 32]).unwrap();
+    common::write_private(&other, &[9u8; 32]);
     assert!(matches!(
         open(&kdir, KeySource::KeyFile(other.clone())).await,
         Err(Error::WrongKey { .. })
     ));
-    std::fs::write(&other, [9u8; 5]).unwrap();
+    common::write_private(&other, &[9u8; 5]);
     assert!(matches!(
         open(&kdir, KeySource::KeyFile(other)).await,
         Err(Error::Config { .. })
@@ -284,7 +286,8 @@ async fn no_plaintext_reaches_the_disk() {
     );
     let rec =
         TokenRecord::new("ACCESS-PLAINTEXT-eyJhbGciOi").with_refresh_token("REFRESH-PLAINTEXT");
-    TokenStore::put(&store, &k, &rec, Precondition::Any)
+    TokenStore::new(store.clone())
+        .put(&k, &rec, Precondition::Any)
         .await
         .unwrap();
     store
@@ -578,12 +581,12 @@ async fn records_and_versions_survive_reopen() {
     let mut rec = TokenRecord::new("at").with_refresh_token("rt");
     rec.obtained_at = 1_700_000_000.5;
     let store = open(&dir, pass("pw")).await.unwrap();
-    let v = TokenStore::put(&store, &k, &rec, Precondition::Any)
+    let v = TokenStore::new(store)
+        .put(&k, &rec, Precondition::Any)
         .await
         .unwrap();
-    drop(store);
-    let store = open(&dir, pass("pw")).await.unwrap();
-    let got = TokenStore::get(&store, &k).await.unwrap().unwrap();
+    let store = TokenStore::new(open(&dir, pass("pw")).await.unwrap());
+    let got = store.get(&k).await.unwrap().unwrap();
     assert_eq!(got.value, rec);
     assert_eq!(got.version, v);
 }
@@ -596,7 +599,9 @@ async fn default_kdf_params_meet_the_minimum_and_are_recorded() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("s");
     let started = Instant::now();
-    let store = FileStore::open(&dir, pass("pw")).await.unwrap();
+    let store = FileStore::open(&FileConfig::new(&dir, pass("pw")))
+        .await
+        .unwrap();
     println!(
         "Argon2id with the default parameters: {:?}",
         started.elapsed()
@@ -614,14 +619,25 @@ async fn default_kdf_params_meet_the_minimum_and_are_recorded() {
     assert_eq!(file["key"]["params"]["m_kib"], def.m_kib);
     assert_eq!(file["key"]["params"]["t"], def.t);
     assert!(dir.join(file["records"].as_str().unwrap()).is_dir());
-    // Weak parameters are refused for new stores outside tests.
-    let weak = FileStore::open_with_params(tmp.path().join("w"), pass("pw"), FAST).await;
-    assert!(matches!(weak, Err(Error::Config { .. })), "{weak:?}");
-    assert!(!tmp.path().join("w").join("store.json").exists());
-    FileStore::open_with_params(
-        tmp.path().join("m"),
-        KeySource::KeyFile(tmp.path().join("k")),
-        min,
+    // Weak or excessive parameters are refused before anything is created.
+    let weak = KdfParams {
+        m_kib: 64,
+        t: 1,
+        p: 1,
+    };
+    for (name, params) in [("w", weak), ("x", KdfParams { t: 64, ..def })] {
+        let dir = tmp.path().join(name);
+        let refused =
+            FileStore::open(&FileConfig::new(&dir, pass("pw")).with_kdf_params(params)).await;
+        assert!(matches!(refused, Err(Error::Config { .. })), "{refused:?}");
+        assert!(!dir.exists());
+    }
+    FileStore::open(
+        &FileConfig::new(
+            tmp.path().join("m"),
+            KeySource::KeyFile(tmp.path().join("k")),
+        )
+        .with_kdf_params(min),
     )
     .await
     .unwrap();
@@ -640,10 +656,12 @@ async fn urls() {
         .await
         .unwrap();
     assert_eq!(store.backend(), "file");
-    let caps = store.raw_capabilities();
-    assert!(caps.atomic_cas && caps.ttl && caps.encrypted_at_rest && caps.persistent);
-    assert!(caps.shared_across_processes && !caps.shared_across_hosts);
+    let caps = store.capabilities();
+    assert!(caps.ttl && caps.encrypted_at_rest && caps.persistent);
+    assert_eq!((caps.shared_with, caps.cas), (Scope::Host, Scope::Host));
+    assert_eq!(caps.max_value_size, token_store_file::MAX_VALUE_SIZE);
     assert_eq!(caps.max_value_size, 1024 * 1024);
+    let store = store.raw().clone();
     store
         .write(&key("u"), b"v", &PutOptions::default())
         .await
@@ -652,7 +670,7 @@ async fn urls() {
     let again = token_store_file::open_url(&StoreUrl::parse(&u).unwrap())
         .await
         .unwrap();
-    assert!(again.read(&key("u")).await.unwrap().is_some());
+    assert!(again.raw().read(&key("u")).await.unwrap().is_some());
 
     let bad = |u: String| async move {
         token_store_file::open_url(&StoreUrl::parse(&u).unwrap())

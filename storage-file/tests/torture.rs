@@ -16,9 +16,9 @@ use token_store_conformance::{
     Instance, concurrent_model_check, crash, model_check_cases, summary,
 };
 use token_store_conformance::{proptest, serde_json};
-use token_store_core::crypto::{Cipher, KeySource};
+use token_store_core::backend::Cipher;
 use token_store_core::{
-    Error, KeyKind, ListEntry, ListFilter, PutOptions, RawStore, StorageKey, StoreUrl,
+    Error, KeyKind, KeySource, ListEntry, ListFilter, PutOptions, RawStore, StorageKey, StoreUrl,
 };
 
 async fn instance() -> token_store_core::Result<Instance> {
@@ -40,7 +40,7 @@ async fn instance() -> token_store_core::Result<Instance> {
 fn open_url(
     url: StoreUrl,
 ) -> token_store_conformance::BoxFuture<'static, token_store_core::Result<Arc<dyn RawStore>>> {
-    Box::pin(async move { token_store_file::open_url(&url).await })
+    Box::pin(async move { Ok(token_store_file::open_url(&url).await?.raw().clone()) })
 }
 
 /// The crash child (does nothing unless started by the crash harness).
@@ -100,14 +100,8 @@ async fn forge() -> Forge {
         .write(&key, b"valid value", &PutOptions::default())
         .await
         .unwrap();
-    let master: [u8; 32] = std::fs::read(&key_file).unwrap().try_into().unwrap();
-    let cipher = Cipher::from_master(&master);
-    let header: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("store.json")).unwrap()).unwrap();
-    let records = header["records"].as_str().unwrap().to_owned();
-    let path = dir
-        .join(records)
-        .join(cipher.keyed_name(key.encode().as_bytes()));
+    let (cipher, records) = common::store_cipher(&dir, &key_file);
+    let path = records.join(cipher.keyed_name(key.encode().as_bytes()));
     let valid = std::fs::read(&path).unwrap();
     Forge {
         _tmp: tmp,
