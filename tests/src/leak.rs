@@ -160,6 +160,67 @@ fn wrap(store: Arc<dyn RawStore>) -> Arc<dyn RawStore> {
     Arc::new(Recording::new(Traced::new(store)))
 }
 
+/// A record whose free-form `extra` and `metadata` hold vendor tokens (as a provider's token
+/// response may: a nested user token, a raw response copy): written, read back, and its
+/// `Debug` and the read's `Debug` captured. Only field names may show.
+async fn vendor_fields(instance: &Instance, capture: &Capture) {
+    let store = instance.token_store();
+    let key = TokenKey::for_server("https://vendor-fields.example/mcp");
+    let mut record = token_store_core::TokenRecord::new(crate::secrets::secret("vendor-at"));
+    record.extra.insert(
+        "authed_user".into(),
+        serde_json::json!({ "access_token": crate::secrets::secret("nested-user-token") }),
+    );
+    record.metadata.insert(
+        "raw".into(),
+        serde_json::Value::String(crate::secrets::secret("raw-response-copy")),
+    );
+    capture.line(&format!("vendor record: {record:?} / {record:#?}"));
+    let put = store.put(&key, &record, Precondition::Any).await;
+    capture.line(&format!("vendor put: {put:?}"));
+    let got = store.get(&key).await;
+    capture.line(&format!("vendor get: {got:?}"));
+    let mut client = token_store_core::ClientRegistration::new("vendor-client");
+    client.extra.insert(
+        "software_statement".into(),
+        serde_json::Value::String(crate::secrets::secret("client-extra")),
+    );
+    capture.line(&format!("vendor client: {client:?}"));
+}
+
+/// Store URLs carrying secrets (a password with `@` in it, an AppRole `secret_id`, a token, a
+/// password parameter): their `Display`, `Debug`, `redacted()` and the errors parsing them
+/// gives are captured.
+fn store_urls(capture: &Capture) {
+    let pw = crate::secrets::secret("url-pw");
+    let secret_id = crate::secrets::secret("url-secret-id");
+    let token = crate::secrets::secret("url-token");
+    for raw in [
+        format!("redis://user:{pw}@x@127.0.0.1:1/?prefix=p&unknown_param=1"),
+        format!("rediss://:{pw}@127.0.0.1:1/"),
+        format!("vault://127.0.0.1:1/secret?role_id=R&secret_id={secret_id}&bogus=1"),
+        format!("vaults://127.0.0.1:1/?token={token}&prefix=a&prefix=b"),
+        format!("redis://127.0.0.1:1/?password={pw}&timeout_ms=0"),
+    ] {
+        match token_store_core::StoreUrl::parse(&raw) {
+            Ok(url) => {
+                capture.line(&format!("url: {url} / {url:?} / {}", url.redacted()));
+                match url.params() {
+                    Ok(mut params) => {
+                        let _ = params.prefix();
+                        let _ = params.timeout();
+                        if let Err(e) = params.finish() {
+                            capture.line(&format!("url error: {e} / {e:?}"));
+                        }
+                    }
+                    Err(e) => capture.line(&format!("url error: {e} / {e:?}")),
+                }
+            }
+            Err(e) => capture.line(&format!("url parse error: {e} / {e:?}")),
+        }
+    }
+}
+
 /// What a leak check found.
 #[derive(Debug, Clone)]
 pub struct LeakReport {
@@ -242,9 +303,11 @@ pub async fn leak_check(backend: &str, factory: impl Factory, extra: Vec<String>
                 )
                 .await;
             capture.line(&format!("conflict: {conflict:?} / {:?}", instance.store));
+            vendor_fields(&instance, &capture).await;
         }
         Err(e) => capture.line(&format!("factory failed: {e}")),
     }
+    store_urls(&capture);
     // A positive control: a TRACE event of an arbitrary target must reach the capture.
     let control = crate::services::unique("leak-control");
     tracing::trace!(target: "token_store_leak_control", "{control}");
