@@ -157,6 +157,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// Text from a store (keys, locations, reasons, metadata names) as it may reach a terminal:
+/// control characters escaped, so a foreign key holding ESC sequences cannot clear the screen
+/// or fake output.
+fn clean(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 /// The error and its sources on one line.
 fn one_line(e: &dyn std::error::Error) -> String {
     let mut line = e.to_string();
@@ -169,7 +185,7 @@ fn one_line(e: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
-    line.replace('\n', " ")
+    clean(&line.replace('\n', " "))
 }
 
 async fn open(store: Option<&str>) -> token_store::Result<(TokenStore, String, Vec<String>)> {
@@ -219,9 +235,9 @@ async fn run(cli: Cli) -> token_store::Result<()> {
 
 fn show(secret: &Secret, reveal: bool) -> String {
     if reveal {
-        secret.expose().to_owned()
+        clean(secret.expose())
     } else {
-        secret.preview()
+        clean(&secret.preview())
     }
 }
 
@@ -235,14 +251,14 @@ async fn get(store: &TokenStore, key: &TokenKey, reveal: bool) -> token_store::R
             key: key.to_string(),
         });
     };
-    println!("key:           {key}");
-    println!("version:       {version}");
+    println!("key:           {}", clean(&key.to_string()));
+    println!("version:       {}", clean(version.as_str()));
     println!("access_token:  {}", show(&r.access_token, reveal));
     if let Some(rt) = &r.refresh_token {
         println!("refresh_token: {}", show(rt, reveal));
     }
-    println!("token_type:    {}", r.token_type);
-    println!("scopes:        {}", r.scopes.join(" "));
+    println!("token_type:    {}", clean(&r.token_type));
+    println!("scopes:        {}", clean(&r.scopes.join(" ")));
     if let Some(at) = r.expires_at {
         let left = at - unix_now();
         if left > 0.0 {
@@ -252,12 +268,12 @@ async fn get(store: &TokenStore, key: &TokenKey, reveal: bool) -> token_store::R
         }
     }
     if let Some(c) = &r.client_id {
-        println!("client_id:     {c}");
+        println!("client_id:     {}", clean(c));
     }
     if !r.metadata.is_empty() {
         println!(
             "metadata keys: {}",
-            r.metadata.keys().cloned().collect::<Vec<_>>().join(", ")
+            clean(&r.metadata.keys().cloned().collect::<Vec<_>>().join(", "))
         );
     }
     Ok(())
@@ -320,7 +336,11 @@ async fn put(
         Precondition::Any
     };
     let version = store.put(key, &record, precondition).await?;
-    println!("stored {key} (version {version})");
+    println!(
+        "stored {} (version {})",
+        clean(&key.to_string()),
+        clean(version.as_str())
+    );
     Ok(())
 }
 
@@ -337,22 +357,22 @@ async fn list(
     for k in &page.keys {
         println!(
             "{:<40} {:<50} {:<30} {}",
-            k.user_key(),
-            k.resource(),
-            k.authorization_server().unwrap_or("-"),
-            k.scope_fingerprint()
+            clean(k.user_key()),
+            clean(k.resource()),
+            clean(k.authorization_server().unwrap_or("-")),
+            clean(k.scope_fingerprint())
         );
     }
     let clients = store.list_clients().await?;
     for c in &clients.keys {
         println!(
             "client registration: {} {}",
-            c.authorization_server(),
-            c.application()
+            clean(c.authorization_server()),
+            clean(c.application())
         );
     }
     for u in page.unreadable.iter().chain(&clients.unreadable) {
-        println!("unreadable entry {}: {}", u.location, u.reason);
+        println!("unreadable entry {}: {}", clean(&u.location), clean(&u.reason));
     }
     println!(
         "{} tokens, {} client registrations",
@@ -412,7 +432,11 @@ async fn migrate(from: &TokenStore, to_url: &str) -> token_store::Result<()> {
     }
     bar.finish_and_clear();
     for u in tokens.unreadable.iter().chain(&clients.unreadable) {
-        eprintln!("skipped unreadable entry {}: {}", u.location, u.reason);
+        eprintln!(
+            "skipped unreadable entry {}: {}",
+            clean(&u.location),
+            clean(&u.reason)
+        );
     }
     println!(
         "migrated {copied} records ({unchanged} already up to date) to {}",
@@ -447,7 +471,7 @@ fn redacted(url: &str) -> String {
 async fn bench(store: Option<&str>, ops: usize) -> token_store::Result<()> {
     let (store, url, _) = open(store).await?;
     let backend = store.backend();
-    println!("store: {url}");
+    println!("store: {}", clean(&url));
     let run_id = token_store_bench::ops::run_id();
     let plan = token_store_bench::Plan::fixed(ops);
     let rows = token_store_bench::measure_store(store, &run_id, &plan)
@@ -462,9 +486,9 @@ async fn bench(store: Option<&str>, ops: usize) -> token_store::Result<()> {
 
 async fn doctor(store: Option<&str>) -> token_store::Result<()> {
     let (store, url, reasons) = open(store).await?;
-    println!("store:   {url}");
+    println!("store:   {}", clean(&url));
     for r in &reasons {
-        println!("  - {r}");
+        println!("  - {}", clean(r));
     }
     let caps = store.capabilities();
     println!("backend: {}", store.backend());

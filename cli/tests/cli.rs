@@ -273,3 +273,33 @@ fn rekey_re_encrypts_and_the_old_key_no_longer_opens() {
     ];
     assert!(ok(tokenstore(home.path(), &get, None)).contains("at-rekey"));
 }
+
+#[test]
+fn control_characters_in_stored_keys_never_reach_the_terminal() {
+    let home = tempfile::tempdir().unwrap();
+    let url = file_url(home.path());
+    // A key written by another program can hold anything; ESC sequences could clear the
+    // screen or fake output, BEL rings, CR overwrites the line.
+    let evil = "evil\x1b[2J\x1b]0;pwned\x07\rFAKE";
+    let put = [
+        "--store",
+        url.as_str(),
+        "put",
+        "--server",
+        "https://x.example/mcp",
+        "--user",
+        evil,
+    ];
+    ok(tokenstore(home.path(), &put, Some(r#"{"access_token":"a"}"#)));
+    for args in [
+        &["--store", url.as_str(), "list"][..],
+        &["--store", url.as_str(), "get", "--server", "https://x.example/mcp", "--user", evil][..],
+    ] {
+        let out = ok(tokenstore(home.path(), args, None));
+        assert!(
+            !out.contains(['\x1b', '\x07', '\r']),
+            "raw control characters printed: {out:?}"
+        );
+        assert!(out.contains("evil\\u{1b}[2J"), "the key is shown escaped: {out}");
+    }
+}
