@@ -188,8 +188,6 @@
 //!   (a re-key replaces it by rename, so the inode always changes; the handle keeps the file
 //!   it read open, so its inode number cannot be reused meanwhile). A removed header is
 //!   [`Error::Corrupt`].
-#![warn(missing_docs)]
-#![forbid(unsafe_code)]
 
 mod config;
 mod dir;
@@ -201,15 +199,13 @@ mod records;
 mod rekey;
 mod store;
 
-use std::sync::Arc;
-
-use token_store_core::layers::Timeout;
+use token_store_core::layers::{self, CommonOptions};
 #[cfg(doc)]
 use token_store_core::{
-    Capabilities, Error, KdfParams, KeySource, ListEntry,
+    Capabilities, Error, KdfParams, KeySource, ListEntry, RawStore,
     backend::{Cipher, KeyHeader},
 };
-use token_store_core::{RawStore, Result, StoreUrl, TokenStore};
+use token_store_core::{Result, StoreUrl, TokenStore};
 
 pub use config::FileConfig;
 pub use store::FileStore;
@@ -225,13 +221,12 @@ pub const MAX_VALUE_SIZE: usize = 1024 * 1024;
 /// itself with the config's key).
 pub async fn open(config: FileConfig) -> Result<TokenStore> {
     let store = FileStore::open(&config).await?;
-    // What `layers::assemble` does for a store without a key, stacked here because the
-    // future of `assemble` is not `Send` (it holds its `&dyn Display` name across awaits).
-    let raw: Arc<dyn RawStore> = match config.common.timeout {
-        Some(limit) => Arc::new(Timeout::new(store, limit)),
-        None => Arc::new(store),
-    };
-    Ok(TokenStore::from_arc(raw))
+    // The key was the store's own: the shared layers get only the time limit.
+    let mut outer = CommonOptions::new();
+    if let Some(limit) = config.common.timeout {
+        outer = outer.with_timeout(limit);
+    }
+    layers::assemble(store, &outer, &config.name()).await
 }
 
 /// Opens the store a `file://` URL names (see [the crate docs](crate#urls)).

@@ -1,6 +1,9 @@
 //! The shared conformance suite and the model check on the encrypted file store: a fresh
 //! temporary directory per store, reopened with the same key.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

@@ -4,6 +4,9 @@
 //! The test binary re-executes itself (`current_exe() --exact worker --nocapture`) with
 //! `TSF_ROLE` naming the worker's job; the `worker` test does nothing without it.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::HashMap;

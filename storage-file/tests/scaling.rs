@@ -2,6 +2,9 @@
 //! record, found by name). Prints the numbers; asserts only a loose bound, since the
 //! machine is shared.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

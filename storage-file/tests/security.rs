@@ -1,6 +1,9 @@
 //! Security and robustness of the encrypted file store: damaged and tampered files, wrong
 //! keys, file modes, re-keying, no plaintext on disk, KDF parameters, URLs.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

@@ -3,6 +3,9 @@
 //! format's own decoders fed hostile files (random and damaged record files, validly
 //! encrypted records with hostile plaintext, hostile `store.json`).
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::PathBuf;
