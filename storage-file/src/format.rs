@@ -95,6 +95,16 @@ pub(crate) fn is_record_dir_name(name: &str) -> bool {
         .is_some_and(|h| h.len() == 32 && is_lower_hex(h))
 }
 
+/// Whether `name` is one of the store's own entries in the store directory (the lock file,
+/// the header, record directories, temporary files): what may be there when the store
+/// narrows the directory's mode.
+pub(crate) fn is_store_entry(name: &str) -> bool {
+    name == LOCK_FILE
+        || name == HEADER_FILE
+        || is_record_dir_name(name)
+        || name.starts_with(".tmp-")
+}
+
 /// Whether `name` can be a record file name (64 lowercase hex digits, a keyed name).
 pub(crate) fn is_record_file_name(name: &str) -> bool {
     name.len() == 64 && is_lower_hex(name)

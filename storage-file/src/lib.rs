@@ -127,9 +127,12 @@
 //!   refused when it is a symbolic link, belongs to another user (root included: root
 //!   keeping tokens in another user's directory is exactly what to refuse) or others can
 //!   write to it. One that others can only read or enter (0755, 0750: what `mkdir` makes
-//!   under a usual umask) is narrowed to 0700, with a warning: it is ours, every file in it
-//!   is 0600 already, so narrowing breaks nothing and keeps the number, sizes and times of
-//!   records private; refusing would only make users run the `chmod` themselves.
+//!   under a usual umask) is narrowed to 0700, with a warning, when it holds nothing but
+//!   the store (a fresh directory, or a store whose mode was loosened): it is ours, every
+//!   file in it is 0600 already, so narrowing breaks nothing and keeps the number, sizes and
+//!   times of records private, where refusing would only make users run the `chmod`
+//!   themselves. When it holds anything else (say the home directory, given by mistake) it
+//!   is refused instead: narrowing would change more than the store.
 //! - **Re-keying** ([`FileStore::rekey`]) writes every record re-encrypted into a new
 //!   `d-...` directory, fsyncs it, then atomically replaces `store.json`, which names both
 //!   the new key and the new directory: that rename is the commit. A crash before it leaves

@@ -11,7 +11,7 @@ use token_store_core::{Error, KdfParams, KeySource, Result};
 use crate::BACKEND;
 use crate::config::FileConfig;
 use crate::dir::Dir;
-use crate::format::LOCK_FILE;
+use crate::format::{LOCK_FILE, is_store_entry};
 use crate::header::{self, HeaderCache, missing_header, read_header};
 
 /// An encrypted store of one file per record in a private directory: the raw backend, a
@@ -74,7 +74,7 @@ impl FileStore {
     /// Argon2id runs once here, on a blocking thread. A key that does not open an existing
     /// store is [`Error::WrongKey`]. The directory is refused when it is a symbolic link,
     /// belongs to another user or others can write to it; when others can only read it, it
-    /// is made 0700. Argon2id parameters that [`KdfParams::check`] refuses are refused.
+    /// is made 0700 if it holds nothing but the store, refused otherwise. Argon2id parameters that [`KdfParams::check`] refuses are refused.
     ///
     /// This is the raw store: the config's timeout is applied by [`crate::open`].
     pub async fn open(config: &FileConfig) -> Result<Self> {
@@ -104,7 +104,7 @@ impl FileStore {
 
 impl Inner {
     fn open(path: &Path, key: &KeySource, params: KdfParams) -> Result<Self> {
-        let dir = Dir::open_store(path)?;
+        let dir = Dir::open_store(path, is_store_entry)?;
         let lock_file = dir.lock_file(LOCK_FILE)?;
         let keyed = header::unlock_or_create(&dir, &lock_file, key, params)?;
         Ok(Inner {

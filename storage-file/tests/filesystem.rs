@@ -242,8 +242,8 @@ fn a_symlinked_store_header_is_not_followed() {
 /// The store directory must be a directory of ours that nobody else can change: a symbolic
 /// link to one is refused (and nothing is created in its target), another user's is refused
 /// (as root too), one others can write is refused, and one others can only read (what
-/// `mkdir` makes under a usual umask) is made 0700. A record directory swapped for a link is
-/// refused as well.
+/// `mkdir` makes under a usual umask) is made 0700 when it holds nothing but the store,
+/// refused when it holds more. A record directory swapped for a link is refused as well.
 #[test]
 fn store_directories_must_be_private_directories_of_ours() {
     let tmp = tempfile::tempdir().unwrap();
@@ -282,6 +282,19 @@ fn store_directories_must_be_private_directories_of_ours() {
         run("reopen", common::open_owned(dir.clone(), key_source())).unwrap();
         assert_eq!(mode(&dir), 0o700);
     }
+    // Readable by others and holding more than a store (a home directory given by mistake):
+    // refused, its mode left alone.
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("notes.txt"), b"not the store's").unwrap();
+    chmod(&shared, 0o755);
+    let got = run("open", common::open_owned(shared.clone(), key_source()));
+    assert!(
+        matches!(got, Err(Error::PermissionDenied { ref message, .. }) if message.contains("notes.txt")),
+        "{got:?}"
+    );
+    assert_eq!(mode(&shared), 0o755);
+    assert!(!shared.join("store.json").exists());
     for writable in [0o770, 0o707, 0o777] {
         let dir = tmp.path().join(format!("writable-{writable:o}"));
         std::fs::create_dir(&dir).unwrap();

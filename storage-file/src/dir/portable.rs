@@ -27,8 +27,10 @@ fn describe(m: &std::fs::Metadata) -> &'static str {
 }
 
 impl Dir {
-    /// Opens the store directory `path`, creating it (and missing parents).
-    pub(crate) fn open_store(path: &Path) -> Result<Dir> {
+    /// Opens the store directory `path`, creating it (and missing parents). `own` is for
+    /// narrowing Unix modes, which do not exist here.
+    pub(crate) fn open_store(path: &Path, own: fn(&str) -> bool) -> Result<Dir> {
+        let _ = own;
         create_private_dir(path)?;
         Self::checked(path)
     }

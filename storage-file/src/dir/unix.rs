@@ -71,9 +71,11 @@ impl Dir {
     /// Refused: a symbolic link (the last component: links higher up the path are the
     /// user's own layout), anything but a directory, a directory of another user (root
     /// included), one that group or others can write (they could swap files in it). One that
-    /// group or others can only read or enter is made 0700 (we own it, and narrowing it
-    /// breaks nothing: every file in it is 0600 already), with a warning.
-    pub(crate) fn open_store(path: &Path) -> Result<Dir> {
+    /// group or others can only read or enter is narrowed to 0700, with a warning, when it
+    /// holds nothing but entries `own` recognises (a fresh `mkdir`, or a store whose mode was
+    /// loosened: narrowing breaks nothing there); anything else there (a home directory, a
+    /// shared folder) makes it refused, since narrowing would change more than the store.
+    pub(crate) fn open_store(path: &Path, own: fn(&str) -> bool) -> Result<Dir> {
         create_private_dir(path)?;
         let fd = rfs::openat(rfs::CWD, path, DIR_FLAGS, Mode::empty())
             .map_err(|e| dir_open_error(path, e))?;
@@ -81,7 +83,7 @@ impl Dir {
             path: path.to_owned(),
             fd,
         };
-        dir.check_private()?;
+        dir.check_private(own)?;
         Ok(dir)
     }
 
@@ -95,7 +97,8 @@ impl Dir {
             Err(e) => return Err(dir_open_error(&path, e)),
         };
         let dir = Dir { path, fd };
-        dir.check_private()?;
+        // Everything in a subdirectory of the store is the store's.
+        dir.check_private(|_| true)?;
         Ok(Some(dir))
     }
 
@@ -114,7 +117,7 @@ impl Dir {
         })
     }
 
-    fn check_private(&self) -> Result<()> {
+    fn check_private(&self, own: fn(&str) -> bool) -> Result<()> {
         let st = rfs::fstat(&self.fd).map_err(|e| io_error("stat", &self.path, e.into()))?;
         if st.st_uid != euid() {
             return Err(Error::PermissionDenied {
@@ -141,6 +144,18 @@ impl Dir {
             });
         }
         if mode.intersects(others) {
+            if let Some(foreign) = self.names()?.into_iter().find(|n| !own(n)) {
+                return Err(Error::PermissionDenied {
+                    backend: BACKEND,
+                    message: format!(
+                        "{} is readable by other users (mode {:o}) and holds more than a token store (`{}`); give the store a directory of its own, or chmod 700 it",
+                        self.path.display(),
+                        mode.bits() & 0o777,
+                        foreign.escape_debug()
+                    ),
+                    source: None,
+                });
+            }
             rfs::fchmod(&self.fd, mode.difference(others))
                 .map_err(|e| io_error("chmod", &self.path, e.into()))?;
             tracing::warn!(
