@@ -258,7 +258,6 @@
 //! [`StorageKey::encode`]: token_store_core::StorageKey::encode
 mod client;
 mod config;
-mod layered;
 mod store;
 
 use token_store_core::{Result, StoreUrl, TokenStore};
@@ -272,7 +271,7 @@ pub use store::{MAX_VALUE_SIZE, VaultStore};
 /// encryption layer when it has a key. With AppRole it logs in first.
 pub async fn open(config: VaultConfig) -> Result<TokenStore> {
     let store = VaultStore::open(&config).await?;
-    layered::assemble(store, &config.common, config.to_string()).await
+    token_store_core::layers::assemble(store, &config.common, &config).await
 }
 
 /// Opens the store a `vault://` / `vaults://` URL names (see the crate docs for the grammar).
