@@ -45,7 +45,7 @@ impl Dir {
     }
 
     /// The path of `name` in this directory, for messages.
-    pub(crate) fn display(&self, name: &str) -> PathBuf {
+    pub(crate) fn path_of(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
 }

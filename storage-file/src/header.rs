@@ -27,7 +27,7 @@ pub(crate) fn read_header(dir: &Dir) -> Result<Option<StoreHeader>> {
 /// re-keying a store.
 pub(crate) fn write_header(dir: &Dir, header: &StoreHeader) -> Result<()> {
     dir.replace(HEADER_FILE, &header.to_bytes()?)
-        .map_err(|e| io_error("write", &dir.display(HEADER_FILE), e))
+        .map_err(|e| io_error("write", &dir.path_of(HEADER_FILE), e))
 }
 
 pub(crate) fn missing_header() -> Error {
@@ -71,7 +71,7 @@ impl HeaderCache {
         let id = match dir.file_id(HEADER_FILE) {
             Ok(id) => id,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing_header()),
-            Err(e) => return Err(io_error("stat", &dir.display(HEADER_FILE), e)),
+            Err(e) => return Err(io_error("stat", &dir.path_of(HEADER_FILE), e)),
         };
         if let Some(id) = id
             && let Some(cached) = self.lock().as_ref()
@@ -198,7 +198,7 @@ fn remove_all(dir: &Dir, doomed: impl Fn(&str) -> bool) -> Result<()> {
     let mut changed = false;
     for name in dir.names()?.into_iter().filter(|n| doomed(n)) {
         dir.remove_tree(&name)
-            .map_err(|e| io_error("remove", &dir.display(&name), e))?;
+            .map_err(|e| io_error("remove", &dir.path_of(&name), e))?;
         changed = true;
     }
     if changed {

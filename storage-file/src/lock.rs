@@ -20,7 +20,7 @@ pub(crate) struct FileLock<'a>(&'a File);
 impl<'a> FileLock<'a> {
     pub(crate) fn acquire(file: &'a File, dir: &Dir) -> Result<Self> {
         file.lock()
-            .map_err(|e| io_error("lock", &dir.display(LOCK_FILE), e))?;
+            .map_err(|e| io_error("lock", &dir.path_of(LOCK_FILE), e))?;
         Ok(FileLock(file))
     }
 }

@@ -123,7 +123,7 @@ pub(crate) fn write_locked(
     keyed
         .data
         .replace(&name, &file)
-        .map_err(|e| io_error("write", &keyed.data.display(&name), e))?;
+        .map_err(|e| io_error("write", &keyed.data.path_of(&name), e))?;
     Ok(version)
 }
 
@@ -142,7 +142,7 @@ pub(crate) fn remove_locked(
     keyed
         .data
         .remove(&name)
-        .map_err(|e| io_error("remove", &keyed.data.display(&name), e))?;
+        .map_err(|e| io_error("remove", &keyed.data.path_of(&name), e))?;
     Ok(!matches!(current, Current::Expired))
 }
 
@@ -203,7 +203,7 @@ pub(crate) fn sweep_locked(keyed: &Keyed, expired: &[(String, Version)]) -> Resu
             keyed
                 .data
                 .remove(name)
-                .map_err(|e| io_error("remove", &keyed.data.display(name), e))?;
+                .map_err(|e| io_error("remove", &keyed.data.path_of(name), e))?;
         }
     }
     Ok(())

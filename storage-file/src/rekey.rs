@@ -100,7 +100,7 @@ fn copy_reencrypted(old: &Keyed, cipher: &Cipher, new_dir: &Dir) -> Result<usize
         )?;
         new_dir
             .create(&new_name, &sealed)
-            .map_err(|e| io_error("write", &new_dir.display(&new_name), e))?;
+            .map_err(|e| io_error("write", &new_dir.path_of(&new_name), e))?;
         count += 1;
     }
     new_dir

@@ -476,3 +476,44 @@ fn planted_fifos_sockets_and_links_never_hang_get_or_list() {
             .is_fifo()
     );
 }
+
+/// Cleaning up after a crash (a leftover record directory of an interrupted re-key, temporary
+/// files) removes what is in the store and nothing a link there points to.
+#[test]
+fn cleanup_removes_leftovers_without_following_links() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key_file = tmp.path().join("key");
+    let dir = tmp.path().join("s");
+    run(
+        "open",
+        common::open_owned(dir.clone(), KeySource::KeyFile(key_file.clone())),
+    )
+    .unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("precious"), b"precious").unwrap();
+
+    let leftover = dir.join(format!("d-{}", "ab".repeat(16)));
+    std::fs::create_dir_all(leftover.join("nested/deeper")).unwrap();
+    std::fs::write(leftover.join("f"), b"x").unwrap();
+    std::fs::write(leftover.join("nested/deeper/g"), b"x").unwrap();
+    symlink(&outside, leftover.join("link-to-dir")).unwrap();
+    symlink(outside.join("precious"), leftover.join("link-to-file")).unwrap();
+    mkfifo(&leftover.join("fifo"));
+    symlink(&outside, dir.join(".tmp-0123456789abcdef")).unwrap();
+    let (_, records) = common::store_cipher(&dir, &key_file);
+    mkfifo(&records.join(".tmp-fedcba9876543210"));
+
+    run(
+        "reopen",
+        common::open_owned(dir.clone(), KeySource::KeyFile(key_file.clone())),
+    )
+    .unwrap();
+    assert!(!leftover.exists(), "the leftover record directory stayed");
+    assert!(std::fs::symlink_metadata(dir.join(".tmp-0123456789abcdef")).is_err());
+    assert!(std::fs::symlink_metadata(records.join(".tmp-fedcba9876543210")).is_err());
+    assert_eq!(
+        std::fs::read(outside.join("precious")).unwrap(),
+        b"precious"
+    );
+}

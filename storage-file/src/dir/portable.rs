@@ -53,7 +53,7 @@ impl Dir {
 
     /// Opens the subdirectory `name`; `None` when it does not exist.
     pub(crate) fn subdir(&self, name: &str) -> Result<Option<Dir>> {
-        let path = self.display(name);
+        let path = self.path_of(name);
         match std::fs::symlink_metadata(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             _ => Self::checked(&path).map(Some),
@@ -62,14 +62,14 @@ impl Dir {
 
     /// Creates the subdirectory `name` (or takes the existing one) and opens it.
     pub(crate) fn create_subdir(&self, name: &str) -> Result<Dir> {
-        let path = self.display(name);
+        let path = self.path_of(name);
         create_private_dir(&path)?;
         Self::checked(&path)
     }
 
     /// Opens (creating) the lock file `name`; a link or a non-file is refused.
     pub(crate) fn lock_file(&self, name: &str) -> Result<File> {
-        let path = self.display(name);
+        let path = self.path_of(name);
         if let Ok(meta) = std::fs::symlink_metadata(&path)
             && !meta.is_file()
         {
@@ -85,7 +85,7 @@ impl Dir {
         max: usize,
         label: &dyn fmt::Display,
     ) -> Result<Option<ReadFile>> {
-        let path = self.display(name);
+        let path = self.path_of(name);
         match std::fs::symlink_metadata(&path) {
             Ok(m) if !m.is_file() => return Err(not_regular(label, describe(&m))),
             Ok(_) => {}
@@ -114,30 +114,30 @@ impl Dir {
 
     /// No file identity here: callers read the file every time.
     pub(crate) fn file_id(&self, name: &str) -> io::Result<Option<FileId>> {
-        std::fs::symlink_metadata(self.display(name)).map(|_| None)
+        std::fs::symlink_metadata(self.path_of(name)).map(|_| None)
     }
 
     /// Creates the new file `name` holding `bytes`, synced.
     pub(crate) fn create(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         use std::io::Write;
-        let mut file = create_private_file(&self.display(name))?;
+        let mut file = create_private_file(&self.path_of(name))?;
         file.write_all(bytes)?;
         file.sync_all()
     }
 
     /// Replaces `name` with `bytes` atomically and durably.
     pub(crate) fn replace(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        write_atomic(&self.display(name), bytes)
+        write_atomic(&self.path_of(name), bytes)
     }
 
     /// Removes the file `name` durably; returns whether it existed.
     pub(crate) fn remove(&self, name: &str) -> io::Result<bool> {
-        remove_durable(&self.display(name))
+        remove_durable(&self.path_of(name))
     }
 
     /// Removes `name` and, when it is a directory, what it holds.
     pub(crate) fn remove_tree(&self, name: &str) -> io::Result<()> {
-        let path = self.display(name);
+        let path = self.path_of(name);
         match std::fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
             Ok(_) => std::fs::remove_file(&path),

@@ -90,7 +90,7 @@ impl Dir {
     /// Opens the subdirectory `name` with the checks of [`Dir::open_store`]; `None` when
     /// it does not exist.
     pub(crate) fn subdir(&self, name: &str) -> Result<Option<Dir>> {
-        let path = self.display(name);
+        let path = self.path_of(name);
         let fd = match rfs::openat(&self.fd, name, DIR_FLAGS, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(None),
@@ -106,12 +106,12 @@ impl Dir {
     pub(crate) fn create_subdir(&self, name: &str) -> Result<Dir> {
         match rfs::mkdirat(&self.fd, name, Mode::RWXU) {
             Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(io_error("create", &self.display(name), e.into())),
+            Err(e) => return Err(io_error("create", &self.path_of(name), e.into())),
         }
         self.subdir(name)?.ok_or_else(|| {
             io_error(
                 "open",
-                &self.display(name),
+                &self.path_of(name),
                 io::Error::from(io::ErrorKind::NotFound),
             )
         })
@@ -171,7 +171,7 @@ impl Dir {
     /// file, or a file of another user is refused: locking it would create or touch a file
     /// elsewhere.
     pub(crate) fn lock_file(&self, name: &str) -> Result<File> {
-        let path = self.display(name);
+        let path = self.path_of(name);
         let flags =
             OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let fd = rfs::openat(&self.fd, name, flags, PRIVATE_FILE).map_err(|e| match e {
@@ -207,7 +207,7 @@ impl Dir {
         max: usize,
         label: &dyn fmt::Display,
     ) -> Result<Option<ReadFile>> {
-        let path = self.display(name);
+        let path = self.path_of(name);
         let fd = match rfs::openat(&self.fd, name, READ_FLAGS, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(None),
@@ -319,16 +319,21 @@ fn remove_tree_at<P: rustix::path::Arg + Copy>(
         }
         Err(e) => return Err(e.into()),
     };
+    // Names first, then removals: a directory changed while it is being read may list
+    // some entries twice or not at all.
+    let mut children = Vec::new();
     for entry in rfs::Dir::read_from(&fd)? {
         let entry = entry?;
-        let child = entry.file_name().to_bytes();
-        if child == b"." || child == b".." {
-            continue;
+        let child = entry.file_name();
+        if child != c"." && child != c".." {
+            children.push(child.to_owned());
         }
-        match rfs::unlinkat(&fd, entry.file_name(), AtFlags::empty()) {
+    }
+    for child in &children {
+        match rfs::unlinkat(&fd, child.as_c_str(), AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT) => {}
             Err(Errno::ISDIR | Errno::PERM) if depth < MAX_DEPTH => {
-                remove_tree_at(fd.as_fd(), entry.file_name(), depth + 1)?;
+                remove_tree_at(fd.as_fd(), child.as_c_str(), depth + 1)?;
             }
             Err(e) => return Err(e.into()),
         }
