@@ -67,7 +67,7 @@ impl HeaderCache {
     ///
     /// One `stat` when it is the file read last time; a changed file is read and parsed
     /// again. A missing or unreadable header is an error, as when it was read every time.
-    pub(crate) fn names(&self, dir: &Dir, records: &str) -> Result<bool> {
+    pub(crate) fn still_names(&self, dir: &Dir, records: &str) -> Result<bool> {
         let id = match dir.file_id(HEADER_FILE) {
             Ok(id) => id,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing_header()),

@@ -135,7 +135,7 @@ impl Inner {
 
     /// Whether `keyed` is still the store's key (no re-key replaced it).
     pub(crate) fn is_current(&self, keyed: &Keyed) -> Result<bool> {
-        self.header.names(&self.dir, &keyed.records)
+        self.header.still_names(&self.dir, &keyed.records)
     }
 }
 
