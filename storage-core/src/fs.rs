@@ -22,7 +22,18 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
             Ok(()) => {}
             Err(e) => return Err(io_config(dir, "cannot create directory", e)),
         }
-        let meta = std::fs::metadata(dir).map_err(|e| io_config(dir, "cannot stat", e))?;
+        // lstat: a symbolic link in place of the directory could be pointed elsewhere later.
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| io_config(dir, "cannot stat", e))?;
+        if meta.file_type().is_symlink() {
+            return Err(Error::PermissionDenied {
+                backend: "filesystem",
+                message: format!(
+                    "{} is a symbolic link; refusing to keep tokens behind it (give the real path)",
+                    dir.display()
+                ),
+                source: None,
+            });
+        }
         if !meta.is_dir() {
             return Err(Error::config(format!(
                 "{} is not a directory",
@@ -58,6 +69,51 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
     #[cfg(not(unix))]
     {
         std::fs::create_dir_all(dir).map_err(|e| io_config(dir, "cannot create directory", e))
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_dirs_refuse_symlinks_and_shared_writes() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = std::env::temp_dir().join(format!("ts-fs-{}", std::process::id()));
+        let real = tmp.join("real");
+        create_private_dir(&real).unwrap();
+        let link = tmp.join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = create_private_dir(&link).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        let shared = tmp.join("shared");
+        create_private_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(create_private_dir(&shared).is_err());
+        // Secret files: a 0644 key file and a symlink to a good one are refused, a FIFO
+        // does not block, and the read is bounded.
+        let key = real.join("key");
+        std::fs::write(&key, [1u8; 32]).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(read_private_file(&key, 32, "key file").unwrap_err().to_string().contains("chmod 600"));
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_private_file(&key, 32, "key file").unwrap().len(), 32);
+        let key_link = real.join("key-link");
+        std::os::unix::fs::symlink(&key, &key_link).unwrap();
+        assert!(read_private_file(&key_link, 32, "key file").is_err());
+        assert!(read_private_file(Path::new("/dev/zero"), 32, "key file").is_err());
+        let big = real.join("big");
+        std::fs::write(&big, vec![0u8; 100]).unwrap();
+        std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(read_private_file(&big, 32, "key file").is_err());
+        let fifo = real.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let started = std::time::Instant::now();
+            assert!(read_private_file(&fifo, 32, "key file").is_err());
+            assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
     }
 }
 
