@@ -95,7 +95,12 @@ mod tests {
         let key = real.join("key");
         std::fs::write(&key, [1u8; 32]).unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(read_private_file(&key, 32, "key file").unwrap_err().to_string().contains("chmod 600"));
+        assert!(
+            read_private_file(&key, 32, "key file")
+                .unwrap_err()
+                .to_string()
+                .contains("chmod 600")
+        );
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_private_file(&key, 32, "key file").unwrap().len(), 32);
         let key_link = real.join("key-link");
