@@ -1,4 +1,5 @@
 use super::*;
+use token_store_core::Error;
 
 fn parse(u: &str) -> RedisConfig {
     RedisConfig::from_url(&StoreUrl::parse(u).unwrap()).unwrap()
