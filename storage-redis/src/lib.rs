@@ -217,13 +217,12 @@
 mod config;
 mod conn;
 mod errors;
-mod layered;
 mod scan;
 mod scripts;
 mod store;
 mod tls;
 
-use token_store_core::{Result, StoreUrl, TokenStore};
+use token_store_core::{Result, StoreUrl, TokenStore, layers};
 
 pub use config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_VALUE_SIZE, DEFAULT_PREFIX, DEFAULT_TIMEOUT, RedisConfig,
@@ -236,7 +235,7 @@ pub use store::RedisStore;
 /// `common.key` is set.
 pub async fn open(config: RedisConfig) -> Result<TokenStore> {
     let store = RedisStore::open(&config).await?;
-    layered::assemble(store, &config.common, config.name()).await
+    layers::assemble(store, &config.common, &config).await
 }
 
 /// Opens the store a `redis://`, `rediss://`, `redis+cluster://` or `redis+sentinel://` URL
