@@ -89,7 +89,7 @@ struct Server {
 
 fn random() -> String {
     let mut b = [0u8; 16];
-    token_store_core::crypto::fill_random(&mut b).unwrap_or_default();
+    token_store_core::backend::fill_random(&mut b).unwrap_or_default();
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
@@ -138,7 +138,7 @@ fn form(s: &str) -> HashMap<String, String> {
         .filter_map(|p| p.split_once('='))
         .map(|(k, v)| {
             let d = |x: &str| {
-                token_store_core::percent_decode(&x.replace('+', " ")).unwrap_or_default()
+                token_store_core::backend::percent_decode(&x.replace('+', " ")).unwrap_or_default()
             };
             (d(k), d(v))
         })
@@ -178,7 +178,8 @@ impl Server {
             let decoded = String::from_utf8(decode_base64(basic)).unwrap_or_default();
             if let Some((i, s)) = decoded.split_once(':') {
                 let d = |x: &str| {
-                    token_store_core::percent_decode(&x.replace('+', " ")).unwrap_or_default()
+                    token_store_core::backend::percent_decode(&x.replace('+', " "))
+                        .unwrap_or_default()
                 };
                 (id, secret) = (Some(d(i)), Some(d(s)));
             }
@@ -302,10 +303,10 @@ impl Server {
                 let location = format!(
                     "{}?code={code}&state={}&iss={}",
                     q.get("redirect_uri").cloned().unwrap_or_default(),
-                    token_store_core::percent_encode(
+                    token_store_core::backend::percent_encode(
                         q.get("state").map(String::as_str).unwrap_or_default()
                     ),
-                    token_store_core::percent_encode(base),
+                    token_store_core::backend::percent_encode(base),
                 );
                 Response::builder()
                     .status(StatusCode::FOUND)

@@ -13,13 +13,11 @@
 //! every later run, in this or any other process sharing the store, reconnects without one,
 //! and refreshes are coordinated across all of them.
 
-use std::sync::Arc;
-
 use rmcp::ServiceExt;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::auth::{AuthClient, AuthorizationManager};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use token_store_core::{RawStore, StoreUrl, TokenKey};
+use token_store_core::{StoreUrl, TokenKey, TokenStore};
 use token_store_rmcp::{RmcpCredentialStore, RmcpStateStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -30,7 +28,7 @@ const REDIRECT_URI: &str = "http://127.0.0.1:8765/callback";
 
 /// Opens the store a URL names with the backend crates' `open_url` (the `token-store`
 /// facade's `open` does the same for every backend it was built with).
-async fn open_store(url: &str) -> Result<Arc<dyn RawStore>, BoxError> {
+async fn open_store(url: &str) -> Result<TokenStore, BoxError> {
     let url = StoreUrl::parse(url)?;
     Ok(match url.scheme() {
         "sqlite" => token_store_sqlite::open_url(&url).await?,
@@ -61,7 +59,8 @@ async fn wait_for_callback() -> Result<(String, String, Option<String>), BoxErro
         let param = |name: &str| {
             query.split('&').find_map(|pair| {
                 let (k, v) = pair.split_once('=')?;
-                (k == name).then(|| token_store_core::percent_decode(&v.replace('+', " ")))?
+                (k == name)
+                    .then(|| token_store_core::backend::percent_decode(&v.replace('+', " ")))?
             })
         };
         let body = "Logged in. You can close this window.";
@@ -99,7 +98,7 @@ async fn main() -> Result<(), BoxError> {
         .ok_or("give a store URL as the second argument or in TOKEN_STORE_URL")?;
     let store = open_store(&store_url).await?;
 
-    let credentials = RmcpCredentialStore::new(store.clone(), TokenKey::for_server(&server));
+    let credentials = RmcpCredentialStore::new(store.clone(), TokenKey::for_server(&server))?;
     // Several processes sharing the store each refresh once more after waiting for the
     // refresh guard (rmcp 3.11 does not re-check). To make that one refresh per expiry, build
     // the manager with

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oauth2::basic::BasicTokenType;
@@ -15,9 +14,10 @@ use rmcp::transport::auth::{
     VendorExtraTokenFields,
 };
 use serde_json::{Value, json};
+use token_store_core::backend::unix_now;
 use token_store_core::{
-    AuthState, ClientRegistration, KeyKind, LeaseOptions, ListFilter, MemoryStore, Precondition,
-    RawStore, TokenKey, TokenManager, TokenRecord, TokenStore, unix_now,
+    AuthState, ClientRegistration, KeyKind, LeaseOptions, ListFilter, Precondition, TokenKey,
+    TokenManager, TokenRecord, TokenStore,
 };
 use token_store_rmcp::{RmcpCredentialStore, RmcpStateStore};
 
@@ -71,7 +71,7 @@ fn json_of(c: &StoredCredentials) -> Value {
     serde_json::to_value(c).unwrap()
 }
 
-async fn sqlite(dir: &std::path::Path) -> Arc<dyn RawStore> {
+async fn sqlite(dir: &std::path::Path) -> TokenStore {
     common::open_store(&format!("sqlite://{}", dir.join("t.db").display())).await
 }
 
@@ -83,6 +83,7 @@ async fn every_field_survives_a_restart_and_secrets_are_stored_once() {
     {
         let store = sqlite(dir.path()).await;
         RmcpCredentialStore::new(store, key())
+            .unwrap()
             .save(original.clone())
             .await
             .unwrap();
@@ -90,6 +91,7 @@ async fn every_field_survives_a_restart_and_secrets_are_stored_once() {
     // A restart: a new process opens the same database.
     let store = sqlite(dir.path()).await;
     let loaded = RmcpCredentialStore::new(store.clone(), key())
+        .unwrap()
         .load()
         .await
         .unwrap()
@@ -102,11 +104,7 @@ async fn every_field_survives_a_restart_and_secrets_are_stored_once() {
     );
 
     // Other tools see a plain token record.
-    let record = TokenStore::get(&store, &key())
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let record = store.get(&key()).await.unwrap().unwrap().value;
     assert_eq!(record.access_token.expose(), "AT-secret-value");
     assert_eq!(
         record.refresh_token.as_ref().unwrap().expose(),
@@ -136,7 +134,12 @@ async fn every_field_survives_a_restart_and_secrets_are_stored_once() {
     assert!(!record.is_expired(Duration::from_secs(60)));
 
     // Each secret is stored exactly once.
-    let raw = store.read(&key().storage_key()).await.unwrap().unwrap();
+    let raw = store
+        .raw()
+        .read(&key().storage_key())
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8(raw.value.to_vec()).unwrap();
     for secret in ["AT-secret-value", "RT-secret-value", "ID-secret-value"] {
         assert_eq!(text.matches(secret).count(), 1, "{secret} in {text}");
@@ -145,8 +148,8 @@ async fn every_field_survives_a_restart_and_secrets_are_stored_once() {
 
 #[tokio::test]
 async fn absent_optional_fields_round_trip_too() {
-    let store: Arc<dyn RawStore> = Arc::new(MemoryStore::new());
-    let adapter = RmcpCredentialStore::new(store.clone(), key());
+    let store = TokenStore::in_memory();
+    let adapter = RmcpCredentialStore::new(store.clone(), key()).unwrap();
     let cases = [
         // Legacy credentials without token_received_at: rmcp does not check their expiry.
         StoredCredentials::new(
@@ -173,6 +176,7 @@ async fn absent_optional_fields_round_trip_too() {
     for case in cases {
         adapter.save(case.clone()).await.unwrap();
         let loaded = RmcpCredentialStore::new(store.clone(), key())
+            .unwrap()
             .load()
             .await
             .unwrap()
@@ -183,8 +187,8 @@ async fn absent_optional_fields_round_trip_too() {
 
 #[tokio::test]
 async fn tokenless_credentials_and_clear() {
-    let store: Arc<dyn RawStore> = Arc::new(MemoryStore::new());
-    let adapter = RmcpCredentialStore::new(store.clone(), key());
+    let store = TokenStore::in_memory();
+    let adapter = RmcpCredentialStore::new(store.clone(), key()).unwrap();
     assert!(adapter.load().await.unwrap().is_none());
     // What rmcp saves when a portable (CIMD) client id outlives an issuer change.
     let tokenless =
@@ -196,10 +200,11 @@ async fn tokenless_credentials_and_clear() {
         .unwrap();
     adapter.save(tokenless.clone()).await.unwrap();
     assert!(
-        TokenStore::get(&store, &key()).await.unwrap().is_none(),
+        store.get(&key()).await.unwrap().is_none(),
         "old tokens must go"
     );
     let loaded = RmcpCredentialStore::new(store.clone(), key())
+        .unwrap()
         .load()
         .await
         .unwrap()
@@ -225,8 +230,8 @@ async fn tokenless_credentials_and_clear() {
 
 #[tokio::test]
 async fn records_of_other_tools_load_with_their_expiry_and_the_registered_client() {
-    let store: Arc<dyn RawStore> = Arc::new(MemoryStore::new());
-    let adapter = RmcpCredentialStore::new(store.clone(), key());
+    let store = TokenStore::in_memory();
+    let adapter = RmcpCredentialStore::new(store.clone(), key()).unwrap();
     adapter
         .save_client_secret("registered-client", "s3cret")
         .await
@@ -236,9 +241,7 @@ async fn records_of_other_tools_load_with_their_expiry_and_the_registered_client
         .with_refresh_token("foreign-rt")
         .expires_in(Duration::from_secs(100));
     record.obtained_at = unix_now() - 50.0;
-    TokenStore::put(&store, &key(), &record, Precondition::Any)
-        .await
-        .unwrap();
+    store.put(&key(), &record, Precondition::Any).await.unwrap();
     let loaded = adapter.load().await.unwrap().unwrap();
     assert_eq!(loaded.client_id, "registered-client");
     let response = loaded.token_response.unwrap();
@@ -254,15 +257,12 @@ async fn records_of_other_tools_load_with_their_expiry_and_the_registered_client
         .save(full_credentials(unix_now() as u64 - 100))
         .await
         .unwrap();
-    let mut refreshed = TokenStore::get(&store, &key())
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let mut refreshed = store.get(&key()).await.unwrap().unwrap().value;
     refreshed.access_token = "refreshed-at".into();
     refreshed.obtained_at = unix_now();
     refreshed.expires_at = Some(unix_now() + 3600.0);
-    TokenStore::put(&store, &key(), &refreshed, Precondition::Any)
+    store
+        .put(&key(), &refreshed, Precondition::Any)
         .await
         .unwrap();
     let loaded = adapter.load().await.unwrap().unwrap();
@@ -275,7 +275,7 @@ async fn records_of_other_tools_load_with_their_expiry_and_the_registered_client
 async fn the_client_secret_is_kept_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let adapter = RmcpCredentialStore::new(sqlite(dir.path()).await, key());
+        let adapter = RmcpCredentialStore::new(sqlite(dir.path()).await, key()).unwrap();
         let config = OAuthClientConfig::new("dcr-client", "http://127.0.0.1:8765/callback")
             .with_client_secret("dcr-secret")
             .with_scopes(vec!["read".into(), "write".into()]);
@@ -286,7 +286,7 @@ async fn the_client_secret_is_kept_across_restarts() {
             .unwrap();
         assert!(!format!("{adapter:?}").contains("secret-value"));
     }
-    let adapter = RmcpCredentialStore::new(sqlite(dir.path()).await, key());
+    let adapter = RmcpCredentialStore::new(sqlite(dir.path()).await, key()).unwrap();
     let config = adapter
         .client_config("http://127.0.0.1:1/cb")
         .await
@@ -315,8 +315,8 @@ async fn the_client_secret_is_kept_across_restarts() {
 
 #[tokio::test]
 async fn a_rejected_refresh_token_deletes_only_its_own_version() {
-    let store: Arc<dyn RawStore> = Arc::new(MemoryStore::new());
-    let adapter = RmcpCredentialStore::new(store.clone(), key());
+    let store = TokenStore::in_memory();
+    let adapter = RmcpCredentialStore::new(store.clone(), key()).unwrap();
     let loser = StoredCredentials::new(
         "c".into(),
         Some(response("at-0", Some("rt-0"), Some(3600))),
@@ -359,11 +359,13 @@ fn short_lease(ttl_ms: u64, wait_ms: u64) -> LeaseOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_refresh_guard_excludes_a_second_guard_until_released_or_expired() {
-    let store: Arc<dyn RawStore> = Arc::new(MemoryStore::new());
-    let a =
-        RmcpCredentialStore::new(store.clone(), key()).with_lease_options(short_lease(10_000, 200));
-    let b =
-        RmcpCredentialStore::new(store.clone(), key()).with_lease_options(short_lease(10_000, 200));
+    let store = TokenStore::in_memory();
+    let a = RmcpCredentialStore::new(store.clone(), key())
+        .unwrap()
+        .with_lease_options(short_lease(10_000, 200));
+    let b = RmcpCredentialStore::new(store.clone(), key())
+        .unwrap()
+        .with_lease_options(short_lease(10_000, 200));
 
     let guard = a.acquire_refresh_guard().await.unwrap().unwrap();
     let started = Instant::now();
@@ -373,7 +375,7 @@ async fn the_refresh_guard_excludes_a_second_guard_until_released_or_expired() {
 
     // The same lease TokenManager takes: a TokenManager user is excluded too.
     let lease = token_store_core::Lease::acquire(
-        store.clone(),
+        &store,
         &TokenManager::lease_name(&key()),
         &short_lease(1000, 50),
     )
@@ -390,8 +392,9 @@ async fn the_refresh_guard_excludes_a_second_guard_until_released_or_expired() {
     );
 
     // A holder that dies: its lease expires after the TTL.
-    let dying =
-        RmcpCredentialStore::new(store.clone(), key()).with_lease_options(short_lease(400, 2000));
+    let dying = RmcpCredentialStore::new(store.clone(), key())
+        .unwrap()
+        .with_lease_options(short_lease(400, 2000));
     drop(again);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let held = dying.acquire_refresh_guard().await.unwrap().unwrap();
@@ -403,7 +406,9 @@ async fn the_refresh_guard_excludes_a_second_guard_until_released_or_expired() {
         taken.is_err(),
         "a 200 ms wait must not outlast a 400 ms lease"
     );
-    let c = RmcpCredentialStore::new(store, key()).with_lease_options(short_lease(400, 2000));
+    let c = RmcpCredentialStore::new(store, key())
+        .unwrap()
+        .with_lease_options(short_lease(400, 2000));
     let _taken = c.acquire_refresh_guard().await.unwrap().unwrap();
     assert!(
         started.elapsed() >= Duration::from_millis(300),
@@ -413,8 +418,8 @@ async fn the_refresh_guard_excludes_a_second_guard_until_released_or_expired() {
 
 #[tokio::test]
 async fn a_save_under_the_guard_never_overwrites_a_writer_that_bypassed_it() {
-    let store: Arc<dyn RawStore> = Arc::new(MemoryStore::new());
-    let adapter = RmcpCredentialStore::new(store.clone(), key());
+    let store = TokenStore::in_memory();
+    let adapter = RmcpCredentialStore::new(store.clone(), key()).unwrap();
     let old = StoredCredentials::new(
         "c".into(),
         Some(response("at-0", Some("rt-0"), Some(1))),
@@ -434,6 +439,7 @@ async fn a_save_under_the_guard_never_overwrites_a_writer_that_bypassed_it() {
         Some(unix_now() as u64),
     );
     RmcpCredentialStore::new(store.clone(), key())
+        .unwrap()
         .save(login)
         .await
         .unwrap();
@@ -503,7 +509,7 @@ async fn after_a_restart_rmcp_sees_the_expiry_and_refreshes_instead_of_sending_a
     {
         // Before the restart: rmcp saved a token that lived 1 s, received 10 s ago, and the
         // secret of the (confidential, dynamically registered) client.
-        let adapter = RmcpCredentialStore::new(sqlite(dir.path()).await, key());
+        let adapter = RmcpCredentialStore::new(sqlite(dir.path()).await, key()).unwrap();
         let creds = StoredCredentials::new(
             "dcr-client".into(),
             Some(response(&at, Some(&rt), Some(1))),
@@ -519,7 +525,7 @@ async fn after_a_restart_rmcp_sees_the_expiry_and_refreshes_instead_of_sending_a
     }
 
     // After: a new process, a new adapter over the reopened store.
-    let adapter = RmcpCredentialStore::new(sqlite(dir.path()).await, key());
+    let adapter = RmcpCredentialStore::new(sqlite(dir.path()).await, key()).unwrap();
     let loaded = adapter.load().await.unwrap().unwrap();
     let response = loaded.token_response.as_ref().unwrap();
     let elapsed = unix_now() as u64 - loaded.token_received_at.unwrap();
@@ -548,11 +554,7 @@ async fn after_a_restart_rmcp_sees_the_expiry_and_refreshes_instead_of_sending_a
         "the client secret was not restored"
     );
     // The refreshed credentials were written back, readable by everyone.
-    let record = TokenStore::get(adapter.store(), &key())
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let record = adapter.store().get(&key()).await.unwrap().unwrap().value;
     assert_eq!(record.access_token.expose(), token);
     assert!(!record.is_expired(Duration::from_secs(60)));
     // And the next call uses them without refreshing.
@@ -566,7 +568,7 @@ async fn two_rmcp_managers_refreshing_at_once_never_reuse_a_refresh_token() {
     // refreshes with the now rotated token through rmcp's own flow. B's guard makes B load
     // A's tokens, so B refreshes with the valid token: no reuse, nothing deleted.
     let server = common::OAuthServer::start(Duration::from_millis(20), None).await;
-    let store: Arc<dyn RawStore> = Arc::new(MemoryStore::new());
+    let store = TokenStore::in_memory();
     let (at, rt) = server.login();
     let creds = StoredCredentials::new(
         "pub".into(),
@@ -575,11 +577,20 @@ async fn two_rmcp_managers_refreshing_at_once_never_reuse_a_refresh_token() {
         Some(1_000),
     );
     RmcpCredentialStore::new(store.clone(), key())
+        .unwrap()
         .save(creds)
         .await
         .unwrap();
-    let mut a = manager(&server, RmcpCredentialStore::new(store.clone(), key())).await;
-    let mut b = manager(&server, RmcpCredentialStore::new(store.clone(), key())).await;
+    let mut a = manager(
+        &server,
+        RmcpCredentialStore::new(store.clone(), key()).unwrap(),
+    )
+    .await;
+    let mut b = manager(
+        &server,
+        RmcpCredentialStore::new(store.clone(), key()).unwrap(),
+    )
+    .await;
     a.configure_client(OAuthClientConfig::new("pub", "http://127.0.0.1/cb"))
         .unwrap();
     b.configure_client(OAuthClientConfig::new("pub", "http://127.0.0.1/cb"))
@@ -592,6 +603,7 @@ async fn two_rmcp_managers_refreshing_at_once_never_reuse_a_refresh_token() {
     // rmcp 3.11 re-refreshes after waiting for the guard: one or two refreshes, both valid.
     assert!((1..=2).contains(&counters.refreshed), "{counters:?}");
     let stored = RmcpCredentialStore::new(store, key())
+        .unwrap()
         .load()
         .await
         .unwrap()
@@ -607,7 +619,7 @@ async fn two_rmcp_managers_refreshing_at_once_never_reuse_a_refresh_token() {
 
 #[tokio::test]
 async fn states_are_one_time_expiring_shared_and_compatible_with_the_core() {
-    let store: Arc<dyn RawStore> = Arc::new(MemoryStore::new());
+    let store = TokenStore::in_memory();
     let states = RmcpStateStore::new(store.clone());
     let verifier =
         PkceCodeVerifier::new("verifier-secret-0123456789-abcdefghijklmnopqrstuvwxyz".into());
@@ -635,6 +647,7 @@ async fn states_are_one_time_expiring_shared_and_compatible_with_the_core() {
 
     // The CSRF value is stored only as a digest, never in clear.
     let raw_keys = store
+        .raw()
         .scan(KeyKind::State, &ListFilter::all())
         .await
         .unwrap();
@@ -649,17 +662,15 @@ async fn states_are_one_time_expiring_shared_and_compatible_with_the_core() {
     // Core interop both ways (the adapter's non-destructive read mirrors the core layout).
     let mut auth = AuthState::new("core-verifier");
     auth.expected_issuer = Some("https://as.example".into());
-    TokenStore::save_state(&store, "core-csrf", &auth, Duration::from_secs(60))
+    store
+        .save_state("core-csrf", &auth, Duration::from_secs(60))
         .await
         .unwrap();
     let loaded = states.load("core-csrf").await.unwrap().unwrap();
     assert_eq!(loaded.pkce_verifier, "core-verifier");
     assert_eq!(loaded.csrf_token, "core-csrf");
     states.save("rmcp-csrf", state.clone()).await.unwrap();
-    let taken = TokenStore::take_state(&store, "rmcp-csrf")
-        .await
-        .unwrap()
-        .unwrap();
+    let taken = store.take_state("rmcp-csrf").await.unwrap().unwrap();
     assert_eq!(taken.pkce_verifier.expose(), state.pkce_verifier);
     assert_eq!(taken.requested_scopes, ["read", "write"]);
 
@@ -677,9 +688,9 @@ async fn states_are_one_time_expiring_shared_and_compatible_with_the_core() {
 
 async fn coalescing_manager(
     server: &common::OAuthServer,
-    store: &Arc<dyn RawStore>,
+    store: &TokenStore,
 ) -> (AuthorizationManager, RmcpCredentialStore) {
-    let adapter = RmcpCredentialStore::new(store.clone(), key());
+    let adapter = RmcpCredentialStore::new(store.clone(), key()).unwrap();
     let http =
         adapter.coalescing_http_client(rmcp::transport::auth::default_oauth_http_client().unwrap());
     let mut m = AuthorizationManager::new_with_oauth_http_client(
@@ -702,7 +713,7 @@ async fn coalescing_manager(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_coalescing_client_answers_only_redundant_refreshes() {
     let server = common::OAuthServer::start(Duration::from_millis(50), None).await;
-    let store: Arc<dyn RawStore> = Arc::new(MemoryStore::new());
+    let store = TokenStore::in_memory();
     let (at, rt) = server.login();
     let expired = StoredCredentials::new(
         "pub".into(),
@@ -711,6 +722,7 @@ async fn the_coalescing_client_answers_only_redundant_refreshes() {
         Some(1_000),
     );
     RmcpCredentialStore::new(store.clone(), key())
+        .unwrap()
         .save(expired)
         .await
         .unwrap();
@@ -733,13 +745,11 @@ async fn the_coalescing_client_answers_only_redundant_refreshes() {
 
     // Changed by another process but about to expire itself: refreshed for real.
     b_adapter.load().await.unwrap();
-    let stored = TokenStore::get(&store, &key()).await.unwrap().unwrap();
+    let stored = store.get(&key()).await.unwrap().unwrap();
     let mut record = stored.value;
     record.expires_at = Some(unix_now() + 20.0);
     record.obtained_at += 1.0; // another writer
-    TokenStore::put(&store, &key(), &record, Precondition::Any)
-        .await
-        .unwrap();
+    store.put(&key(), &record, Precondition::Any).await.unwrap();
     b.refresh_token().await.unwrap();
     assert_eq!(server.counters().refreshed, 3);
     assert_eq!(server.counters().invalid_grant, 0);
@@ -751,7 +761,7 @@ async fn load_latency() {
     let dir = tempfile::tempdir().unwrap();
     for backend in ["sqlite", "file"] {
         let url = common::store_url(backend, dir.path()).unwrap();
-        let adapter = RmcpCredentialStore::new(common::open_store(&url).await, key());
+        let adapter = RmcpCredentialStore::new(common::open_store(&url).await, key()).unwrap();
         adapter
             .save(full_credentials(unix_now() as u64))
             .await

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use token_store_core::{RawStore, StoreUrl};
+use token_store_core::{StoreUrl, TokenStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -49,7 +49,7 @@ pub struct OAuthServer {
 
 fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
-    token_store_core::crypto::fill_random(&mut b).unwrap();
+    token_store_core::backend::fill_random(&mut b).unwrap();
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
@@ -76,11 +76,11 @@ pub fn base64(input: &[u8]) -> String {
 }
 
 fn form_decode(s: &str) -> String {
-    token_store_core::percent_decode(&s.replace('+', " ")).unwrap_or_default()
+    token_store_core::backend::percent_decode(&s.replace('+', " ")).unwrap_or_default()
 }
 
 fn form_encode(s: &str) -> String {
-    token_store_core::percent_encode(s)
+    token_store_core::backend::percent_encode(s)
 }
 
 pub fn parse_form(body: &str) -> HashMap<String, String> {
@@ -301,7 +301,7 @@ pub async fn post_form(url: &str, fields: &[(&str, &str)]) -> std::io::Result<(u
 }
 
 /// Opens a store by URL with the backend crates' `open_url`.
-pub async fn open_store(url: &str) -> Arc<dyn RawStore> {
+pub async fn open_store(url: &str) -> TokenStore {
     let parsed = StoreUrl::parse(url).unwrap();
     let store = match parsed.scheme() {
         "sqlite" => token_store_sqlite::open_url(&parsed).await,
