@@ -48,6 +48,25 @@ fn every_parameter_is_read_with_valid_values() {
     unsafe { std::env::set_var("TOKEN_STORE_REDIS_CONFIG_TEST_PASS", "pw") };
     let c = parse("redis://h/?passphrase_env=TOKEN_STORE_REDIS_CONFIG_TEST_PASS");
     assert!(matches!(c.common.key, Some(KeySource::Passphrase(_))));
+    let passphrase_file = dir.join(format!("redis-config-test-{}.pass", std::process::id()));
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&passphrase_file)
+            .unwrap();
+        f.write_all(b"correct horse\n").unwrap();
+    }
+    let c = parse(&format!(
+        "redis+sentinel://s:1/m?passphrase_file={}",
+        passphrase_file.display()
+    ));
+    assert!(matches!(c.common.key, Some(KeySource::Passphrase(_))));
+    std::fs::remove_file(&passphrase_file).unwrap();
 
     // Defaults: the per-call limit is on unless changed.
     let c = parse("redis://h:1");
