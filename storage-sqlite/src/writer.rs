@@ -28,6 +28,8 @@ pub(crate) struct Writer {
     sweep_interval: Duration,
     last_sweep_ms: Option<i64>,
     busy_timeout: Duration,
+    /// A row was deleted since the last scrub: its bytes may still be in the WAL.
+    deleted: bool,
 }
 
 impl Writer {
@@ -49,6 +51,7 @@ impl Writer {
             sweep_interval: config.sweep_interval,
             last_sweep_ms: None,
             busy_timeout: config.busy_timeout,
+            deleted: false,
         };
         writer.setup(config)?;
         migrate(&mut writer.conn, &writer.path)?;
@@ -65,9 +68,17 @@ impl Writer {
         // or a hostile statement cannot corrupt the file through this connection.
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
             .map_err(at(path, "cannot enable defensive mode"))?;
-        // Freed pages are overwritten, so deleted tokens do not linger in the main file.
-        conn.pragma_update(None, "secure_delete", "ON")
+        // Freed cells and pages are zeroed in every page written from now on, so a deleted
+        // token is not in the page images that reach the WAL and, by checkpoint, the main
+        // file. Checked, not assumed: the scrub relies on it.
+        let secure: i64 = conn
+            .pragma_update_and_check(None, "secure_delete", "ON", |r| r.get(0))
             .map_err(at(path, "cannot enable secure_delete"))?;
+        if secure != 1 {
+            return Err(Error::config(format!(
+                "{path}: SQLite refused secure_delete (it is {secure}); deleted tokens would stay in the file"
+            )));
+        }
         identify(conn, path)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
@@ -149,6 +160,7 @@ impl Writer {
         if let Some(n) = swept {
             self.last_sweep_ms = Some(now);
             if n > 0 {
+                self.deleted = true;
                 tracing::debug!(path = %self.path, swept = n, "removed expired records");
             }
         }
@@ -160,6 +172,7 @@ impl Writer {
         let path = self.path.as_str();
         let e =
             |what: &'static str| move |err| map_err(path, &format!("{what} {}", key.encode()), err);
+        let changes_before = self.conn.total_changes();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -180,6 +193,10 @@ impl Writer {
             }
         };
         tx.commit().map_err(e("cannot commit a delete of"))?;
+        // Any row, live or expired: either way its value was in a page.
+        if self.conn.total_changes() > changes_before {
+            self.deleted = true;
+        }
         Ok(existed)
     }
 
@@ -194,10 +211,9 @@ impl Writer {
     }
 
     /// Deletes expired rows if the write lock is free right now; a listing must not wait
-    /// for a busy writer just to tidy up, and the next write sweeps anyway. Whether it
-    /// deleted any.
-    pub(crate) fn sweep_opportunistically(&mut self, now: i64) -> bool {
-        let result = self.without_waiting(|conn| {
+    /// for a busy writer just to tidy up, and the next write sweeps anyway.
+    pub(crate) fn sweep_opportunistically(&mut self, now: i64) {
+        let result = self.with_busy_timeout(Duration::ZERO, |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let n = tx.prepare_cached(SWEEP)?.execute([now])?;
             tx.commit()?;
@@ -206,22 +222,61 @@ impl Writer {
         match result {
             Ok(n) => {
                 self.last_sweep_ms = Some(now);
+                self.deleted |= n > 0;
                 tracing::debug!(path = %self.path, swept = n, "removed expired records");
-                n > 0
             }
             Err(e) => {
                 tracing::debug!(path = %self.path, error = %e, "skipped sweeping expired records");
-                false
             }
         }
     }
 
-    /// Runs `f` with a zero busy timeout: it fails at once rather than wait for a lock.
-    fn without_waiting<T>(
+    /// Whether a row was deleted since the last call: the connection thread then schedules
+    /// a [`scrub`](Writer::scrub).
+    pub(crate) fn take_deleted(&mut self) -> bool {
+        std::mem::take(&mut self.deleted)
+    }
+
+    /// Empties the WAL: `PRAGMA wal_checkpoint(TRUNCATE)` copies the newest image of every
+    /// page into the main file (where `secure_delete` has zeroed what was deleted) and
+    /// truncates the `-wal` file to zero bytes, so the older page images that still held
+    /// deleted values are gone from both files. Waits at most `wait` for other connections
+    /// (a reader of another process pinning the WAL, a writer holding the lock); whether it
+    /// got that far, `Ok(false)` meaning "try again later".
+    pub(crate) fn scrub(&mut self, wait: Duration) -> Result<bool> {
+        let result = self.with_busy_timeout(wait, |conn| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        });
+        match result {
+            Ok(0) => Ok(true),
+            Ok(_) => Ok(false),
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(map_err(&self.path, "cannot checkpoint the WAL", e)),
+        }
+    }
+
+    /// The database file, for logs.
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Runs `f` with another busy timeout: a background chore must not stall the writes
+    /// queued behind it for the full busy timeout.
+    fn with_busy_timeout<T>(
         &mut self,
+        wait: Duration,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
-        self.conn.busy_timeout(Duration::ZERO)?;
+        self.conn.busy_timeout(wait)?;
         let outcome = f(&mut self.conn);
         self.conn.busy_timeout(self.busy_timeout)?;
         outcome

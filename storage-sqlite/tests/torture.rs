@@ -108,9 +108,8 @@ async fn pristine(dir: &Path) -> PathBuf {
             .await
             .unwrap();
     }
+    // The drop returns once the connection thread has checkpointed and closed the database.
     drop(store);
-    // The connection thread closes the database (and checkpoints the WAL) after the drop.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     path
 }
 
