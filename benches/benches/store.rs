@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use token_store_bench::backends::{ALL, open_store, spec, typed};
+use token_store_bench::backends::{ALL, open_store, spec};
 use token_store_bench::{Op, Target, TypedTarget, fixture};
 use token_store_core::TokenRecord;
 
@@ -97,7 +97,7 @@ fn stores(c: &mut Criterion) {
         let store = rt
             .block_on(open_store(&spec.url))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let ours = Arc::new(TypedTarget::new(typed(&store), &format!("{run_id}-{name}")));
+        let ours = Arc::new(TypedTarget::new(store.clone(), &format!("{run_id}-{name}")));
         // Keychains rewrite a file per write (tens of ms): reads only, or the bench runs
         // for minutes.
         let ops: &[Op] = match name {

@@ -5,8 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use token_store_core::layers::Traced;
-use token_store_core::{BackendKind, MemoryStore, RawStore, StoreUrl, TokenStore};
+use token_store_core::TokenStore;
 
 use crate::ops::{BResult, Target, fail};
 use crate::raw::{
@@ -31,27 +30,10 @@ pub fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// Opens a store the way `token_store::open` does: the backend's `open_url`, the `Traced`
-/// layer, and the typed API over an `Arc<dyn RawStore>`.
-pub async fn open_store(url: &str) -> BResult<Arc<dyn RawStore>> {
-    let parsed = StoreUrl::parse(url)?;
-    let store: Arc<dyn RawStore> = match parsed.kind() {
-        BackendKind::Memory => Arc::new(MemoryStore::new()),
-        BackendKind::File => token_store_file::open_url(&parsed).await?,
-        BackendKind::Sqlite => token_store_sqlite::open_url(&parsed).await?,
-        BackendKind::Redis | BackendKind::RedisCluster | BackendKind::RedisSentinel => {
-            token_store_redis::open_url(&parsed).await?
-        }
-        BackendKind::Vault => token_store_vault::open_url(&parsed).await?,
-        BackendKind::Keychain => token_store_keychain::open_url(&parsed).await?,
-        other => return Err(fail(format!("no backend for {other:?}"))),
-    };
-    Ok(Arc::new(Traced::new(store)))
-}
-
-/// The typed API over a raw store, as `token_store::open` returns it.
-pub fn typed(store: &Arc<dyn RawStore>) -> Arc<dyn TokenStore> {
-    Arc::new(store.clone())
+/// Opens a store exactly as a user does: `token_store::open` (the backend's layers and the
+/// `Traced` layer included).
+pub async fn open_store(url: &str) -> BResult<TokenStore> {
+    Ok(token_store::open(url).await?)
 }
 
 /// One backend of the run: its URL, how to build its raw client, how hard to push it.

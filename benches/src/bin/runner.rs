@@ -19,14 +19,15 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde::Serialize;
-use token_store_bench::backends::{ALL, Spec, open_store, spec, typed};
+use token_store_bench::backends::{ALL, Spec, open_store, spec};
 use token_store_bench::ops::{Throughput, fail, throughput};
 use token_store_bench::stats::{fmt_rate, fmt_us};
 use token_store_bench::{
     BResult, BackendOps, Memory, Op, OpRow, Plan, Summary, Target, TypedTarget, fixture, measure,
     ops_table,
 };
-use token_store_core::crypto::{KdfParams, KeyHeader, KeySource};
+use token_store_core::backend::KeyHeader;
+use token_store_core::{KdfParams, KeySource};
 use token_store_core::{Precondition, PutOptions, RawStore, StoreUrl, TokenKey, TokenStore};
 
 #[derive(Parser)]
@@ -309,7 +310,7 @@ async fn bench_backend(args: &Args, spec: &Spec, run_id: &str, report: &mut Repo
     eprintln!("== {name}");
     let store = open_store(&spec.url).await?;
     let url = StoreUrl::parse(&spec.url)?.redacted();
-    let ours = Arc::new(TypedTarget::new(typed(&store), &format!("{run_id}-{name}")));
+    let ours = Arc::new(TypedTarget::new(store.clone(), &format!("{run_id}-{name}")));
     ours.setup().await?;
     if let Some(raw) = &spec.raw {
         raw.setup().await?;
@@ -344,7 +345,7 @@ async fn bench_backend(args: &Args, spec: &Spec, run_id: &str, report: &mut Repo
 async fn bench_setup_done(
     args: &Args,
     spec: &Spec,
-    store: &Arc<dyn RawStore>,
+    store: &TokenStore,
     ours: &Arc<TypedTarget>,
     url: &str,
     report: &mut Report,
@@ -541,14 +542,16 @@ async fn cold_start(spec: &Spec, url: &str) -> BResult<ColdStart> {
     let key = TokenKey::for_server("https://cold-start.example.com/mcp")
         .with_user(format!("{}-cold", token_store_bench::ops::run_id()));
     let writer = open_store(&spec.url).await?;
-    TokenStore::put(&*writer, &key, &fixture::record(1), Precondition::Any).await?;
+    writer
+        .put(&key, &fixture::record(1), Precondition::Any)
+        .await?;
     let t = Instant::now();
     let store = open_store(&spec.url).await?;
     let open_us = t.elapsed().as_secs_f64() * 1e6;
     let t = Instant::now();
-    let found = TokenStore::get(&*store, &key).await?;
+    let found = store.get(&key).await?;
     let first_get_us = t.elapsed().as_secs_f64() * 1e6;
-    TokenStore::delete(&*writer, &key, Precondition::Any).await?;
+    writer.delete(&key, Precondition::Any).await?;
     if found.is_none() {
         return Err(fail("the record written before was not found"));
     }
@@ -584,14 +587,17 @@ async fn cold_passphrase_file(tmp: &Path) -> BResult<ColdStart> {
     let dir = tmp.join("file-passphrase");
     let source = || KeySource::passphrase("benchmark passphrase");
     let key = fixture::key("cold", 0);
-    let store = token_store_file::FileStore::open(&dir, source()).await?;
-    TokenStore::put(&store, &key, &fixture::record(1), Precondition::Any).await?;
+    let store = token_store::file::open(token_store::file::FileConfig::new(&dir, source())).await?;
+    store
+        .put(&key, &fixture::record(1), Precondition::Any)
+        .await?;
     drop(store);
     let t = Instant::now();
-    let store = token_store_file::FileStore::open(&dir, source()).await?;
+    let store = token_store::file::open(token_store::file::FileConfig::new(&dir, source())).await?;
     let open_us = t.elapsed().as_secs_f64() * 1e6;
     let t = Instant::now();
-    TokenStore::get(&store, &key)
+    store
+        .get(&key)
         .await?
         .ok_or_else(|| fail("missing"))?;
     let first_get_us = t.elapsed().as_secs_f64() * 1e6;
@@ -630,7 +636,7 @@ fn sample_keys(n: usize, count: usize) -> Vec<TokenKey> {
         .collect()
 }
 
-async fn scale_measure(store: &Arc<dyn RawStore>, n: usize) -> BResult<(Summary, Summary)> {
+async fn scale_measure(store: &TokenStore, n: usize) -> BResult<(Summary, Summary)> {
     let keys = sample_keys(n, 2000);
     let record = fixture::record(1);
     let budget = Duration::from_secs(1);
@@ -638,7 +644,8 @@ async fn scale_measure(store: &Arc<dyn RawStore>, n: usize) -> BResult<(Summary,
     let t = Instant::now();
     for key in keys.iter().cycle() {
         let s = Instant::now();
-        TokenStore::get(&**store, key)
+        store
+            .get(key)
             .await?
             .ok_or_else(|| fail("scale: missing record"))?;
         gets.push(s.elapsed());
@@ -650,7 +657,7 @@ async fn scale_measure(store: &Arc<dyn RawStore>, n: usize) -> BResult<(Summary,
     let t = Instant::now();
     for key in keys.iter().cycle() {
         let s = Instant::now();
-        TokenStore::put(&**store, key, &record, Precondition::Any).await?;
+        store.put(key, &record, Precondition::Any).await?;
         puts.push(s.elapsed());
         if puts.len() >= keys.len() || (t.elapsed() > budget && puts.len() >= 100) {
             break;
@@ -662,7 +669,7 @@ async fn scale_measure(store: &Arc<dyn RawStore>, n: usize) -> BResult<(Summary,
 /// Writes records `from..to` through the store's own byte-level API, `batch` at a time
 /// concurrently (the layout is the store's, so nothing is faked).
 async fn populate_raw_api(
-    store: &Arc<dyn RawStore>,
+    store: &TokenStore,
     from: usize,
     to: usize,
     batch: usize,

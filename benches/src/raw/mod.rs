@@ -57,6 +57,6 @@ impl RawKeys {
 
     /// The encoded-key prefix of every hit key (`quote(user) + ":"`).
     pub(crate) fn user_prefix(&self) -> String {
-        format!("{}:", token_store_core::percent_encode(&self.user))
+        format!("{}:", token_store_core::backend::percent_encode(&self.user))
     }
 }
