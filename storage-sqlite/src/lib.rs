@@ -132,7 +132,6 @@
 
 #![warn(missing_docs)]
 
-mod assemble;
 mod config;
 mod error;
 mod file;
@@ -143,7 +142,7 @@ mod store;
 mod thread;
 mod writer;
 
-use token_store_core::{Result, StoreUrl, TokenStore};
+use token_store_core::{Result, StoreUrl, TokenStore, layers};
 
 pub use config::{
     DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_VALUE_SIZE, DEFAULT_SWEEP_INTERVAL, SqliteConfig, Synchronous,
@@ -168,7 +167,7 @@ pub use store::SqliteStore;
 pub async fn open(config: SqliteConfig) -> Result<TokenStore> {
     let store = SqliteStore::open(&config).await?;
     let name = format!("sqlite://{}", config.path.display());
-    assemble::assemble(store, &config.common, &name).await
+    layers::assemble(store, &config.common, &name).await
 }
 
 /// Opens the store a `sqlite://` URL names ([`SqliteConfig::from_url`], then [`open`]): what
