@@ -136,6 +136,10 @@
 //!   much, never the whole value. `GETRANGE` answers the same empty string for a missing key
 //!   and an empty value, so a read that gets nothing takes a second round trip (a small Lua
 //!   script that tells the two apart atomically): a miss costs two round trips, a hit one.
+//!   The CAS scripts check the stored length (`STRLEN`, constant time) before reading the
+//!   value, so a conditional put or delete over such a value fails with `TooLarge` too,
+//!   without Redis copying or hashing it; an unconditional put or delete replaces or removes
+//!   it.
 //! - **Listing** uses `SCAN ... MATCH <prefix>:*` (never `KEYS`), on every master of a
 //!   cluster. Keys under the prefix that are not ours or mcp-agent's are skipped; a key
 //!   carrying one of our `#kind` markers that does not decode is reported as unreadable.

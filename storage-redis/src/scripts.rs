@@ -2,10 +2,14 @@
 //! cluster, on the master owning the key's slot). Loaded once and run with `EVALSHA`.
 
 /// Conditional write. ARGV: mode (`n` = only if absent, `v` = only if the stored value's
-/// SHA-1 is ARGV[2]), expected version, value, TTL in ms (0 = none). Returns 1 when written,
-/// else the current version (`''` when absent). The version is computed from the stored bytes
-/// here, so records written by anyone (mcp-agent, redis-cli) take part in CAS.
+/// SHA-1 is ARGV[2]), expected version, value, TTL in ms (0 = none), largest value. Returns 1
+/// when written, minus the stored length when the stored value is longer than the largest
+/// (it is neither copied nor hashed), else the current version (`''` when absent). The version
+/// is computed from the stored bytes here, so records written by anyone (mcp-agent,
+/// redis-cli) take part in CAS.
 pub(crate) const WRITE: &str = r"
+local len = redis.call('STRLEN', KEYS[1])
+if len > tonumber(ARGV[5]) then return -len end
 local cur = redis.call('GET', KEYS[1])
 if ARGV[1] == 'n' then
   if cur then return redis.sha1hex(cur) end
@@ -23,9 +27,12 @@ end
 return 1
 ";
 
-/// Conditional delete, same modes as [`WRITE`]. Returns 1 deleted / 0 nothing there (mode
-/// `n`), else the current version (`''` when absent).
+/// Conditional delete, same modes as [`WRITE`], ARGV[3] the largest value. Returns 1 deleted /
+/// 0 nothing there (mode `n`), minus the stored length when it is over the largest, else the
+/// current version (`''` when absent).
 pub(crate) const REMOVE: &str = r"
+local len = redis.call('STRLEN', KEYS[1])
+if len > tonumber(ARGV[3]) then return -len end
 local cur = redis.call('GET', KEYS[1])
 if ARGV[1] == 'n' then
   if cur then return redis.sha1hex(cur) end

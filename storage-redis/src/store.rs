@@ -136,8 +136,18 @@ impl RedisStore {
         }
     }
 
-    fn conflict(&self, key: &StorageKey, current: Value) -> Result<Error> {
-        let current = match current {
+    /// The error a script's refusal stands for: `TooLarge` for a stored value over the limit
+    /// (a negative length), else `Conflict` with the current version.
+    fn refusal(&self, key: &StorageKey, reply: Value) -> Result<Error> {
+        let current = match reply {
+            Value::Int(n) if n < 0 => {
+                return Ok(Error::TooLarge {
+                    backend: BACKEND,
+                    key: key.to_string(),
+                    size: usize::try_from(n.unsigned_abs()).unwrap_or(usize::MAX),
+                    max: self.config.max_value_size,
+                });
+            }
             Value::BulkString(b) if b.is_empty() => None,
             Value::BulkString(b) => Some(Version::new(String::from_utf8_lossy(&b).into_owned())),
             Value::SimpleString(s) if s.is_empty() => None,
@@ -280,13 +290,14 @@ impl RawStore for RedisStore {
                     .arg(expected)
                     .arg(value)
                     .arg(ttl)
+                    .arg(self.config.max_value_size)
                     .invoke_async(&mut h)
                     .await
             })
             .await?;
         match reply {
             Value::Int(1) => Ok(version_of(value)),
-            other => Err(self.conflict(key, other)?),
+            other => Err(self.refusal(key, other)?),
         }
     }
 
@@ -310,13 +321,14 @@ impl RawStore for RedisStore {
                     .key(&rkey)
                     .arg(mode)
                     .arg(expected)
+                    .arg(self.config.max_value_size)
                     .invoke_async(&mut h)
                     .await
             })
             .await?;
         match reply {
-            Value::Int(n) => Ok(n > 0),
-            other => Err(self.conflict(key, other)?),
+            Value::Int(n) if n >= 0 => Ok(n > 0),
+            other => Err(self.refusal(key, other)?),
         }
     }
 

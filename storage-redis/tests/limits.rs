@@ -70,17 +70,26 @@ async fn reads_are_bounded_and_tell_empty_from_missing() {
     assert!(took < Duration::from_millis(500), "refusing took {took:?}");
     assert!(grew < 16 * 1024, "resident memory grew {grew} KiB");
 
-    // The huge value can still be replaced and deleted: writes never read it back.
-    let stale = Precondition::IfVersion(token_store_core::Version::new("0"));
-    assert!(matches!(
-        typed
-            .put(&key, &token_store_core::TokenRecord::new("t"), stale)
-            .await,
-        Err(Error::Conflict {
-            current: Some(_),
-            ..
-        })
-    ));
+    // Conditional writes and deletes refuse it too, without Redis copying or hashing it;
+    // an unconditional delete removes it.
+    let record = token_store_core::TokenRecord::new("t");
+    let started = Instant::now();
+    for pre in [
+        Precondition::IfVersion(token_store_core::Version::new("0")),
+        Precondition::IfAbsent,
+    ] {
+        match typed.put(&key, &record, pre.clone()).await {
+            Err(Error::TooLarge { size: HUGE, .. }) => {}
+            other => panic!("a put {pre:?} over the huge value gave {other:?}"),
+        }
+        match typed.delete(&key, pre.clone()).await {
+            Err(Error::TooLarge { size: HUGE, .. }) => {}
+            other => panic!("a delete {pre:?} of the huge value gave {other:?}"),
+        }
+    }
+    let cas_took = started.elapsed() / 4;
+    println!("limits: a conditional write or delete over it is TooLarge after {cas_took:?}");
+    assert!(cas_took < Duration::from_millis(100), "took {cas_took:?}");
     assert!(typed.delete(&key, Precondition::Any).await.unwrap());
     assert!(store.read(&key.storage_key()).await.unwrap().is_none());
 
