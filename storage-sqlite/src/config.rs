@@ -196,3 +196,6 @@ impl SqliteConfig {
         self
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,32 +3,73 @@
 //!
 //! ```no_run
 //! # async fn demo() -> token_store_core::Result<()> {
-//! use token_store_core::{Precondition, TokenKey, TokenRecord};
-//! use token_store_sqlite::SqliteConfig;
+//! use token_store_core::{Precondition, StoreUrl, TokenKey, TokenRecord};
 //!
-//! let store = token_store_sqlite::open(SqliteConfig::new("/home/me/.local/share/app/tokens.db")).await?;
+//! let store = token_store_sqlite::open_url(&StoreUrl::parse("sqlite://~/.local/share/app/tokens.db")?).await?;
 //! let key = TokenKey::for_server("https://mcp.example.com/mcp");
 //! store.put(&key, &TokenRecord::new("access"), Precondition::Any).await?;
+//! assert!(store.get(&key).await?.is_some());
 //! # Ok(()) }
 //! ```
 //!
 //! # URLs
 //!
-//! [`open_url`] (what `token_store::open` calls) takes
+//! [`open_url`] (what `token_store::open` calls) takes `sqlite://PATH`: `sqlite:///abs/tokens.db`,
+//! `sqlite://relative.db` or `sqlite://~/dir/tokens.db` (the path percent-decoded, `~/` the
+//! home directory), and these query parameters. Every parameter is read by name and type: an
+//! unknown one (`key_flie=`), one given twice or a malformed value is an
+//! [`Error::Config`](token_store_core::Error::Config) naming it, so a typo can never silently
+//! store tokens in clear.
 //!
-//! | URL | store |
-//! | --- | --- |
-//! | `sqlite:///abs/path/tokens.db`, `sqlite://relative.db`, `sqlite://~/dir/tokens.db` | plain |
-//! | `sqlite://PATH?key_file=/path/key` | values sealed by the `Encrypted` layer, key from a 32-byte file (created 0600 if missing) |
-//! | `sqlite://PATH?passphrase_env=VAR` | values sealed, key derived with Argon2id from the passphrase in `$VAR` |
+//! | parameter | meaning | default |
+//! | --- | --- | --- |
+//! | `key_file=PATH` | encrypt values (the core `Encrypted` layer); 32-byte key file, created 0600 if missing | |
+//! | `passphrase_file=PATH` | encrypt values; key derived (Argon2id) from the passphrase in a 0600 file | |
+//! | `passphrase_env=VAR` | encrypt values; key derived (Argon2id) from the passphrase in `$VAR` | |
+//! | `timeout_ms=N` | time limit of a whole call (the core `Timeout` layer) | none |
+//! | `busy_timeout_ms=N` | how long a call waits for another connection's lock (SQLite's busy timeout) | 5000 |
+//! | `synchronous=full\|normal` | `PRAGMA synchronous` ([`Synchronous`]) | `full` |
+//! | `max_value_size=N` | largest value accepted, in bytes | 1048576 |
+//! | `sweep_interval_ms=N` | how often (at most) a write also deletes expired rows | 60000 |
 //!
-//! plus `busy_timeout_ms=N` and `synchronous=full|normal`. Unknown parameters are an error, so
-//! a mistyped `key_file` cannot silently store tokens in clear. Opening an encrypted database
-//! without a key, or turning a key on over a database that already holds plaintext records,
-//! is an [`Error::Config`](token_store_core::Error::Config).
+//! At most one of the three key parameters. Opening an encrypted database without a key, or
+//! turning a key on over a database that already holds plaintext records, is an
+//! `Error::Config`.
+//!
+//! # Configuration in code
+//!
+//! [`SqliteConfig`] holds the same settings: [`SqliteConfig::new`] (a path), then
+//! `with_key`, `with_timeout`, `with_busy_timeout`, `with_synchronous`,
+//! `with_max_value_size` and `with_sweep_interval`; [`SqliteConfig::from_url`] reads a URL.
+//! [`open`] returns the `TokenStore` handle under the layers the config asks for (timeout,
+//! then encryption); [`SqliteStore::open`] returns the raw backend alone (`config.common` is
+//! not applied).
+//!
+//! ```no_run
+//! # async fn demo() -> token_store_core::Result<()> {
+//! use std::time::Duration;
+//! use token_store_core::KeySource;
+//! use token_store_sqlite::{SqliteConfig, Synchronous};
+//!
+//! let config = SqliteConfig::new("/var/lib/app/tokens.db")
+//!     .with_key(KeySource::KeyFile("/etc/app/tokens.key".into()))
+//!     .with_busy_timeout(Duration::from_secs(10))
+//!     .with_synchronous(Synchronous::Full);
+//! let store = token_store_sqlite::open(config).await?;
+//! assert!(store.capabilities().encrypted_at_rest);
+//! # Ok(()) }
+//! ```
+//!
+//! # Timeouts
+//!
+//! There is no per-call time limit unless `timeout_ms` / [`SqliteConfig::with_timeout`] asks
+//! for the core `Timeout` layer: every wait a call can make is already bounded by the busy
+//! timeout (SQLite's own wait for another connection's lock, 5 s by default, after which the
+//! call fails with the retryable `Error::Unavailable`), except a stalled disk. A call the
+//! `Timeout` layer gives up on still runs to its end on the connection thread (a transaction
+//! is never cut in half), so a timed-out write may have happened; read it back to know.
 //!
 //! # Schema and format
-//!
 //! Migration 1 (schema version 1, kept in `PRAGMA user_version`; `PRAGMA application_id` is
 //! `0x546b5374`, "TkSt"):
 //!
@@ -62,17 +103,19 @@
 //! before anything is written to it. Migrations run in a `BEGIN IMMEDIATE` transaction
 //! together with the `user_version` bump, so concurrent openers migrate once.
 //!
-//! # Guarantees
+//! # Capabilities and guarantees
 //!
-//! Capabilities: `atomic_cas`, `ttl`, `shared_across_processes`, `persistent`,
-//! `max_value_size` 1 MiB by default.
+//! `shared_with: Host`, `cas: Host`, `ttl`, `persistent`, `max_value_size` 1 MiB by default,
+//! `encrypted_at_rest` under the `Encrypted` layer only.
 //!
-//! - **Compare-and-swap across processes.** Every write is one `BEGIN IMMEDIATE`
-//!   transaction (the database write lock is taken up front, so no deferred transaction can
-//!   fail to upgrade) that writes with a single conditional statement (`UPDATE … WHERE
-//!   version = ?` for `IfVersion`, an upsert that only replaces an expired row for
-//!   `IfAbsent`, `DELETE … WHERE version = ?` for a conditional delete). A failed
-//!   precondition rolls back and returns `Conflict` with the current version.
+//! - **Compare-and-swap across processes** (`cas: Host`). Every write is one `BEGIN
+//!   IMMEDIATE` transaction (the database write lock is taken up front, so no deferred
+//!   transaction can fail to upgrade) that writes with a single conditional statement
+//!   (`UPDATE … WHERE version = ?` for `IfVersion`, an upsert that only replaces an expired
+//!   row for `IfAbsent`, `DELETE … WHERE version = ?` for a conditional delete). A failed
+//!   precondition rolls back and returns `Conflict` with the current version. Every process
+//!   that opens the file takes part (`shared_with: Host`), so leases and the refresh manager
+//!   are safe on it.
 //! - **No ABA.** Every write gives the record a new random 63-bit version (from the OS
 //!   random number generator, never the version a CAS replaces), so a record deleted and
 //!   created again gets an old version back only by a 2⁻⁶³ chance, and a stale CAS fails.
@@ -80,13 +123,48 @@
 //!   absent), and expired rows are deleted by a write at most every
 //!   [`SqliteConfig::sweep_interval`] and by a listing that meets one (if the lock is free).
 //!   Expiry uses the wall clock of the process that reads.
-//! - **Crashes.** WAL journaling: a process killed at any moment leaves every record at its
-//!   old or its new value, and a write that returned is kept (tested with SIGKILL in a loop).
-//!   With `synchronous=FULL` (the default) it is also kept across power loss.
+//! - **Crashes** (`persistent`). WAL journaling: a process killed at any moment leaves every
+//!   record at its old or its new value, and a write that returned is kept (tested with
+//!   SIGKILL in a loop). With `synchronous=FULL` (the default) it is also kept across power
+//!   loss.
 //! - **Busy database.** A writer waits up to the busy timeout (5 s by default) for another
 //!   process's write lock; only after that does it fail, with the retryable
 //!   `Error::Unavailable`, never with SQLite's "database is locked".
 //! - A file that is not an SQLite database gives `Error::Corrupt`, never a panic.
+//!
+//! # Deleted tokens leave no plaintext behind
+//!
+//! A delete must not leave the token readable in the files (issue 20, finding 6). SQLite
+//! keeps old page images in the `-wal` file until a checkpoint, and removes the file only
+//! when the last connection of the host closes cleanly; so:
+//!
+//! - `secure_delete` is on (checked at open): freed cells and pages are zeroed in every page
+//!   image written, so the newest image of a page holds no deleted value.
+//! - After a delete (or a sweep that removed expired rows) the connection thread **scrubs**:
+//!   `PRAGMA wal_checkpoint(TRUNCATE)` copies the newest page images into the main file and
+//!   truncates the `-wal` to zero bytes, so the older images that held the value are gone
+//!   from both files. It runs once the thread has been idle for 5 ms, at the latest 100 ms
+//!   after the first delete it covers: a burst of deletes is scrubbed once.
+//! - Dropping the store (its last clone) waits until the connection thread has run what was
+//!   queued, scrubbed once more and closed the connection (bounded by the busy timeout plus
+//!   2 s; normally milliseconds). A process that drops its store and exits at once leaves
+//!   nothing behind (a test exits a child process right after the delete).
+//! - Opening a database scrubs before `open` returns, so what a killed process left goes at
+//!   the next open.
+//!
+//! The delete itself does not wait for the scrub: a TRUNCATE checkpoint costs milliseconds
+//! (it syncs the main file; measured medians 0.9–1.8 ms with `synchronous=FULL` and
+//! 1.4–1.7 ms with `NORMAL` on the development machine, where a delete takes about 0.3 ms
+//! and 0.04 ms), so doing it inside every delete would make deletes 3 to 40 times slower. Deletes keep their latency;
+//! the first write after a scrub starts a new WAL file, which costs it one more fsync.
+//!
+//! Limits: a process that exits *without* dropping the store (`std::process::exit` with a
+//! live handle, a store in a `static`) or is killed can leave a value deleted within the last
+//! ~100 ms in the `-wal` until the database is next opened. Another process reading the
+//! database at the moment of a scrub makes it wait (it is retried with backoff, never
+//! stalling calls); values *replaced* by a newer write stay in the `-wal` until the next
+//! scrub, automatic checkpoint or close. File-system journals, snapshots and SSD remnants are
+//! out of any program's reach: use the `Encrypted` layer where that matters.
 //!
 //! # Tuning
 //!
@@ -99,29 +177,24 @@
 //!   `NORMAL` is still crash-safe for the process and never corrupts, but the last commits
 //!   may be lost on power loss; choose it only for write-heavy, re-creatable data.
 //! - One write connection per [`SqliteStore`], owned by a dedicated thread: every write
-//!   goes there, so the runtime never blocks on an fsync or a busy lock. Reads and listings run on the
-//!   caller's thread on up to `min(cores, 8)` (at least 2) read-only connections, each used
-//!   by one thread at a time, and go to the connection thread when all are in use. A read
-//!   holds its thread for the few microseconds of an indexed lookup (longer only if the
-//!   pages must come from disk, or if another process is resetting the WAL, up to the busy
-//!   timeout). Handing a call to another thread and back costs 5–50 µs, more than the read
-//!   itself. Clones share all of it. Open one store per process and share it.
+//!   goes there, so the runtime never blocks on an fsync or a busy lock. Reads and listings
+//!   run on the caller's thread on up to `min(cores, 8)` (at least 2) read-only connections,
+//!   each used by one thread at a time, and go to the connection thread when all are in use.
+//!   A read holds its thread for the few microseconds of an indexed lookup (longer only if
+//!   the pages must come from disk, or if another process is resetting the WAL, up to the
+//!   busy timeout). Handing a call to another thread and back costs 5–50 µs, more than the
+//!   read itself. Clones share all of it. Open one store per process and share it.
 //!
 //! # Threat model and limits
 //!
 //! - **Tokens are in clear in the file** unless the `Encrypted` layer is on (`key_file` /
-//!   `passphrase_env`, or [`token_store_core::layers::Encrypted`]). Protection then rests on
-//!   file permissions: the directory is created 0700 (an existing one must not be group- or
-//!   world-writable, and must be ours), the database file is created 0600 before SQLite
-//!   opens it, so the `-wal` and `-shm` files SQLite creates next to it get 0600 too. An
-//!   existing database file readable by others is refused.
+//!   `passphrase_file` / `passphrase_env`, or [`SqliteConfig::with_key`]). Protection then
+//!   rests on file permissions: the directory is created 0700 (an existing one must not be
+//!   group- or world-writable, and must be ours), the database file is created 0600 before
+//!   SQLite opens it, so the `-wal` and `-shm` files SQLite creates next to it get 0600 too.
+//!   An existing database file readable by others is refused.
 //! - Keys (user keys, resource URLs, issuers, scopes) are never encrypted: they are indexed
 //!   columns. Put nothing secret in a key.
-//! - `secure_delete` is on: freed pages of the main file are zeroed, so deleted or replaced
-//!   tokens do not linger there. Old page images may still sit in the `-wal` file until a
-//!   checkpoint overwrites or truncates it (SQLite deletes the WAL when the last connection
-//!   closes), and in file-system or SSD remnants that no user-space program controls: use
-//!   the `Encrypted` layer where that matters.
 //! - With the `Encrypted` layer, each value is sealed (XChaCha20-Poly1305) and bound to its
 //!   key, so rows swapped between keys fail as `Integrity`; versions, expiry and keys are not
 //!   authenticated (someone who can write the file can delete records or roll them back).

@@ -27,7 +27,9 @@ use crate::thread::ConnectionThread;
 /// for a writer: a read is a few microseconds of B-tree lookup, less than handing it to
 /// another thread and back); when every read connection is in use by other threads, the
 /// read goes to the connection thread instead of waiting. Cloning is cheap and shares the
-/// connections; the thread ends and the connections close with the last clone.
+/// connections. Dropping the last clone closes the read connections, then waits (bounded)
+/// for the connection thread to finish the calls already queued, scrub deleted values out of
+/// the WAL and close: see the crate docs, "Deleted tokens leave no plaintext behind".
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,

@@ -123,18 +123,8 @@ impl Writer {
             .map_err(e("cannot begin a write of"))?;
         // The clock is read under the write lock, so expiry is judged at commit order.
         let now = now_ms();
-        let sweep_due = self
-            .last_sweep_ms
-            .is_none_or(|last| now.saturating_sub(last) >= duration_ms(self.sweep_interval));
-        let swept = if sweep_due {
-            Some(
-                tx.prepare_cached(SWEEP)
-                    .and_then(|mut s| s.execute([now]))
-                    .map_err(e("cannot sweep expired records before writing"))?,
-            )
-        } else {
-            None
-        };
+        let swept = sweep_if_due(&tx, self.last_sweep_ms, self.sweep_interval, now)
+            .map_err(e("cannot sweep expired records before writing"))?;
         let row = Row {
             key,
             value,
@@ -281,6 +271,20 @@ impl Writer {
         self.conn.busy_timeout(self.busy_timeout)?;
         outcome
     }
+}
+
+/// Deletes the expired rows inside `tx` if the last sweep was `interval` ago or more; how
+/// many, `None` when no sweep was due.
+fn sweep_if_due(
+    tx: &Transaction<'_>,
+    last_sweep_ms: Option<i64>,
+    interval: Duration,
+    now: i64,
+) -> rusqlite::Result<Option<usize>> {
+    if last_sweep_ms.is_some_and(|last| now.saturating_sub(last) < duration_ms(interval)) {
+        return Ok(None);
+    }
+    tx.prepare_cached(SWEEP)?.execute([now]).map(Some)
 }
 
 /// One row to write, with everything its statements bind.
