@@ -224,8 +224,8 @@ impl RawStore for RedisStore {
         // so a huge foreign value at our key costs neither memory nor time. It answers "" for
         // a missing key and an empty value alike: only then does a second, atomic step tell
         // them apart. Neither a script for every read (Lua costs Redis several µs per call)
-        // nor a pipelined second command (a quarter of the read throughput at 64 tasks on one
-        // connection, measured) is worth it for the hit path.
+        // nor a pipelined second command is worth it for the hit path: both cut its
+        // throughput at 64 tasks on one connection (tests/read_cost.rs).
         let head: Vec<u8> = self
             .call(Some(key), async {
                 let mut h = self.conn.handle().await?;
@@ -250,13 +250,14 @@ impl RawStore for RedisStore {
         } else {
             Some(head)
         };
-        match value {
+        // Wiped when dropped, on the error path too: it may hold a token.
+        match value.map(SecretBytes::new) {
             Some(v) if v.len() > self.config.max_value_size => {
                 Err(self.too_large(key, &rkey).await)
             }
             Some(v) => {
                 let version = version_of(&v);
-                Ok(Some(RawRecord::new(SecretBytes::new(v), version)))
+                Ok(Some(RawRecord::new(v, version)))
             }
             None => Ok(None),
         }
