@@ -210,16 +210,32 @@ pub enum KeyKind {
     Lease,
     /// Store metadata, e.g. the encryption layer's key check (one part: the entry name).
     Meta,
+    /// An authorization server's registered OAuth client (one part: the client id).
+    AsClient,
+    /// An authorization server's grant (two parts: the user, the grant id), so one user's
+    /// grants list together.
+    Grant,
+    /// An authorization code (one part: the digest of the code, never the code).
+    Code,
+    /// An issued access token (one part: the digest of the token, never the token).
+    AccessToken,
+    /// An issued refresh token (one part: the digest of the token, never the token).
+    RefreshToken,
 }
 
 impl KeyKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [KeyKind; 5] = [
+    pub const ALL: [KeyKind; 10] = [
         KeyKind::Token,
         KeyKind::Client,
         KeyKind::State,
         KeyKind::Lease,
         KeyKind::Meta,
+        KeyKind::AsClient,
+        KeyKind::Grant,
+        KeyKind::Code,
+        KeyKind::AccessToken,
+        KeyKind::RefreshToken,
     ];
 
     /// The `#` marker segment of non-token kinds, `None` for tokens.
@@ -230,6 +246,12 @@ impl KeyKind {
             KeyKind::State => Some("#state"),
             KeyKind::Lease => Some("#lease"),
             KeyKind::Meta => Some("#meta"),
+            // An authorization server's records: `#g...`, apart from a client's.
+            KeyKind::AsClient => Some("#gclient"),
+            KeyKind::Grant => Some("#grant"),
+            KeyKind::Code => Some("#gcode"),
+            KeyKind::AccessToken => Some("#gaccess"),
+            KeyKind::RefreshToken => Some("#grefresh"),
         }
     }
 
@@ -241,6 +263,11 @@ impl KeyKind {
             KeyKind::State => "state",
             KeyKind::Lease => "lease",
             KeyKind::Meta => "meta",
+            KeyKind::AsClient => "as_client",
+            KeyKind::Grant => "grant",
+            KeyKind::Code => "code",
+            KeyKind::AccessToken => "access_token",
+            KeyKind::RefreshToken => "refresh_token",
         }
     }
 
@@ -253,8 +280,14 @@ impl KeyKind {
     pub fn arity(self) -> usize {
         match self {
             KeyKind::Token => 4,
-            KeyKind::Client => 2,
-            KeyKind::State | KeyKind::Lease | KeyKind::Meta => 1,
+            KeyKind::Client | KeyKind::Grant => 2,
+            KeyKind::State
+            | KeyKind::Lease
+            | KeyKind::Meta
+            | KeyKind::AsClient
+            | KeyKind::Code
+            | KeyKind::AccessToken
+            | KeyKind::RefreshToken => 1,
         }
     }
 
