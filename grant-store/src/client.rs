@@ -242,10 +242,7 @@ impl Client {
             _ => serde_json::Map::new(),
         };
         body.insert("client_id".into(), self.client_id.clone().into());
-        body.insert(
-            "client_id_issued_at".into(),
-            (self.issued_at as u64).into(),
-        );
+        body.insert("client_id_issued_at".into(), (self.issued_at as u64).into());
         if self.confidential {
             body.insert(
                 "client_secret_expires_at".into(),
@@ -367,7 +364,10 @@ impl GrantStore {
 
     /// The client registered under `client_id`, if any.
     pub async fn client(&self, client_id: &str) -> Result<Option<Client>, GrantError> {
-        Ok(self.client_record(client_id).await?.map(|(r, _)| Client::from_record(r)))
+        Ok(self
+            .client_record(client_id)
+            .await?
+            .map(|(r, _)| Client::from_record(r)))
     }
 
     async fn client_record(

@@ -312,7 +312,8 @@ fn integrity(grant_id: &str, message: &str) -> Error {
 }
 
 fn open_props(key: &GrantKey, grant_id: &str, sealed: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
-    let bytes = decode_sealed(sealed).ok_or_else(|| integrity(grant_id, "sealed properties are not base64"))?;
+    let bytes = decode_sealed(sealed)
+        .ok_or_else(|| integrity(grant_id, "sealed properties are not base64"))?;
     key.cipher()
         .open(&props_aad(grant_id), &bytes)
         .map_err(|e| e.into_error("grants", format!("grant {grant_id}")))
@@ -402,11 +403,7 @@ enum Expect {
 fn normalise_scopes(scopes: impl IntoIterator<Item = String>) -> Vec<String> {
     let set: std::collections::BTreeSet<String> = scopes
         .into_iter()
-        .flat_map(|s| {
-            s.split_whitespace()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
         .collect();
     set.into_iter().collect()
 }
@@ -697,9 +694,7 @@ impl GrantStore {
             Some(asked) => {
                 let asked = normalise_scopes(asked);
                 if !asked.iter().all(|s| grant.scopes.contains(s)) {
-                    return Err(GrantError::InvalidScope(
-                        "a scope the grant does not have",
-                    ));
+                    return Err(GrantError::InvalidScope("a scope the grant does not have"));
                 }
                 asked
             }
@@ -742,7 +737,10 @@ impl GrantStore {
         let grant_id = grant.id.clone();
         let access = Raw::generate()?;
         let access_id = access.id(Kind::Access);
-        let access_exp = min_opt(now + self.config.access_token_ttl.as_secs_f64(), grant.expires);
+        let access_exp = min_opt(
+            now + self.config.access_token_ttl.as_secs_f64(),
+            grant.expires,
+        );
         let refresh = if with_refresh {
             Some(Raw::generate()?)
         } else {
@@ -987,9 +985,11 @@ impl GrantStore {
             return Ok(Introspection::inactive());
         };
         let now = unix_now();
-        let current = grant.refresh.as_ref().is_some_and(|s| {
-            digest_eq(&s.id, &id) && s.expires_at.is_none_or(|t| t > now)
-        }) && grant.expires.is_none_or(|t| t > now);
+        let current = grant
+            .refresh
+            .as_ref()
+            .is_some_and(|s| digest_eq(&s.id, &id) && s.expires_at.is_none_or(|t| t > now))
+            && grant.expires.is_none_or(|t| t > now);
         if !current {
             return Ok(Introspection::inactive());
         }
@@ -1043,10 +1043,14 @@ impl GrantStore {
             // Tokens first: a crash between leaves a grant without tokens, never tokens
             // without a grant.
             for slot in &grant.access {
-                self.io.remove(&one(KeyKind::AccessToken, &slot.id)?).await?;
+                self.io
+                    .remove(&one(KeyKind::AccessToken, &slot.id)?)
+                    .await?;
             }
             if let Some(slot) = &grant.refresh {
-                self.io.remove(&one(KeyKind::RefreshToken, &slot.id)?).await?;
+                self.io
+                    .remove(&one(KeyKind::RefreshToken, &slot.id)?)
+                    .await?;
             }
             if let Some(code) = &grant.code {
                 self.io.remove(&one(KeyKind::Code, code)?).await?;
@@ -1253,11 +1257,26 @@ mod tests {
 
     #[test]
     fn loopback_redirects_match_on_any_port_only() {
-        assert!(redirect_matches("http://127.0.0.1/cb", "http://127.0.0.1:5555/cb"));
-        assert!(redirect_matches("http://127.0.0.1:1/cb", "http://127.0.0.1:2/cb"));
-        assert!(!redirect_matches("http://127.0.0.1/cb", "http://127.0.0.1:5555/other"));
-        assert!(!redirect_matches("https://a.example:1/cb", "https://a.example:2/cb"));
-        assert!(redirect_matches("https://a.example/cb", "https://a.example/cb"));
+        assert!(redirect_matches(
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:5555/cb"
+        ));
+        assert!(redirect_matches(
+            "http://127.0.0.1:1/cb",
+            "http://127.0.0.1:2/cb"
+        ));
+        assert!(!redirect_matches(
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:5555/other"
+        ));
+        assert!(!redirect_matches(
+            "https://a.example:1/cb",
+            "https://a.example:2/cb"
+        ));
+        assert!(redirect_matches(
+            "https://a.example/cb",
+            "https://a.example/cb"
+        ));
     }
 
     #[test]

@@ -62,8 +62,7 @@ use std::time::Duration;
 use token_store_core::{Error, TokenStore};
 
 pub use client::{
-    AUTH_BASIC, AUTH_NONE, AUTH_POST, AuthenticatedClient, Client, ClientMetadata,
-    RegisteredClient,
+    AUTH_BASIC, AUTH_NONE, AUTH_POST, AuthenticatedClient, Client, ClientMetadata, RegisteredClient,
 };
 pub use error::GrantError;
 pub use grants::{

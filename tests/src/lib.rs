@@ -20,6 +20,7 @@
 mod cases;
 pub mod crash;
 pub mod fault;
+pub mod grants;
 pub mod hostile;
 pub mod leak;
 mod linear;
