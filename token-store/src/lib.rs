@@ -38,6 +38,7 @@
 //! | `keychain` | yes | `keychain:` OS keychains ([`keychain`]) |
 //! | `oauth2` | no | [`TokenRecord`] conversions to and from `oauth2` token responses |
 //! | `rmcp` | no | rmcp adapters ([`rmcp`]); implies `oauth2` |
+//! | `grants` | no | an authorization server's grant store for MCP servers that issue tokens ([`grants`]) |
 //!
 //! A URL naming a backend whose feature is off fails with an [`Error::Config`] that says
 //! which feature to enable. The command-line tool is the separate `token-store-cli` crate
@@ -51,6 +52,8 @@ pub use token_store_core::*;
 
 #[cfg(feature = "file")]
 pub use token_store_file as file;
+#[cfg(feature = "grants")]
+pub use token_store_grants as grants;
 #[cfg(feature = "keychain")]
 pub use token_store_keychain as keychain;
 #[cfg(feature = "redis")]
