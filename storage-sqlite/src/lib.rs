@@ -143,8 +143,10 @@
 //! - After a delete (or a sweep that removed expired rows) the connection thread **scrubs**:
 //!   `PRAGMA wal_checkpoint(TRUNCATE)` copies the newest page images into the main file and
 //!   truncates the `-wal` to zero bytes, so the older images that held the value are gone
-//!   from both files. It runs once the thread has been idle for 5 ms, at the latest 100 ms
-//!   after the first delete it covers: a burst of deletes is scrubbed once.
+//!   from both files. It runs once the thread has been idle for 5 ms (a burst of deletes is
+//!   scrubbed once) but at most once a second, and at the latest a second after the delete
+//!   however busy the thread is: 5 ms after a delete when the last scrub is older than a
+//!   second, within a second in any case (unless another process keeps the WAL busy).
 //! - Dropping the store (its last clone) waits until the connection thread has run what was
 //!   queued, scrubbed once more and closed the connection (bounded by the busy timeout plus
 //!   2 s; normally milliseconds). A process that drops its store and exits at once leaves
@@ -152,15 +154,19 @@
 //! - Opening a database scrubs before `open` returns, so what a killed process left goes at
 //!   the next open.
 //!
-//! The delete itself does not wait for the scrub: a TRUNCATE checkpoint costs milliseconds
-//! (it syncs the main file; measured medians 0.9–1.8 ms with `synchronous=FULL` and
-//! 1.4–1.7 ms with `NORMAL` on the development machine, where a delete takes about 0.3 ms
-//! and 0.04 ms), so doing it inside every delete would make deletes 3 to 40 times slower. Deletes keep their latency;
-//! the first write after a scrub starts a new WAL file, which costs it one more fsync.
+//! Why not inside the delete: a TRUNCATE checkpoint costs milliseconds (it syncs the main
+//! file; measured medians 0.9–1.8 ms with `synchronous=FULL` and 1.4–1.7 ms with `NORMAL` on
+//! the development machine, where a delete takes about 0.3 ms and 0.04 ms), so deletes would
+//! be 3 to 40 times slower. Deletes keep their latency. Why the one-second spacing: a scrub
+//! empties the WAL file, and until it has grown back to its working size (1000 pages) every
+//! commit extends the file, which makes its fsync dearer; with `synchronous=FULL` a loop of
+//! puts and deletes scrubbed every 100 ms ran at about half speed, scrubbed at most once a
+//! second at the speed of no scrubbing (within the noise). The first write after a scrub also
+//! writes and syncs a new WAL header.
 //!
 //! Limits: a process that exits *without* dropping the store (`std::process::exit` with a
 //! live handle, a store in a `static`) or is killed can leave a value deleted within the last
-//! ~100 ms in the `-wal` until the database is next opened. Another process reading the
+//! second in the `-wal` until the database is next opened. Another process reading the
 //! database at the moment of a scrub makes it wait (it is retried with backoff, never
 //! stalling calls); values *replaced* by a newer write stay in the `-wal` until the next
 //! scrub, automatic checkpoint or close. File-system journals, snapshots and SSD remnants are

@@ -22,8 +22,14 @@ type Job = Box<dyn FnOnce(&mut Writer) + Send>;
 /// a burst of deletes is scrubbed once and the call right after a delete does not wait.
 pub(crate) const SCRUB_IDLE: Duration = Duration::from_millis(5);
 
-/// ... and at the latest this long after the first unscrubbed delete, however busy.
-pub(crate) const SCRUB_MAX_DELAY: Duration = Duration::from_millis(100);
+/// ... but at most once per this interval: each scrub empties the WAL file, and until it has
+/// grown back to its working size every commit that extends it costs more (with
+/// `synchronous=FULL` a put or delete took twice as long in a loop scrubbed every 100 ms).
+pub(crate) const SCRUB_INTERVAL: Duration = Duration::from_secs(1);
+
+/// ... and, however busy the thread, at the latest this long after the first unscrubbed
+/// delete (not less than the interval, so the interval always allows it).
+pub(crate) const SCRUB_MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// The first wait before trying again when other connections kept a scrub from finishing.
 const SCRUB_RETRY: Duration = Duration::from_millis(50);
@@ -183,16 +189,18 @@ fn serve(
 
 /// When the connection thread next scrubs the WAL ([`Writer::scrub`]) after deletes.
 ///
-/// A checkpoint with `TRUNCATE` costs an fsync or two of the main file (about as much as a
-/// write with `synchronous=FULL`), so it is not run inside each delete: the delete returns
-/// once committed, and the scrub follows when the thread is idle ([`SCRUB_IDLE`]), at the
-/// latest [`SCRUB_MAX_DELAY`] after the first delete it covers. When other connections keep
-/// it from finishing, it is tried again with backoff, never waiting on their locks (queued
-/// calls must not stall behind it).
+/// A checkpoint with `TRUNCATE` costs milliseconds (it syncs the main file), so it is not run
+/// inside each delete: the delete returns once committed, and the scrub follows when the
+/// thread is idle ([`SCRUB_IDLE`]), no sooner than [`SCRUB_INTERVAL`] after the last one
+/// and no later than [`SCRUB_MAX_DELAY`] after the first delete it covers (or after the
+/// interval allows it). When other connections keep it from finishing, it is tried again
+/// with backoff, never waiting on their locks (queued calls must not stall behind it).
 #[derive(Default)]
 struct Scrubs {
     /// The latest moment of the next scrub; `None` when nothing is left to scrub.
     due: Option<Instant>,
+    /// No scrub before this ([`SCRUB_INTERVAL`] after the last one), unless retrying.
+    earliest: Option<Instant>,
     /// The last attempt could not finish: wait for `due`, not for idleness.
     retrying: bool,
     /// The wait after the next unfinished attempt.
@@ -202,7 +210,7 @@ struct Scrubs {
 impl Scrubs {
     fn deleted(&mut self, now: Instant) {
         if !self.retrying {
-            let latest = now + SCRUB_MAX_DELAY;
+            let latest = (now + SCRUB_MAX_DELAY).max(self.earliest.unwrap_or(now));
             self.due = Some(self.due.map_or(latest, |due| due.min(latest)));
         }
     }
@@ -213,7 +221,8 @@ impl Scrubs {
         let at = if self.retrying {
             due
         } else {
-            due.min(now + SCRUB_IDLE)
+            let idle = (now + SCRUB_IDLE).max(self.earliest.unwrap_or(now));
+            due.min(idle)
         };
         Some(at.saturating_duration_since(now))
     }
@@ -224,7 +233,12 @@ impl Scrubs {
 
     fn run(&mut self, writer: &mut Writer) {
         match writer.scrub(Duration::ZERO) {
-            Ok(true) => *self = Scrubs::default(),
+            Ok(true) => {
+                *self = Scrubs {
+                    earliest: Some(Instant::now() + SCRUB_INTERVAL),
+                    ..Scrubs::default()
+                }
+            }
             outcome => {
                 if let Err(e) = outcome {
                     tracing::debug!(path = writer.path(), error = %e, "scrubbing the WAL failed; trying again later");
@@ -235,5 +249,57 @@ impl Scrubs {
                 self.backoff = (wait * 2).min(SCRUB_RETRY_MAX);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn an_isolated_delete_is_scrubbed_once_the_thread_is_idle() {
+        let t = Instant::now();
+        let mut s = Scrubs::default();
+        assert_eq!(s.wait(t), None, "nothing deleted, nothing to scrub");
+        s.deleted(t);
+        assert_eq!(s.wait(t), Some(SCRUB_IDLE));
+        // Another call 3 ms later restarts the idle wait; the deadline stays.
+        s.deleted(t + 3 * MS);
+        assert_eq!(s.wait(t + 3 * MS), Some(SCRUB_IDLE));
+        assert_eq!(s.due, Some(t + SCRUB_MAX_DELAY));
+        assert!(!s.overdue(t + 3 * MS));
+    }
+
+    #[test]
+    fn scrubs_are_spaced_and_a_busy_thread_still_scrubs_in_time() {
+        let t = Instant::now();
+        // Just scrubbed: the next one waits for the interval, idle or not.
+        let mut s = Scrubs {
+            earliest: Some(t + SCRUB_INTERVAL),
+            ..Scrubs::default()
+        };
+        s.deleted(t);
+        assert_eq!(s.wait(t), Some(SCRUB_INTERVAL));
+        assert_eq!(s.due, Some(t + SCRUB_MAX_DELAY));
+        // Calls keep coming every millisecond: never idle, scrubbed at the deadline.
+        assert!(!s.overdue(t + SCRUB_MAX_DELAY - MS));
+        assert!(s.overdue(t + SCRUB_MAX_DELAY));
+    }
+
+    #[test]
+    fn retries_wait_for_their_backoff_not_for_idleness() {
+        let t = Instant::now();
+        let mut s = Scrubs {
+            due: Some(t + SCRUB_RETRY),
+            retrying: true,
+            backoff: 2 * SCRUB_RETRY,
+            ..Scrubs::default()
+        };
+        assert_eq!(s.wait(t), Some(SCRUB_RETRY));
+        // A delete meanwhile is covered by the retry.
+        s.deleted(t);
+        assert_eq!(s.due, Some(t + SCRUB_RETRY));
     }
 }
