@@ -9,6 +9,7 @@
 //! | `redis+cluster://host:port[,host:port...]` | Redis Cluster seed nodes |
 //! | `redis+sentinel://host:port[,...]/master-name` | Redis behind Sentinel |
 //! | `vault://host:port[/mount][?prefix=P]`, `vaults://...` | Vault / OpenBao KV v2 (TLS with `vaults`) |
+//! | `postgres://user@host[:port][/db][?schema=S&table=T]`, `postgresql://...` | PostgreSQL (TLS per `sslmode`) |
 //! | `keychain:[secret-service\|keyutils]` | OS keychain |
 //!
 //! Query parameters follow one grammar on every backend ([`QueryParams`]): unknown,
@@ -42,6 +43,8 @@ pub enum BackendKind {
     Vault,
     /// `keychain:`
     Keychain,
+    /// `postgres://`, `postgresql://`
+    Postgres,
 }
 
 impl BackendKind {
@@ -54,6 +57,7 @@ impl BackendKind {
             BackendKind::Redis | BackendKind::RedisCluster | BackendKind::RedisSentinel => "redis",
             BackendKind::Vault => "vault",
             BackendKind::Keychain => "keychain",
+            BackendKind::Postgres => "postgres",
         }
     }
 }
@@ -85,9 +89,10 @@ impl StoreUrl {
             "redis+sentinel" | "rediss+sentinel" => BackendKind::RedisSentinel,
             "vault" | "vaults" => BackendKind::Vault,
             "keychain" => BackendKind::Keychain,
+            "postgres" | "postgresql" => BackendKind::Postgres,
             other => {
                 return Err(Error::config(format!(
-                    "unknown store scheme `{other}`: use memory:, file://, sqlite://, redis://, rediss://, redis+cluster://, redis+sentinel://, vault://, vaults:// or keychain:"
+                    "unknown store scheme `{other}`: use memory:, file://, sqlite://, redis://, rediss://, redis+cluster://, redis+sentinel://, vault://, vaults://, postgres://, postgresql:// or keychain:"
                 )));
             }
         };
@@ -547,6 +552,24 @@ mod tests {
             Err(Error::Config { .. })
         ));
         assert!(StoreUrl::parse("sqlite://").unwrap().path().is_err());
+    }
+
+    #[test]
+    fn parses_postgres_urls_and_hides_their_passwords() {
+        for raw in [
+            "postgres://app:s3cr3t@db.example:5432/tokens?schema=mcp&table=t",
+            "POSTGRESQL://app:s3cr3t@db.example/tokens",
+        ] {
+            let u = StoreUrl::parse(raw).unwrap();
+            assert_eq!(u.kind(), BackendKind::Postgres);
+            assert_eq!(u.kind().feature(), "postgres");
+            assert!(!format!("{u} {u:?} {}", u.redacted()).contains("s3cr3t"));
+        }
+        let u = StoreUrl::parse("postgresql://app:s3cr3t@db.example/tokens").unwrap();
+        assert_eq!(u.scheme(), "postgresql");
+        assert_eq!(u.redacted(), "postgresql://app:***@db.example/tokens");
+        let err = StoreUrl::parse("postgre://h/db").unwrap_err().to_string();
+        assert!(err.contains("postgres://"), "{err}");
     }
 
     #[test]
