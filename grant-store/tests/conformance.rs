@@ -1,6 +1,7 @@
 //! The grant conformance suite (`token_store_conformance::grants`) on every backend this
 //! machine runs: memory, the encrypted file store, SQLite, Redis standalone and Cluster,
 //! Vault/OpenBao. The keychain backends run in `keychain.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

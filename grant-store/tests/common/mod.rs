@@ -1,6 +1,7 @@
 //! Store factories for the grant-store tests: every backend, opened by URL exactly as a
 //! server opens its store (`token_store::open`), each instance isolated (a fresh directory,
 //! file, Redis prefix or Vault folder) and reopenable.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::sync::Arc;
