@@ -1,15 +1,20 @@
 //! The SQLite backend of token-store: one database file on the local disk, shared safely by
 //! every process of the host that opens it.
 //!
-//! ```no_run
+//! ```
 //! # async fn demo() -> token_store_core::Result<()> {
 //! use token_store_core::{Precondition, StoreUrl, TokenKey, TokenRecord};
 //!
-//! let store = token_store_sqlite::open_url(&StoreUrl::parse("sqlite://~/.local/share/app/tokens.db")?).await?;
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path().join("tokens.db");
+//! // sqlite://~/.local/share/app/tokens.db, say
+//! let url = StoreUrl::parse(&format!("sqlite://{}", path.display()))?;
+//! let store = token_store_sqlite::open_url(&url).await?;
 //! let key = TokenKey::for_server("https://mcp.example.com/mcp");
 //! store.put(&key, &TokenRecord::new("access"), Precondition::Any).await?;
 //! assert!(store.get(&key).await?.is_some());
 //! # Ok(()) }
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
 //! ```
 //!
 //! # URLs
@@ -155,9 +160,9 @@
 //!   the next open.
 //!
 //! Why not inside the delete: a TRUNCATE checkpoint costs milliseconds (it syncs the main
-//! file; measured medians 0.9–1.8 ms with `synchronous=FULL` and 1.4–1.7 ms with `NORMAL` on
-//! the development machine, where a delete takes about 0.3 ms and 0.04 ms), so deletes would
-//! be 3 to 40 times slower. Deletes keep their latency. Why the one-second spacing: a scrub
+//! file; medians of 1–3 ms on the development machine, where a delete takes about 0.3 ms
+//! with `synchronous=FULL` and 0.04 ms with `NORMAL`), so deletes would be 3 to 70 times
+//! slower. Deletes keep their latency. Why the one-second spacing: a scrub
 //! empties the WAL file, and until it has grown back to its working size (1000 pages) every
 //! commit extends the file, which makes its fsync dearer; with `synchronous=FULL` a loop of
 //! puts and deletes scrubbed every 100 ms ran at about half speed, scrubbed at most once a
