@@ -26,8 +26,8 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 use token_store_grants::{
-    AuthenticatedClient, AuthorizationRequest, ClientMetadata, GrantConfig, GrantError,
-    GrantStore, RefreshOptions,
+    AuthenticatedClient, AuthorizationRequest, ClientMetadata, GrantConfig, GrantError, GrantStore,
+    RefreshOptions,
 };
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -135,7 +135,11 @@ fn oauth_error(e: &GrantError) -> Response {
     if e.is_store() {
         tracing::error!("grant store failure: {e}");
     } else {
-        tracing::info!(error = e.error_code(), "OAuth request refused: {}", e.description());
+        tracing::info!(
+            error = e.error_code(),
+            "OAuth request refused: {}",
+            e.description()
+        );
     }
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut resp = json_response(status, e.to_json());
@@ -159,7 +163,11 @@ async fn authenticate(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
         .and_then(|b| String::from_utf8(b).ok());
     let (id, secret) = match &basic {
         Some(pair) => {
@@ -200,7 +208,11 @@ fn same_resource(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
-async fn token(State(app): Shared, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+async fn token(
+    State(app): Shared,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let result = async {
         let client = authenticate(&app, &headers, &form).await?;
         // The only resource this server has is its MCP endpoint.
@@ -245,7 +257,11 @@ async fn token(State(app): Shared, headers: HeaderMap, Form(form): Form<HashMap<
     }
 }
 
-async fn revoke(State(app): Shared, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+async fn revoke(
+    State(app): Shared,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let result = async {
         let client = authenticate(&app, &headers, &form).await?;
         let token = param(&form, "token")?;
@@ -259,7 +275,11 @@ async fn revoke(State(app): Shared, headers: HeaderMap, Form(form): Form<HashMap
     }
 }
 
-async fn introspect(State(app): Shared, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+async fn introspect(
+    State(app): Shared,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let result = async {
         let client = authenticate(&app, &headers, &form).await?;
         let answer = app.grants.introspect(param(&form, "token")?).await?;
@@ -271,7 +291,10 @@ async fn introspect(State(app): Shared, headers: HeaderMap, Form(form): Form<Has
     }
     .await;
     match result {
-        Ok(answer) => json_response(StatusCode::OK, serde_json::to_value(answer).unwrap_or_default()),
+        Ok(answer) => json_response(
+            StatusCode::OK,
+            serde_json::to_value(answer).unwrap_or_default(),
+        ),
         Err(e) => oauth_error(&e),
     }
 }
@@ -303,7 +326,9 @@ async fn manage_client(
     request: Request,
 ) -> Response {
     let Some(rat) = bearer(&headers).map(str::to_owned) else {
-        return oauth_error(&GrantError::InvalidClient("registration access token required"));
+        return oauth_error(&GrantError::InvalidClient(
+            "registration access token required",
+        ));
     };
     let method = request.method().clone();
     let result = match method.as_str() {
@@ -314,8 +339,13 @@ async fn manage_client(
             .map(|c| json_response(StatusCode::OK, c.to_json())),
         "PUT" => {
             let body = axum::body::to_bytes(request.into_body(), 64 * 1024).await;
-            match body.ok().and_then(|b| serde_json::from_slice::<ClientMetadata>(&b).ok()) {
-                None => Err(GrantError::InvalidClientMetadata("the body is not client metadata")),
+            match body
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ClientMetadata>(&b).ok())
+            {
+                None => Err(GrantError::InvalidClientMetadata(
+                    "the body is not client metadata",
+                )),
                 Some(metadata) => app
                     .grants
                     .update_client(&client_id, &rat, metadata)
@@ -369,7 +399,14 @@ async fn check_authorization(app: &App, q: &HashMap<String, String>) -> Result<(
 
 fn error_page(e: &GrantError) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    (status, Html(format!("<h1>Authorization failed</h1><p>{}</p>", html_escape(e.description())))).into_response()
+    (
+        status,
+        Html(format!(
+            "<h1>Authorization failed</h1><p>{}</p>",
+            html_escape(e.description())
+        )),
+    )
+        .into_response()
 }
 
 fn login_page(q: &HashMap<String, String>, failed: bool) -> Response {
@@ -382,8 +419,16 @@ fn login_page(q: &HashMap<String, String>, failed: bool) -> Response {
             ));
         }
     }
-    let note = if failed { "<p>Wrong user name or password.</p>" } else { "" };
-    let status = if failed { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
+    let note = if failed {
+        "<p>Wrong user name or password.</p>"
+    } else {
+        ""
+    };
+    let status = if failed {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
     (
         status,
         Html(format!(
@@ -417,7 +462,10 @@ fn password_ok(app: &App, user: &str, password: &str) -> bool {
 
 /// The login form's POST (and a headless client's): checks the password, then issues the
 /// code and redirects to the client.
-async fn authorize_login(State(app): Shared, Form(form): Form<HashMap<String, String>>) -> Response {
+async fn authorize_login(
+    State(app): Shared,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     if let Err(e) = check_authorization(&app, &form).await {
         return error_page(&e);
     }
@@ -439,7 +487,11 @@ async fn authorize_login(State(app): Shared, Form(form): Form<HashMap<String, St
         user,
         form.get("code_challenge").cloned().unwrap_or_default(),
     )
-    .with_challenge_method(form.get("code_challenge_method").cloned().unwrap_or_default())
+    .with_challenge_method(
+        form.get("code_challenge_method")
+            .cloned()
+            .unwrap_or_default(),
+    )
     .with_resource(app.resource.clone());
     if let Some(scope) = form.get("scope") {
         request = request.with_scopes(scope.split_whitespace().map(str::to_owned));
@@ -451,7 +503,9 @@ async fn authorize_login(State(app): Shared, Form(form): Form<HashMap<String, St
     };
     match app.grants.authorize(request).await {
         Ok(code) => {
-            location.query_pairs_mut().append_pair("code", code.expose());
+            location
+                .query_pairs_mut()
+                .append_pair("code", code.expose());
         }
         // Past the client and redirect checks, errors go back to the client (RFC 6749 §4.1.2.1).
         Err(e) if !e.is_store() => {
@@ -519,7 +573,13 @@ async fn mcp_endpoint(State(app): Shared, mut request: Request) -> Response {
         None => Ok(None),
     };
     let grant = match verified {
-        Ok(Some(g)) if g.resource.as_deref().is_none_or(|r| same_resource(r, &app.resource)) => g,
+        Ok(Some(g))
+            if g.resource
+                .as_deref()
+                .is_none_or(|r| same_resource(r, &app.resource)) =>
+        {
+            g
+        }
         Ok(_) => {
             let challenge = format!(
                 "Bearer error=\"invalid_token\", resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
@@ -536,6 +596,8 @@ async fn mcp_endpoint(State(app): Shared, mut request: Request) -> Response {
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
     };
+    // rmcp needs no credential: the bearer token goes no further than this check.
+    request.headers_mut().remove(header::AUTHORIZATION);
     request.extensions_mut().insert(Caller {
         user: grant.user_id.clone(),
         scopes: grant.scopes.clone(),
@@ -553,7 +615,11 @@ fn load_users(path: Option<&PathBuf>) -> Result<HashMap<String, String>, BoxErro
     };
     let text = std::fs::read_to_string(path)?;
     let mut users = HashMap::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let (name, hash) = line
             .split_once(':')
             .ok_or("a users line is not name:$argon2id$...")?;
@@ -616,10 +682,19 @@ pub async fn serve(options: Options) -> Result<(), BoxError> {
         mcp,
     });
     let router = Router::new()
-        .route("/.well-known/oauth-protected-resource", get(protected_resource))
-        .route("/.well-known/oauth-protected-resource/mcp", get(protected_resource))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(protected_resource),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(protected_resource),
+        )
         .route("/.well-known/oauth-authorization-server", get(as_metadata))
-        .route("/.well-known/oauth-authorization-server/mcp", get(as_metadata))
+        .route(
+            "/.well-known/oauth-authorization-server/mcp",
+            get(as_metadata),
+        )
         .route("/register", post(register))
         .route(
             "/register/{client_id}",
@@ -629,7 +704,10 @@ pub async fn serve(options: Options) -> Result<(), BoxError> {
         .route("/token", post(token))
         .route("/revoke", post(revoke))
         .route("/introspect", post(introspect))
-        .route("/mcp", get(mcp_endpoint).post(mcp_endpoint).delete(mcp_endpoint))
+        .route(
+            "/mcp",
+            get(mcp_endpoint).post(mcp_endpoint).delete(mcp_endpoint),
+        )
         .with_state(app);
     println!("listening on http://{local} as {base}");
     tracing::info!(store = %token_store_core::StoreUrl::parse(&options.store).map(|u| u.redacted()).unwrap_or_default(), "serving MCP at {base}/mcp");
