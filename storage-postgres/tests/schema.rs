@@ -1,0 +1,239 @@
+//! The schema on a real server: created once by concurrent first opens, recorded in the
+//! metadata table, and every table that is not token-store's refused before anything is
+//! written to it: a table of the same name without our metadata, metadata of another
+//! application, other columns, a newer schema version, metadata without its table.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use token_store_core::{Error, KeyKind, PutOptions, RawStore, StorageKey};
+use token_store_postgres::{PostgresConfig, PostgresStore, SCHEMA_VERSION};
+
+fn refused(r: Result<PostgresStore, Error>, want: &str) {
+    match r {
+        Err(Error::Config { message, .. }) => {
+            assert!(message.contains(want), "{message}");
+            println!("refused: {message}");
+        }
+        other => panic!("expected a Config error containing {want:?}, got {other:?}"),
+    }
+}
+
+async fn setup(config: &PostgresConfig, sql: &str) {
+    let admin = common::raw_client(config).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{}\"; SET search_path = \"{}\"; {sql}",
+            config.schema, config.schema
+        ))
+        .await
+        .unwrap();
+}
+
+async fn count(config: &PostgresConfig, sql: &str) -> i64 {
+    let admin = common::raw_client(config).await;
+    admin.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_opens_migrate_once() {
+    let Some(config) = common::plain() else {
+        return;
+    };
+    let _drop = common::DropSchema(config.clone());
+    let config = config.with_table("fresh");
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let config = config.clone();
+        tasks.push(tokio::spawn(
+            async move { PostgresStore::open(&config).await },
+        ));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let meta = format!("\"{}\".fresh_meta", config.schema);
+    let admin = common::raw_client(&config).await;
+    let row = admin
+        .query_one(
+            &format!("SELECT application, schema_version FROM {meta}"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "token-store");
+    assert_eq!(row.get::<_, i32>(1), SCHEMA_VERSION);
+    assert_eq!(
+        count(&config, &format!("SELECT count(*) FROM {meta}")).await,
+        1
+    );
+    // The indexes the listings and the sweep use are there.
+    let indexes = count(
+        &config,
+        &format!(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = '{}' AND tablename = 'fresh'",
+            config.schema
+        ),
+    )
+    .await;
+    assert_eq!(indexes, 4, "primary key, user, resource and expiry indexes");
+    // Opening again changes nothing.
+    PostgresStore::open(&config).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_table_is_refused() {
+    let Some(config) = common::plain() else {
+        return;
+    };
+    let _drop = common::DropSchema(config.clone());
+    let config = config.with_table("orders");
+    setup(&config, "CREATE TABLE orders (id serial PRIMARY KEY, item text); INSERT INTO orders(item) VALUES ('x')").await;
+    refused(
+        PostgresStore::open(&config).await,
+        "is not a token-store table",
+    );
+    // Untouched: no metadata table appeared, the row is still there.
+    assert_eq!(
+        count(
+            &config,
+            &format!("SELECT count(*) FROM \"{}\".orders", config.schema)
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &config,
+            &format!(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = '{}'",
+                config.schema
+            )
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_of_another_application_is_refused() {
+    let Some(config) = common::plain() else {
+        return;
+    };
+    let _drop = common::DropSchema(config.clone());
+    let other = config.clone().with_table("other");
+    setup(
+        &other,
+        "CREATE TABLE other (x int); CREATE TABLE other_meta (id int PRIMARY KEY, application text, schema_version int);
+         INSERT INTO other_meta VALUES (1, 'billing', 3)",
+    )
+    .await;
+    refused(PostgresStore::open(&other).await, "belongs to \"billing\"");
+    // A metadata table of another shape.
+    let shaped = config.clone().with_table("shaped");
+    setup(
+        &shaped,
+        "CREATE TABLE shaped (x int); CREATE TABLE shaped_meta (key text, value text)",
+    )
+    .await;
+    refused(
+        PostgresStore::open(&shaped).await,
+        "is not token-store's metadata table",
+    );
+    // Metadata without its table.
+    let lonely = config.clone().with_table("lonely");
+    setup(
+        &lonely,
+        "CREATE TABLE lonely_meta (id int PRIMARY KEY, application text, schema_version int);
+         INSERT INTO lonely_meta VALUES (1, 'token-store', 1)",
+    )
+    .await;
+    refused(PostgresStore::open(&lonely).await, "is missing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_columns_and_newer_schemas_are_refused() {
+    let Some(config) = common::plain() else {
+        return;
+    };
+    let _drop = common::DropSchema(config.clone());
+    // Ours, then altered by someone.
+    let altered = config.clone().with_table("altered");
+    PostgresStore::open(&altered).await.unwrap();
+    setup(&altered, "ALTER TABLE altered ADD COLUMN note text").await;
+    refused(
+        PostgresStore::open(&altered).await,
+        "does not have token-store's columns",
+    );
+    // Ours, from a newer token-store.
+    let newer = config.clone().with_table("newer");
+    PostgresStore::open(&newer).await.unwrap();
+    setup(
+        &newer,
+        &format!(
+            "UPDATE newer_meta SET schema_version = {}",
+            SCHEMA_VERSION + 1
+        ),
+    )
+    .await;
+    refused(PostgresStore::open(&newer).await, "upgrade token-store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_rows_are_swept_and_invisible() {
+    let Some(config) = common::plain() else {
+        return;
+    };
+    let _drop = common::DropSchema(config.clone());
+    let config = config
+        .with_table("ttl")
+        .with_sweep_interval(Duration::from_millis(200));
+    let store = PostgresStore::open(&config).await.unwrap();
+    let key = |n: u32| StorageKey::single(KeyKind::State, format!("s{n}")).unwrap();
+    let short = PutOptions::default().with_ttl(Some(Duration::from_millis(300)));
+    for n in 0..5 {
+        store.write(&key(n), b"v", &short).await.unwrap();
+    }
+    store
+        .write(&key(99), b"kept", &PutOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .read(&key(0))
+            .await
+            .unwrap()
+            .is_some_and(|r| r.expires_at.is_some())
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    // Expired: absent to reads and listings at once, though still in the table.
+    assert!(store.read(&key(0)).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .scan(KeyKind::State, &Default::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // The next write (a sweep is due) deletes them in the background.
+    store
+        .write(&key(99), b"kept", &PutOptions::default())
+        .await
+        .unwrap();
+    let table = format!("\"{}\".ttl", config.schema);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = count(&config, &format!("SELECT count(*) FROM {table}")).await;
+        if left == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} rows left after the sweep"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
