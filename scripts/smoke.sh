@@ -4,8 +4,9 @@
 #
 #   eval "$(scripts/services.sh start)" && scripts/smoke.sh [--restart]
 #
-# --restart also kills and restarts the AOF Redis and the plain OpenBao through their restart
-# scripts. Off by default: it disturbs tests that may be running against the same services.
+# --restart also kills and restarts the AOF Redis, the plain OpenBao and the crash PostgreSQL through
+# their restart scripts. Off by default: it disturbs tests that may be running against the same
+# services.
 # Ends with `N passed, M failed` on a line of its own; exits non-zero on any failure.
 set -uo pipefail # no -e: a failed check is counted and reported, the others still run
 
@@ -282,6 +283,66 @@ vault_restart() {
 	vault_root && vault_approle_kv
 }
 
+# ---------------------------------------------------------------- PostgreSQL
+
+# psql with a connection string; the test URLs are libpq URLs (TLS ones carry sslmode=verify-full
+# and sslrootcert=<the test CA>, mutual TLS ones sslcert/sslkey too).
+pg() { # pg URL SQL: one value
+	psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$1" -c "$2" </dev/null
+}
+
+postgres_plain() { # postgres_plain VAR: a table of our own, insert/select/drop
+	need "$1" || return 1
+	local url=${!1} t=smoke_${KEY//[^a-zA-Z0-9]/_}
+	expect 1 pg "$url" "SELECT 1" || return 1
+	pg "$url" "CREATE TABLE $t (v text); INSERT INTO $t VALUES ('v1')" >/dev/null || return 1
+	expect v1 pg "$url" "SELECT v FROM $t" || return 1
+	pg "$url" "DROP TABLE $t" >/dev/null
+}
+
+postgres_tls() {
+	need TOKEN_STORE_TEST_POSTGRES_TLS_URL TOKEN_STORE_TEST_POSTGRES_MTLS_URL || return 1
+	local url=$TOKEN_STORE_TEST_POSTGRES_TLS_URL plain
+	expect t pg "$url" "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()" || return 1
+	expect tscert pg "$TOKEN_STORE_TEST_POSTGRES_MTLS_URL" "SELECT current_user" || return 1
+	# The server takes TLS only: the same URL without TLS is refused.
+	plain=${url/sslmode=verify-full/sslmode=disable}
+	if pg "$plain" "SELECT 1" >/dev/null 2>&1; then
+		echo "a plaintext connection was accepted by the TLS-only server"
+		return 1
+	fi
+}
+
+postgres_crash_config() {
+	need TOKEN_STORE_TEST_POSTGRES_CRASH_URL TOKEN_STORE_TEST_POSTGRES_CRASH_PIDFILE \
+		TOKEN_STORE_TEST_POSTGRES_CRASH_RESTART || return 1
+	expect on pg "$TOKEN_STORE_TEST_POSTGRES_CRASH_URL" "SHOW fsync" || return 1
+	expect on pg "$TOKEN_STORE_TEST_POSTGRES_CRASH_URL" "SHOW synchronous_commit" || return 1
+	[[ -x $TOKEN_STORE_TEST_POSTGRES_CRASH_RESTART ]] || {
+		echo "restart script $TOKEN_STORE_TEST_POSTGRES_CRASH_RESTART is not executable"
+		return 1
+	}
+	kill -0 "$(cat "$TOKEN_STORE_TEST_POSTGRES_CRASH_PIDFILE")" || return 1
+}
+
+# A commit acknowledged before SIGKILL of the postmaster must be there after the restart script.
+postgres_crash() {
+	need TOKEN_STORE_TEST_POSTGRES_CRASH_URL TOKEN_STORE_TEST_POSTGRES_CRASH_PIDFILE \
+		TOKEN_STORE_TEST_POSTGRES_CRASH_RESTART || return 1
+	local url=$TOKEN_STORE_TEST_POSTGRES_CRASH_URL t=smoke_${KEY//[^a-zA-Z0-9]/_} pid
+	pg "$url" "CREATE TABLE $t (v text); INSERT INTO $t VALUES ('durable')" >/dev/null || return 1
+	pid=$(cat "$TOKEN_STORE_TEST_POSTGRES_CRASH_PIDFILE")
+	kill -9 "$pid"
+	while kill -0 "$pid" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; do sleep 0.05; done
+	"$TOKEN_STORE_TEST_POSTGRES_CRASH_RESTART" || return 1
+	[[ $(cat "$TOKEN_STORE_TEST_POSTGRES_CRASH_PIDFILE") != "$pid" ]] || {
+		echo "pid file not updated"
+		return 1
+	}
+	expect durable pg "$url" "SELECT v FROM $t" || return 1
+	pg "$url" "DROP TABLE $t" >/dev/null
+}
+
 # ---------------------------------------------------------------- Secret Service, keyutils
 
 secret_service() {
@@ -328,9 +389,13 @@ check "openbao: short AppRole token TTL 10s" vault_short_role
 check "openbao-tls: health and token with the CA, unverified without" vault_tls
 check "secret service: secret-tool store/lookup/clear on the private bus" secret_service
 check "keyutils: add/read/search/unlink in keyctl session -" keyutils
+check "postgres: password login, create/insert/select/drop" postgres_plain TOKEN_STORE_TEST_POSTGRES_URL
+check "postgres-crash: password login, fsync on, restart script" postgres_crash_config
+check "postgres-tls: verify-full with the test CA, client-cert role, plaintext refused" postgres_tls
 if [[ -n $WITH_RESTART ]]; then
 	check "redis-aof: write, kill -9, restart script, data still there" redis_aof_crash
 	check "openbao: restart script, same root token and AppRole credentials" vault_restart
+	check "postgres-crash: commit, kill -9, restart script, row still there" postgres_crash
 fi
 
 echo "$passed passed, $failed failed"
