@@ -100,6 +100,8 @@ async fn open_parsed(url: &StoreUrl) -> Result<TokenStore> {
         BackendKind::Vault => token_store_vault::open_url(url).await?,
         #[cfg(feature = "keychain")]
         BackendKind::Keychain => token_store_keychain::open_url(url).await?,
+        #[cfg(feature = "postgres")]
+        BackendKind::Postgres => token_store_postgres::open_url(url).await?,
         #[allow(unreachable_patterns)]
         other => {
             return Err(Error::config(format!(
