@@ -2,7 +2,7 @@
 //! `cargo run --release -p token-store-grants --example verify_latency [-- ROUNDS]`.
 //!
 //! For each backend this machine has (memory, the encrypted file store, SQLite, and Redis,
-//! Redis Cluster and Vault when `TOKEN_STORE_TEST_*` name them), one access token is issued
+//! Redis Cluster, Vault and PostgreSQL when `TOKEN_STORE_TEST_*` name them), one access token is issued
 //! and one token record of the same kind of size is stored; then `GrantStore::verify` and
 //! `TokenStore::get` alternate, one call each per round, and the medians and 99th
 //! percentiles are printed with their ratio.

@@ -1,6 +1,6 @@
 //! The grant conformance suite (`token_store_conformance::grants`) on every backend this
 //! machine runs: memory, the encrypted file store, SQLite, Redis standalone and Cluster,
-//! Vault/OpenBao. The keychain backends run in `keychain.rs`.
+//! Vault/OpenBao, PostgreSQL. The keychain backends run in `keychain.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -52,6 +52,14 @@ async fn grants_vault() {
         return;
     };
     run("vault", factory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_postgres() {
+    let Some(factory) = common::postgres() else {
+        return;
+    };
+    run("postgres", factory).await;
 }
 
 /// A memory store claiming to be shared by every host while its compare-and-swap holds only

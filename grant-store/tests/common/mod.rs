@@ -69,3 +69,11 @@ pub fn vault() -> Option<Factory> {
         )
     }))
 }
+
+pub fn postgres() -> Option<Factory> {
+    let base = services::require("TOKEN_STORE_TEST_POSTGRES_URL")?;
+    Some(by_url(move |name| {
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}table=g_{}", name.replace('-', "_"))
+    }))
+}
