@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, QueueMode, RecyclingMethod, Runtime,
+};
 use token_store_core::backend::fs::read_private_file;
 use token_store_core::{Error, Result};
 use tokio_postgres::NoTls;
@@ -43,6 +45,9 @@ impl Connections {
         let hosts = u32::try_from(config.effective_hosts().len()).unwrap_or(u32::MAX);
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
+            // The most recently used connection first: sequential callers keep one warm
+            // connection (and one warm server process) instead of cycling through all.
+            .queue_mode(QueueMode::Lifo)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(config.pool_timeout))
             // tokio-postgres tries the hosts in turn, each for up to the connect timeout,

@@ -120,7 +120,9 @@ impl<'a> KeyCols<'a> {
 /// rather than the parts themselves because a B-tree entry holds at most ~2.7 KB and keys may
 /// be 16 KiB.
 pub(crate) fn key_id(key: &StorageKey) -> [u8; 32] {
-    Sha256::digest(key.encode().as_bytes()).into()
+    let mut encoded = String::with_capacity(key.encoded_len());
+    key.encode_into(&mut encoded);
+    Sha256::digest(encoded.as_bytes()).into()
 }
 
 /// A new version: a random positive `i64` (63 bits), never `not` (the version a CAS
