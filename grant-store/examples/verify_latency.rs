@@ -2,8 +2,8 @@
 //! `cargo run --release -p token-store-grants --example verify_latency [-- ROUNDS]`.
 //!
 //! For each backend this machine has (memory, the encrypted file store, SQLite, and Redis,
-//! Redis Cluster, Vault and PostgreSQL when `TOKEN_STORE_TEST_*` name them), one access token is issued
-//! and one token record of the same kind of size is stored; then `GrantStore::verify` and
+//! Redis Cluster, Vault and PostgreSQL when `TOKEN_STORE_TEST_*` name them), one access token
+//! is issued and one token record of the same kind of size is stored; then `GrantStore::verify` and
 //! `TokenStore::get` alternate, one call each per round, and the medians and 99th
 //! percentiles are printed with their ratio.
 
@@ -156,6 +156,14 @@ async fn main() -> Result<(), BoxError> {
             "vault",
             format!("vault://{host}/secret?prefix=ts-bench/verify-{unique}&token_env=TOKEN_STORE_TEST_VAULT_TOKEN"),
             rounds / 4,
+        ));
+    }
+    if let Ok(url) = std::env::var("TOKEN_STORE_TEST_POSTGRES_URL") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        stores.push((
+            "postgres",
+            format!("{url}{sep}table=bench_verify_{unique}"),
+            rounds,
         ));
     }
     println!(
