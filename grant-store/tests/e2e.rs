@@ -711,21 +711,40 @@ async fn four_replicas_behind_one_redis() {
     replicas_behind_one_store("redis", store).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_rotation_on_sqlite_never_leaves_two_valid_refresh_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}/grants.db", dir.path().display());
+    sigkill_mid_rotation("sqlite", store, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_rotation_on_redis_never_leaves_two_valid_refresh_tokens() {
+    let Some(url) = services::require("TOKEN_STORE_TEST_REDIS_URL") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "{}/?prefix=ts-test:{}",
+        url.trim_end_matches('/'),
+        services::unique("kill")
+    );
+    sigkill_mid_rotation("redis", store, dir.path()).await;
+}
+
 /// SIGKILL a replica while it rotates a refresh token, many times: of the refresh tokens
 /// the client holds (the one it sent, and the one it got back if any), never are two valid.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_rotation_never_leaves_two_valid_refresh_tokens() {
+async fn sigkill_mid_rotation(name: &str, store: String, dir: &Path) {
     let rounds = if token_store_conformance::torture_long() {
         1000
     } else {
         100
     };
     let started = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
     let setup = Setup {
-        store: format!("sqlite://{}/grants.db", dir.path().display()),
+        store,
         base: "http://127.0.0.1:1".to_owned(),
-        users: users_file(dir.path()),
+        users: users_file(dir),
         access_ttl: 60,
     };
     // The observer replica is never killed; the victim is, and comes back each round.
@@ -800,7 +819,7 @@ async fn sigkill_mid_rotation_never_leaves_two_valid_refresh_tokens() {
         victim = spawn_replica(&setup).await;
     }
     let line = format!(
-        "sigkill[sqlite]: {rounds} replicas killed mid-rotation (window {window} µs): {uncommitted} rotations not committed, {answered} committed and answered, {lost} committed with the answer lost (re-login), {both} with two valid refresh tokens; {:.1} s",
+        "sigkill[{name}]: {rounds} replicas killed mid-rotation (window {window} µs): {uncommitted} rotations not committed, {answered} committed and answered, {lost} committed with the answer lost (re-login), {both} with two valid refresh tokens; {:.1} s",
         started.elapsed().as_secs_f64()
     );
     println!("{line}");

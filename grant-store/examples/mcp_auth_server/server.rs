@@ -53,6 +53,9 @@ pub struct Options {
     /// Access-token lifetime, seconds.
     #[arg(long, default_value_t = 3600)]
     pub access_ttl: u64,
+    /// Seconds between purges of expired codes, tokens and grants (0: never).
+    #[arg(long, default_value_t = 600)]
+    pub purge_interval: u64,
     /// Print the Argon2id hash of the password read from stdin, and exit.
     #[arg(long)]
     pub hash_password: bool,
@@ -653,6 +656,20 @@ pub async fn serve(options: Options) -> Result<(), BoxError> {
         store,
         GrantConfig::new().with_access_token_ttl(Duration::from_secs(options.access_ttl)),
     )?;
+    if options.purge_interval > 0 {
+        // Backends without TTLs keep expired records until purged; every replica may purge.
+        let grants = grants.clone();
+        let every = Duration::from_secs(options.purge_interval);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match grants.purge_expired().await {
+                    Ok(report) => tracing::info!(?report, "purged expired grant records"),
+                    Err(e) => tracing::warn!("purge failed: {e}"),
+                }
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(options.listen).await?;
     let local = listener.local_addr()?;
     let base = options
