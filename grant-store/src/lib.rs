@@ -49,6 +49,13 @@
 //! authorization code fails and revokes what the first one issued. [`GrantStore::new`]
 //! therefore refuses a store whose compare-and-swap reaches less far than the processes
 //! sharing it.
+//!
+//! A process killed in the middle of an operation never leaves two valid refresh tokens in
+//! a family (the grant names the one current token). It can leave records nobody holds (a
+//! token written but never committed or handed out) and, killed inside a revocation, access
+//! tokens of a revoked grant that stay valid until they expire (one hour by default) or
+//! until [`GrantStore::purge_expired`] removes them as orphans; revoking again finishes the
+//! job at once.
 #![warn(missing_docs)]
 
 mod client;
