@@ -52,10 +52,10 @@
 //!
 //! A process killed in the middle of an operation never leaves two valid refresh tokens in
 //! a family (the grant names the one current token). It can leave records nobody holds (a
-//! token written but never committed or handed out) and, killed inside a revocation, access
-//! tokens of a revoked grant that stay valid until they expire (one hour by default) or
-//! until [`GrantStore::purge_expired`] removes them as orphans; revoking again finishes the
-//! job at once.
+//! token written but never committed or handed out, which [`GrantStore::purge_expired`]
+//! removes). Killed inside a revocation, it leaves the grant in place with some of its tokens
+//! (a revocation deletes the tokens first and the grant last): the revocation did not happen
+//! yet, and repeating it finishes it.
 #![warn(missing_docs)]
 
 mod client;
