@@ -104,8 +104,9 @@
 //! `TOKEN_STORE_TEST_KEYUTILS=1` and a fresh session keyring: the CI script wraps the run as
 //! `keyctl session - cargo test -p token-store-keychain`. `tests/processes.rs` runs both
 //! keychains from several processes at once (compare-and-swap increments, keys created
-//! together, the concurrent model check, writers killed with SIGKILL). macOS and Windows
-//! are only compile-checked here (`cargo check --target aarch64-apple-darwin` /
+//! together, the concurrent model check, writers killed with SIGKILL), and
+//! `tests/host_lock.rs` holds lock files from another process (killed holders, waits past
+//! the timeout, the lock directory's checks). macOS and Windows are only compile-checked here (`cargo check --target aarch64-apple-darwin` /
 //! `x86_64-pc-windows-gnu`); their shared chunking, index and locking code runs on Linux
 //! against keyutils with `chunk_size=2560` and in unit tests.
 
