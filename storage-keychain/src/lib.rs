@@ -51,9 +51,12 @@
 //! and writers that are not token-store (a keychain GUI, another application, `keyctl`) are
 //! not excluded. Unconditional writes and deletes, the index updates of the keyring-core
 //! platforms, the sweeps of expired items that listing does and `clear` take the same locks,
-//! so none of them lands in the middle of a compare-and-swap. Secret Service reads take no
-//! lock (one item is replaced in a single call); keyring-core reads take none either unless
-//! a chunked record changes under them, in which case they read it again under the lock.
+//! so none of them lands in the middle of a compare-and-swap. Reads take no host lock: a
+//! Secret Service item is replaced in one call (a write that changes the expiry creates the
+//! new item before it deletes the old one, so a read that searched just before the create
+//! and fetches the secret just after the delete reports the record absent once), and a
+//! keyring-core read that finds a chunked record changing under it reads it again under the
+//! lock.
 //!
 //! The lock files live in `$XDG_RUNTIME_DIR/token-store/locks` (Linux; without the variable,
 //! `/run/user/<uid>/token-store/locks` when that exists, else
@@ -254,17 +257,51 @@ fn backend_name(platform: Platform) -> &'static str {
     }
 }
 
-/// The lock file that guards `key` in the keychain of `platform` with `config` (creating
-/// and checking the lock directory), for tests that hold it from another process and for
-/// finding a stuck holder (`fuser`/`lsof` it). Not a stable API.
+/// One key's host-wide lock, taken and released through the stores' own code: for tests
+/// that hold it from another process, benchmarks that time it, and finding a stuck holder
+/// (`fuser` its [`path`](Self::path)). Not a stable API.
 #[doc(hidden)]
-pub fn lock_file(platform: Platform, config: &Config, key: &StorageKey) -> Result<PathBuf> {
-    let locks = host_lock::HostLocks::open(
-        backend_name(platform),
-        &config.service,
-        config.lock_dir.as_deref(),
-    )?;
-    Ok(locks.key_path(&key.encode()))
+#[derive(Debug)]
+pub struct KeyLock {
+    locks: host_lock::HostLocks,
+    key: String,
+    timeout: Duration,
+}
+
+/// A held [`KeyLock`], released when dropped.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct KeyLockGuard {
+    _guard: host_lock::HostGuard,
+}
+
+impl KeyLock {
+    /// The lock of `key` in the keychain of `platform` with `config` (creating and checking
+    /// the lock directory, as opening a store does).
+    pub fn new(platform: Platform, config: &Config, key: &StorageKey) -> Result<Self> {
+        Ok(KeyLock {
+            locks: host_lock::HostLocks::open(
+                backend_name(platform),
+                &config.service,
+                config.lock_dir.as_deref(),
+            )?,
+            key: key.encode(),
+            timeout: config.timeout,
+        })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> PathBuf {
+        self.locks.key_path(&self.key)
+    }
+
+    /// Takes the lock, waiting (on this thread) at most the config's timeout.
+    pub fn lock(&self) -> Result<KeyLockGuard> {
+        let deadline = std::time::Instant::now() + self.timeout;
+        Ok(KeyLockGuard {
+            _guard: self.locks.lock_key_blocking(&self.key, deadline)?,
+        })
+    }
 }
 
 /// A keychain reached through keyring-core: kernel keyutils, macOS Keychain or Windows

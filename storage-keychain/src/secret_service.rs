@@ -18,7 +18,9 @@
 //! Writes, deletes, sweeps and `clear` run under the key's locks: this process' mutex, then
 //! the host-wide lock file ([`crate::host_lock`]), which makes their read-check-write atomic
 //! against every token-store process of the user. Reads take no lock: an item is replaced
-//! in place by one `CreateItem` call, so a read sees the old or the new secret.
+//! in place by one `CreateItem` call, so a read sees the old or the new secret. (A write
+//! that changes the expiry attribute creates a new item, then deletes the old one: a read
+//! that found only the old item and asks for its secret after the delete finds nothing.)
 //!
 //! The Diffie-Hellman session belongs to the provider process that opened it. When the
 //! provider dies (or the bus connection drops) the session is marked stale and the next call

@@ -20,7 +20,15 @@ use token_store_conformance::services;
 use token_store_core::{
     Error, KeyKind, ListEntry, ListFilter, Precondition, PutOptions, RawStore, StorageKey, StoreUrl,
 };
-use token_store_keychain::{Config, KeyringStore, Platform, SecretServiceStore, lock_file};
+use token_store_keychain::{Config, KeyLock, KeyringStore, Platform, SecretServiceStore};
+
+fn lock_file(
+    platform: Platform,
+    config: &Config,
+    key: &StorageKey,
+) -> token_store_core::Result<PathBuf> {
+    Ok(KeyLock::new(platform, config, key)?.path())
+}
 
 const HOLD: &str = "TS_KEYCHAIN_TEST_HOLD_LOCK_FILE";
 
