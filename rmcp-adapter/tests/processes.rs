@@ -450,6 +450,17 @@ fn seed_manager_record(server: &OAuthServer) -> TokenRecord {
     record
 }
 
+/// Rounds of the rmcp tests on `backend`: `default`, but at most 20 on the Secret Service,
+/// where every write is a D-Bus round trip into gnome-keyring that rewrites its keyring file
+/// (24-53 ms each): a coalescing round takes ~1.8 s there, 50 of them 90 s.
+fn rounds_for(backend: &str, default: usize) -> usize {
+    if backend == "secret-service" {
+        default.min(20)
+    } else {
+        default
+    }
+}
+
 async fn refresh_once_per_expiry(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
     let Some(url) = common::store_url(backend, dir.path()) else {
@@ -486,6 +497,7 @@ async fn refresh_once_per_expiry(backend: &str) {
         percentile(&stats.latencies_us, 1.0),
         stats.wall.as_secs_f64()
     );
+    common::clean_up(&url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,6 +515,16 @@ async fn refresh_once_per_expiry_across_processes_redis() {
     refresh_once_per_expiry("redis").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_once_per_expiry_across_processes_secret_service() {
+    refresh_once_per_expiry("secret-service").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_once_per_expiry_across_processes_keyutils() {
+    refresh_once_per_expiry("keyutils").await;
+}
+
 async fn rmcp_managers_across_processes(backend: &str, coalesce: bool) {
     let dir = tempfile::tempdir().unwrap();
     let Some(url) = common::store_url(backend, dir.path()) else {
@@ -510,7 +532,7 @@ async fn rmcp_managers_across_processes(backend: &str, coalesce: bool) {
     };
     const PROCESSES: usize = 8;
     // Without coalescing every round costs 8 sequential refreshes; 20 rounds show it.
-    let rounds: usize = if coalesce { 50 } else { 20 };
+    let rounds = rounds_for(backend, if coalesce { 50 } else { 20 });
     let server = OAuthServer::start(
         Duration::from_millis(30),
         Some((CLIENT_ID.into(), CLIENT_SECRET.into())),
@@ -580,6 +602,7 @@ async fn rmcp_managers_across_processes(backend: &str, coalesce: bool) {
         percentile(&stats.latencies_us, 1.0),
         stats.wall.as_secs_f64()
     );
+    common::clean_up(&url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -610,6 +633,26 @@ async fn rmcp_managers_across_processes_never_reuse_a_refresh_token_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rmcp_managers_with_the_coalescing_client_refresh_once_per_expiry_redis() {
     rmcp_managers_across_processes("redis", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmcp_managers_across_processes_never_reuse_a_refresh_token_secret_service() {
+    rmcp_managers_across_processes("secret-service", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmcp_managers_with_the_coalescing_client_refresh_once_per_expiry_secret_service() {
+    rmcp_managers_across_processes("secret-service", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmcp_managers_across_processes_never_reuse_a_refresh_token_keyutils() {
+    rmcp_managers_across_processes("keyutils", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmcp_managers_with_the_coalescing_client_refresh_once_per_expiry_keyutils() {
+    rmcp_managers_across_processes("keyutils", true).await;
 }
 
 /// A holder killed with SIGKILL while it holds the lease, before (`after_post = false`) or
@@ -683,6 +726,7 @@ async fn killed_holder(backend: &str, after_post: bool) {
             took_over_after.as_secs_f64()
         );
     }
+    common::clean_up(&url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -703,4 +747,14 @@ async fn a_killed_lease_holder_is_taken_over_after_the_lease_ttl_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_killed_after_its_token_request_costs_a_login_not_a_hang_sqlite() {
     killed_holder("sqlite", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_lease_holder_is_taken_over_after_the_lease_ttl_secret_service() {
+    killed_holder("secret-service", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_lease_holder_is_taken_over_after_the_lease_ttl_keyutils() {
+    killed_holder("keyutils", false).await;
 }

@@ -11,8 +11,9 @@
 //! distinct names are distinct stores), `timeout_ms=N` (per call, default 5000),
 //! `bus=ADDRESS` (Secret Service on another D-Bus bus than the session bus),
 //! `chunk_size=N` (keyring-core platforms: split items at N bytes, e.g. to try the Windows
-//! layout on keyutils), and `key_file=PATH` or `passphrase_env=VAR` to add token-store's
-//! own encryption layer on top of the keychain's.
+//! layout on keyutils), `lock_dir=PATH` (an absolute path: where the cross-process lock
+//! files live, see [Guarantees](#guarantees)), and `key_file=PATH` or `passphrase_env=VAR`
+//! to add token-store's own encryption layer on top of the keychain's.
 //!
 //! # What is stored
 //!
@@ -31,19 +32,45 @@
 //! 16 KiB, item names cannot); values over the platform's item limit are split into chunks
 //! plus a manifest, written chunks-first so a crash never leaves a half-written record.
 //! These platforms cannot search by our attributes (keyutils cannot list at all), so an
-//! index item `ts1-index` lists the keys. **Index weakness**: it is updated under this
-//! process's lock only; two processes creating keys at the same moment can drop one
-//! another's index entry, and the record is then stored but not listed until it is
-//! written again. Listing re-reads every indexed record and prunes missing or expired ones.
+//! index item `ts1-index` lists the keys. It is updated under the same host-wide lock as
+//! the records (below), so processes creating keys at the same moment never drop one
+//! another's entries. What the lock cannot cover: a writer that is not token-store (or one
+//! using another lock directory) may still race an index update, and the record is then
+//! stored but not listed until it is written again. Listing re-reads every indexed record
+//! and prunes missing or expired ones.
 //!
 //! # Guarantees
 //!
-//! No keychain has compare-and-swap. Conditional writes and deletes are checked under a
-//! process-wide async lock per (keychain, service, key) shared by every store instance in
-//! the process, against the version in the envelope: atomic within one process
-//! (`process_local_cas = true`), **not** against other processes (`atomic_cas = false`,
-//! `shared_across_processes = false`). TTLs are enforced on read (`ttl = true`); expired
-//! items are deleted when listed.
+//! No keychain has compare-and-swap. Conditional writes and deletes are checked against
+//! the version in the envelope under two locks per (keychain, service, key): a process-wide
+//! async mutex shared by every store instance in the process, then an advisory lock file
+//! (`flock`; `LockFileEx` on Windows) that every token-store process of the user on this
+//! host takes. So compare-and-swap holds across the processes of this user on this host
+//! that use token-store with the same lock directory (`atomic_cas = true`,
+//! `shared_across_processes = true`); **not** across hosts (a keychain is per host anyway),
+//! and writers that are not token-store (a keychain GUI, another application, `keyctl`) are
+//! not excluded. Unconditional writes and deletes, the index updates of the keyring-core
+//! platforms, the sweeps of expired items that listing does and `clear` take the same locks,
+//! so none of them lands in the middle of a compare-and-swap. Reads take no host lock: a
+//! Secret Service item is replaced in one call (a write that changes the expiry creates the
+//! new item before it deletes the old one, so a read that searched just before the create
+//! and fetches the secret just after the delete reports the record absent once), and a
+//! keyring-core read that finds a chunked record changing under it reads it again under the
+//! lock.
+//!
+//! The lock files live in `$XDG_RUNTIME_DIR/token-store/locks` (Linux; without the variable,
+//! `/run/user/<uid>/token-store/locks` when that exists, else
+//! `<temp dir>/token-store-<uid>/locks`), `<temp dir>/token-store-<uid>/locks` on macOS
+//! (the per-user `$TMPDIR`) and `%TEMP%\token-store\locks` on Windows, or in
+//! [`Config::with_lock_dir`] / `lock_dir=`. The directories token-store creates are 0700,
+//! and opening a store refuses ([`Error::PermissionDenied`], naming the path) a lock
+//! directory that is a symbolic link, belongs to another user or is open to other users;
+//! lock files are 0600 and never followed through a symbolic link. There are at most 256 +
+//! 64 of them (keys are spread over them by a hash), never deleted. A lock is waited for
+//! within the call's timeout, then the call fails with [`Error::Unavailable`] ("another
+//! process holds the keychain lock ..."); a holder that dies releases its locks at once
+//! (the kernel drops them). TTLs are enforced on read (`ttl = true`); expired items are
+//! deleted when listed.
 //!
 //! A call never hangs: every Secret Service call runs under `tokio::time::timeout` on an
 //! async connection (cancelled for real), and keyring-core calls run on blocking threads
@@ -78,20 +105,25 @@
 //! and starts private dbus-daemons (and gnome-keyrings) of its own for the locked, missing,
 //! uninitialised and never-answering cases. `tests/keyutils.rs` needs
 //! `TOKEN_STORE_TEST_KEYUTILS=1` and a fresh session keyring: the CI script wraps the run as
-//! `keyctl session - cargo test -p token-store-keychain`. macOS and Windows are only
-//! compile-checked here (`cargo check --target aarch64-apple-darwin` /
-//! `x86_64-pc-windows-gnu`); their shared chunking and index code runs on Linux against
-//! keyutils with `chunk_size=2560` and in unit tests.
+//! `keyctl session - cargo test -p token-store-keychain`. `tests/processes.rs` runs both
+//! keychains from several processes at once (compare-and-swap increments, keys created
+//! together, the concurrent model check, writers killed with SIGKILL), and
+//! `tests/host_lock.rs` holds lock files from another process (killed holders, waits past
+//! the timeout, the lock directory's checks). macOS and Windows are only compile-checked here (`cargo check --target aarch64-apple-darwin` /
+//! `x86_64-pc-windows-gnu`); their shared chunking, index and locking code runs on Linux
+//! against keyutils with `chunk_size=2560` and in unit tests.
 
 #![warn(missing_docs)]
 
 mod envelope;
+mod host_lock;
 mod keyring;
 mod lock;
 #[cfg(target_os = "linux")]
 mod secret_service;
 mod slots;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -164,6 +196,10 @@ pub struct Config {
     pub bus_address: Option<String>,
     /// Item size to chunk at on keyring-core platforms; `None` for the platform's limit.
     pub chunk_size: Option<usize>,
+    /// Where the cross-process lock files live (an absolute path); `None` for the default
+    /// (see [Guarantees](crate#guarantees)). Processes only exclude one another when they
+    /// use the same directory.
+    pub lock_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -173,6 +209,7 @@ impl Default for Config {
             timeout: Duration::from_secs(5),
             bus_address: None,
             chunk_size: None,
+            lock_dir: None,
         }
     }
 }
@@ -200,6 +237,70 @@ impl Config {
     pub fn with_chunk_size(mut self, size: usize) -> Self {
         self.chunk_size = Some(size);
         self
+    }
+
+    /// The same config keeping its cross-process lock files in `dir` (an absolute path,
+    /// created 0700 if missing) instead of the default directory.
+    pub fn with_lock_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.lock_dir = Some(dir.into());
+        self
+    }
+}
+
+/// The backend name of `platform`.
+fn backend_name(platform: Platform) -> &'static str {
+    match platform {
+        Platform::SecretService => SECRET_SERVICE,
+        Platform::Keyutils => KEYUTILS,
+        Platform::MacOs => MACOS,
+        Platform::Windows => WINDOWS,
+    }
+}
+
+/// One key's host-wide lock, taken and released through the stores' own code: for tests
+/// that hold it from another process, benchmarks that time it, and finding a stuck holder
+/// (`fuser` its [`path`](Self::path)). Not a stable API.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct KeyLock {
+    locks: host_lock::HostLocks,
+    key: String,
+    timeout: Duration,
+}
+
+/// A held [`KeyLock`], released when dropped.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct KeyLockGuard {
+    _guard: host_lock::HostGuard,
+}
+
+impl KeyLock {
+    /// The lock of `key` in the keychain of `platform` with `config` (creating and checking
+    /// the lock directory, as opening a store does).
+    pub fn new(platform: Platform, config: &Config, key: &StorageKey) -> Result<Self> {
+        Ok(KeyLock {
+            locks: host_lock::HostLocks::open(
+                backend_name(platform),
+                &config.service,
+                config.lock_dir.as_deref(),
+            )?,
+            key: key.encode(),
+            timeout: config.timeout,
+        })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> PathBuf {
+        self.locks.key_path(&self.key)
+    }
+
+    /// Takes the lock, waiting (on this thread) at most the config's timeout.
+    pub fn lock(&self) -> Result<KeyLockGuard> {
+        let deadline = std::time::Instant::now() + self.timeout;
+        Ok(KeyLockGuard {
+            _guard: self.locks.lock_key_blocking(&self.key, deadline)?,
+        })
     }
 }
 
@@ -232,15 +333,23 @@ impl KeyringStore {
         if config.service.is_empty() {
             return Err(Error::config("the keychain service name must not be empty"));
         }
+        let host =
+            host_lock::HostLocks::open(backend, &config.service, config.lock_dir.as_deref())?;
         let slots = keyring::KeyringSlots::new(store, backend, &config.service, limit);
         Ok(KeyringStore {
-            inner: slots::SlotStore::new(slots, KEYRING_MAX_VALUE, config.timeout, persistent),
+            inner: slots::SlotStore::new(
+                slots,
+                host,
+                KEYRING_MAX_VALUE,
+                config.timeout,
+                persistent,
+            ),
         })
     }
 
     /// Deletes every record of this store's service, and its index; returns how many records
-    /// were deleted. Records another process created while its index update was lost
-    /// (see the crate docs) are not found.
+    /// were deleted. Records a writer outside the lock (see the crate docs) left out of the
+    /// index are not found.
     pub async fn clear(&self) -> Result<usize> {
         self.inner.clear().await
     }
@@ -365,10 +474,18 @@ fn config_from_url(url: &StoreUrl) -> Result<Config> {
                         .map_err(|_| Error::config("`chunk_size` must be a number of bytes"))?,
                 )
             }
+            "lock_dir" if Path::new(&value).is_absolute() => {
+                config.lock_dir = Some(PathBuf::from(value));
+            }
+            "lock_dir" => {
+                return Err(Error::config(
+                    "`lock_dir` must be an absolute path (every process must name the same directory)",
+                ));
+            }
             "key_file" | "passphrase_env" => {}
             other => {
                 return Err(Error::config(format!(
-                    "unknown keychain URL parameter `{other}` (known: service, timeout_ms, bus, chunk_size, key_file, passphrase_env)"
+                    "unknown keychain URL parameter `{other}` (known: service, timeout_ms, bus, chunk_size, lock_dir, key_file, passphrase_env)"
                 )));
             }
         }

@@ -1,9 +1,11 @@
-//! The process-wide per-key lock that stands in for compare-and-swap, which no keychain has.
+//! The process-wide per-key lock, the first half of what stands in for compare-and-swap,
+//! which no keychain has.
 //!
 //! Every store instance in the process that talks to the same keychain namespace (same
 //! backend, same service name) shares one async mutex per key, so a read-check-write under
-//! it is atomic against every other writer in this process. Writers in other processes are
-//! not excluded: that is why the capabilities say `process_local_cas`, not `atomic_cas`.
+//! it is atomic against every other writer in this process. Other processes are excluded by
+//! the host-wide lock file taken after it ([`crate::host_lock`]); this mutex keeps the
+//! waiters of one process queueing here instead of all polling that file.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, Weak};

@@ -15,6 +15,13 @@
 //! collection when its session is renewed or the old collection disappears; one that
 //! writes, at its next write.
 //!
+//! Writes, deletes, sweeps and `clear` run under the key's locks: this process' mutex, then
+//! the host-wide lock file ([`crate::host_lock`]), which makes their read-check-write atomic
+//! against every token-store process of the user. Reads take no lock: an item is replaced
+//! in place by one `CreateItem` call, so a read sees the old or the new secret. (A write
+//! that changes the expiry attribute creates a new item, then deletes the old one: a read
+//! that found only the old item and asks for its secret after the delete finds nothing.)
+//!
 //! The Diffie-Hellman session belongs to the provider process that opened it. When the
 //! provider dies (or the bus connection drops) the session is marked stale and the next call
 //! opens a new one — on the same connection while it is open, else on a new connection —
@@ -27,7 +34,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use secret_service::{Collection, EncryptionType, Item, SecretService};
 use token_store_core::{
@@ -37,7 +44,8 @@ use token_store_core::{
 use zbus::zvariant::OwnedObjectPath;
 
 use crate::envelope::{Envelope, millis_ceil};
-use crate::{Config, SECRET_SERVICE, lock, slots};
+use crate::host_lock::{Held, HostLocks};
+use crate::{Config, SECRET_SERVICE, slots};
 
 const SCHEMA: &str = "org.token-store.Record";
 const CONTENT_TYPE: &str = "application/octet-stream";
@@ -75,13 +83,21 @@ impl Live {
 }
 
 /// What one attempt of a call changed, to know whether retrying it is safe.
-#[derive(Default)]
 struct Attempt {
     /// A mutating call was sent and may have taken effect.
     touched: AtomicBool,
+    /// The call's deadline, which lock waits keep to.
+    deadline: Instant,
 }
 
 impl Attempt {
+    fn new(deadline: Instant) -> Self {
+        Attempt {
+            touched: AtomicBool::new(false),
+            deadline,
+        }
+    }
+
     /// Runs a call that changes the keychain, remembering that it may have taken effect
     /// unless its error proves it never ran.
     async fn mutate<T>(
@@ -120,7 +136,9 @@ pub struct SecretServiceStore {
     bus_address: Option<String>,
     service: String,
     timeout: Duration,
+    /// This process' lock namespace (see [`crate::lock`]).
     namespace: String,
+    host: HostLocks,
     bus: String,
 }
 
@@ -272,6 +290,8 @@ impl SecretServiceStore {
         if config.service.is_empty() {
             return Err(Error::config("the keychain service name must not be empty"));
         }
+        // Not per bus: two processes naming the same bus differently must still meet.
+        let host = HostLocks::open(SECRET_SERVICE, &config.service, config.lock_dir.as_deref())?;
         let bus_address = config.bus_address.clone();
         let work = async {
             let conn = connect_bus(bus_address.as_deref()).await?;
@@ -292,6 +312,7 @@ impl SecretServiceStore {
             renew: tokio::sync::Mutex::new(()),
             bus_address,
             namespace: format!("{SECRET_SERVICE}\0{bus}\0{}", config.service),
+            host,
             service: config.service.clone(),
             timeout: config.timeout,
             bus,
@@ -313,12 +334,27 @@ impl SecretServiceStore {
                     .search_items(HashMap::from([("service", self.service.as_str())]))
                     .await
                     .map_err(map_error)?;
-                let mut n = 0;
+                // Key by key under the key's locks, so that no delete lands in the middle
+                // of another process' compare-and-swap.
+                let mut by_key: std::collections::BTreeMap<String, Vec<&Item<'_>>> =
+                    std::collections::BTreeMap::new();
                 for item in &items {
-                    match attempt.mutate(item.delete()).await {
-                        Ok(()) => n += 1,
-                        Err(e) if gone(&e) => {}
+                    let key = match item.get_attributes().await {
+                        Ok(attrs) => attrs.get("key").cloned().unwrap_or_default(),
+                        Err(e) if gone(&e) => continue,
                         Err(e) => return Err(map_error(e)),
+                    };
+                    by_key.entry(key).or_default().push(item);
+                }
+                let mut n = 0;
+                for (encoded, items) in &by_key {
+                    let _held = self.lock(encoded, &attempt).await?;
+                    for item in items {
+                        match attempt.mutate(item.delete()).await {
+                            Ok(()) => n += 1,
+                            Err(e) if gone(&e) => {}
+                            Err(e) => return Err(map_error(e)),
+                        }
                     }
                 }
                 Ok(n)
@@ -327,8 +363,20 @@ impl SecretServiceStore {
         .await
     }
 
-    async fn timed<T>(&self, op: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
-        match tokio::time::timeout(self.timeout, fut).await {
+    /// This process' lock of `encoded`, then the host-wide one, within the call's deadline.
+    async fn lock(&self, encoded: &str, attempt: &Attempt) -> Result<Held> {
+        self.host
+            .lock_both(&self.namespace, encoded, attempt.deadline)
+            .await
+    }
+
+    async fn timed<T>(
+        &self,
+        op: &str,
+        deadline: Instant,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout_at(deadline.into(), fut).await {
             Ok(r) => r,
             Err(_) => Err(unavailable(
                 format!(
@@ -349,11 +397,12 @@ impl SecretServiceStore {
         retry: Retry,
         attempt: impl Fn(Arc<Live>, Arc<Attempt>) -> Attempted<'s, T> + Send + Sync + 's,
     ) -> Result<T> {
-        self.timed(op, async {
+        let deadline = Instant::now() + self.timeout;
+        self.timed(op, deadline, async {
             let mut retried = false;
             loop {
                 let live = self.live().await?;
-                let progress = Arc::new(Attempt::default());
+                let progress = Arc::new(Attempt::new(deadline));
                 let err = match attempt(live.clone(), progress.clone()).await {
                     Ok(v) => return Ok(v),
                     Err(e) => e,
@@ -678,9 +727,10 @@ impl RawStore for SecretServiceStore {
     }
 
     fn raw_capabilities(&self) -> Capabilities {
-        // No atomic CAS in a keychain: a process-wide per-key lock is the strongest guarantee.
+        // Atomic across this host's token-store processes (the host lock), not across hosts.
         Capabilities::new(SECRET_SERVICE_MAX_VALUE)
-            .with_process_local_cas()
+            .with_atomic_cas()
+            .with_sharing_across_processes()
             .with_ttl()
             .with_persistence(true)
     }
@@ -719,7 +769,7 @@ impl RawStore for SecretServiceStore {
         let attrs = &self.attributes(key, encoded, &expires);
         self.call("put", Retry::IfUntouched, |live, attempt| {
             Box::pin(async move {
-                let _guard = lock::lock(&self.namespace, encoded).await;
+                let _held = self.lock(encoded, &attempt).await?;
                 let coll = collection(&live).await?;
                 let found = self.find(&coll, encoded).await?;
                 let current = match newest(&found) {
@@ -751,7 +801,7 @@ impl RawStore for SecretServiceStore {
         let encoded = &key.encode();
         self.call("delete", Retry::IfUntouched, |live, attempt| {
             Box::pin(async move {
-                let _guard = lock::lock(&self.namespace, encoded).await;
+                let _held = self.lock(encoded, &attempt).await?;
                 let found = self.lookup(&live, encoded).await?;
                 let existed = match newest(&found) {
                     Ok(n) => {
@@ -823,7 +873,7 @@ impl RawStore for SecretServiceStore {
             let live = self
                 .call("list", Retry::Always, |live, attempt| {
                     Box::pin(async move {
-                        let _guard = lock::lock(&self.namespace, encoded).await;
+                        let _held = self.lock(encoded, &attempt).await?;
                         let found = self.lookup(&live, encoded).await?;
                         match newest(&found) {
                             Ok(Some((_, true))) => Ok(true),

@@ -15,9 +15,14 @@
 //!   *index* slot `ts1-index` holds the encoded keys. It is a superset: a key is added
 //!   before its record is first written and removed after the record is deleted, and `scan`
 //!   reads every listed record, dropping keys whose record is gone or expired.
+//! - Every change runs under the key's locks (this process' mutex, then the host-wide lock
+//!   file, see [`crate::host_lock`]), and an index update additionally under the index's,
+//!   taken after the key's. Reads take only this process' mutex: a record in one slot is
+//!   read in one call, and a chunked record that changes under a read (another process
+//!   deleted the chunks it was reading) is read again under the host lock.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use token_store_core::{
     Capabilities, Error, KeyKind, ListEntry, ListFilter, Precondition, PutOptions, RawRecord,
@@ -26,6 +31,7 @@ use token_store_core::{
 };
 
 use crate::envelope::{Envelope, Reader};
+use crate::host_lock::{Held, HostLocks};
 use crate::lock;
 
 /// One keychain namespace as byte slots. Called on blocking threads only.
@@ -233,9 +239,14 @@ fn index_read<S: Slots + ?Sized>(slots: &S) -> Result<(Vec<String>, Option<Manif
     }
 }
 
-/// Adds or removes one key in the index, under the index lock.
-fn index_update<S: Slots + ?Sized>(slots: &S, key: &str, present: bool) -> Result<()> {
-    let _guard = lock::lock_blocking(slots.namespace(), INDEX_SLOT);
+/// Adds or removes one key in the index, under the index locks. The caller holds the key's.
+fn index_update<S: Slots + ?Sized>(
+    slots: &S,
+    locks: &Locks,
+    key: &str,
+    present: bool,
+) -> Result<()> {
+    let _held = locks.index(slots)?;
     let (mut keys, manifest) = index_read(slots)?;
     let had = keys.iter().any(|k| k == key);
     if had == present {
@@ -285,44 +296,92 @@ pub(crate) fn label(key: &StorageKey) -> String {
 /// The store on top of [`Slots`].
 pub(crate) struct SlotStore<S> {
     slots: Arc<S>,
+    host: HostLocks,
     max_value: usize,
     timeout: Duration,
     persistent: bool,
 }
 
+/// Which locks [`SlotStore::run`] takes before its task starts.
+enum Guard {
+    /// None: the task takes what it needs itself.
+    Nothing,
+    /// This process' lock of the key only (reads).
+    Local(String),
+    /// This process' lock of the key, then the host-wide lock (changes).
+    Both(String),
+}
+
+/// The locks a task on a blocking thread takes itself, within its call's deadline.
+pub(crate) struct Locks {
+    host: HostLocks,
+    deadline: Instant,
+}
+
+impl Locks {
+    /// Both locks of `encoded`.
+    fn key<S: Slots + ?Sized>(&self, slots: &S, encoded: &str) -> Result<Held> {
+        self.host
+            .lock_both_blocking(slots.namespace(), encoded, self.deadline)
+    }
+
+    /// Both locks of the index.
+    fn index<S: Slots + ?Sized>(&self, slots: &S) -> Result<Held> {
+        self.host
+            .lock_index_both_blocking(slots.namespace(), INDEX_SLOT, self.deadline)
+    }
+}
+
 impl<S: Slots> SlotStore<S> {
-    pub(crate) fn new(slots: S, max_value: usize, timeout: Duration, persistent: bool) -> Self {
+    pub(crate) fn new(
+        slots: S,
+        host: HostLocks,
+        max_value: usize,
+        timeout: Duration,
+        persistent: bool,
+    ) -> Self {
         SlotStore {
             slots: Arc::new(slots),
+            host,
             max_value,
             timeout,
             persistent,
         }
     }
 
-    /// Runs `f` on a blocking thread holding the lock of `lock_key` (if any) until `f`
-    /// returns, even when the caller stops waiting at the timeout.
+    /// Runs `f` on a blocking thread holding the locks `guard` names until `f` returns,
+    /// even when the caller stops waiting at the timeout. Locks `f` takes itself are waited
+    /// for until the same deadline.
     async fn run<T: Send + 'static>(
         &self,
         op: &str,
-        lock_key: Option<String>,
-        f: impl FnOnce(&S) -> Result<T> + Send + 'static,
+        guard: Guard,
+        f: impl FnOnce(&S, &Locks) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let backend = self.slots.backend();
         let slots = self.slots.clone();
+        let deadline = Instant::now() + self.timeout;
+        let locks = Locks {
+            host: self.host.clone(),
+            deadline,
+        };
         let work = async move {
-            let guard = match &lock_key {
-                Some(k) => Some(lock::lock(slots.namespace(), k).await),
-                None => None,
+            let held = match &guard {
+                Guard::Nothing => (None, None),
+                Guard::Local(k) => (None, Some(lock::lock(slots.namespace(), k).await)),
+                Guard::Both(k) => (
+                    Some(locks.host.lock_both(slots.namespace(), k, deadline).await?),
+                    None,
+                ),
             };
             tokio::task::spawn_blocking(move || {
-                let _guard = guard;
-                f(&slots)
+                let _held = held;
+                f(&slots, &locks)
             })
             .await
             .map_err(|e| Error::backend(backend, "keychain task failed", Some(Box::new(e))))?
         };
-        match tokio::time::timeout(self.timeout, work).await {
+        match tokio::time::timeout_at(deadline.into(), work).await {
             Ok(r) => r,
             Err(_) => Err(Error::unavailable(
                 backend,
@@ -334,16 +393,19 @@ impl<S: Slots> SlotStore<S> {
 }
 
 impl<S: Slots> SlotStore<S> {
-    /// Deletes every record in the index and the index itself; how many records went.
+    /// Deletes every record in the index, then the index if no other process added to it
+    /// meanwhile; how many records went.
     pub(crate) async fn clear(&self) -> Result<usize> {
-        self.run("clear", None, |s| {
+        self.run("clear", Guard::Nothing, |s, locks| {
             let (keys, _) = {
-                let _guard = lock::lock_blocking(s.namespace(), INDEX_SLOT);
+                let _held = locks.index(s)?;
                 index_read(s)?
             };
             let mut n = 0;
             for encoded in &keys {
-                let _guard = lock::lock_blocking(s.namespace(), encoded);
+                // Key by key, as `remove` does, so that a record another process creates
+                // meanwhile keeps its index entry.
+                let _held = locks.key(s, encoded)?;
                 let head = head_name(encoded);
                 match load(s, &head, encoded, encoded)? {
                     Loaded::Absent => {}
@@ -352,13 +414,16 @@ impl<S: Slots> SlotStore<S> {
                         n += 1;
                     }
                 }
+                index_update(s, locks, encoded, false)?;
             }
-            let _guard = lock::lock_blocking(s.namespace(), INDEX_SLOT);
-            let manifest = match load(s, INDEX_SLOT, INDEX_KEY, INDEX_SLOT)? {
-                Loaded::Found(_, m) | Loaded::Corrupt(_, m) => m,
-                Loaded::Absent => None,
-            };
-            erase(s, INDEX_SLOT, manifest)?;
+            let _held = locks.index(s)?;
+            match load(s, INDEX_SLOT, INDEX_KEY, INDEX_SLOT)? {
+                Loaded::Found(env, m) if env.value.iter().all(|&b| b == b'\n') => {
+                    erase(s, INDEX_SLOT, m)?
+                }
+                Loaded::Corrupt(_, m) => erase(s, INDEX_SLOT, m)?,
+                Loaded::Found(..) | Loaded::Absent => {}
+            }
             Ok(n)
         })
         .await
@@ -386,8 +451,10 @@ impl<S: Slots> RawStore for SlotStore<S> {
     }
 
     fn raw_capabilities(&self) -> Capabilities {
+        // Atomic across this host's token-store processes (the host lock), not across hosts.
         Capabilities::new(self.max_value)
-            .with_process_local_cas()
+            .with_atomic_cas()
+            .with_sharing_across_processes()
             .with_ttl()
             .with_persistence(self.persistent)
     }
@@ -395,9 +462,19 @@ impl<S: Slots> RawStore for SlotStore<S> {
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
         key.validate()?;
         let encoded = key.encode();
-        // Locked so a concurrent chunked write cannot delete the chunks being read.
-        self.run("get", Some(encoded.clone()), move |s| {
-            match load(s, &head_name(&encoded), &encoded, &encoded)? {
+        // This process' lock keeps its own writers from deleting the chunks being read;
+        // another process' writer may still do so, which shows as a chunked record that
+        // does not add up: read it once more with every writer on the host shut out.
+        self.run("get", Guard::Local(encoded.clone()), move |s, locks| {
+            let head = head_name(&encoded);
+            let loaded = match load(s, &head, &encoded, &encoded)? {
+                Loaded::Corrupt(_, Some(_)) => {
+                    let _host = locks.host.lock_key_blocking(&encoded, locks.deadline)?;
+                    load(s, &head, &encoded, &encoded)?
+                }
+                other => other,
+            };
+            match loaded {
                 Loaded::Absent => Ok(None),
                 Loaded::Corrupt(e, _) => Err(e),
                 Loaded::Found(env, _) => Ok(live(env).map(|env| RawRecord {
@@ -421,7 +498,7 @@ impl<S: Slots> RawStore for SlotStore<S> {
         let precondition = options.precondition.clone();
         let label = label(key);
         let key = key.clone();
-        self.run("put", Some(encoded.clone()), move |s| {
+        self.run("put", Guard::Both(encoded.clone()), move |s, locks| {
             let head = head_name(&encoded);
             let (current, old) = match load(s, &head, &encoded, &encoded)? {
                 Loaded::Absent => (None, None),
@@ -439,7 +516,7 @@ impl<S: Slots> RawStore for SlotStore<S> {
                 current.as_ref().map(|e| &e.version),
             )?;
             if current.is_none() {
-                index_update(s, &encoded, true)?;
+                index_update(s, locks, &encoded, true)?;
             }
             store(s, &head, &bytes, old, &label)?;
             Ok(())
@@ -454,7 +531,7 @@ impl<S: Slots> RawStore for SlotStore<S> {
         let encoded = key.encode();
         let precondition = precondition.clone();
         let key = key.clone();
-        self.run("delete", Some(encoded.clone()), move |s| {
+        self.run("delete", Guard::Both(encoded.clone()), move |s, locks| {
             let head = head_name(&encoded);
             let (existed, manifest) = match load(s, &head, &encoded, &encoded)? {
                 Loaded::Absent => {
@@ -477,7 +554,7 @@ impl<S: Slots> RawStore for SlotStore<S> {
                 },
             };
             erase(s, &head, manifest)?;
-            index_update(s, &encoded, false)?;
+            index_update(s, locks, &encoded, false)?;
             Ok(existed)
         })
         .await
@@ -485,9 +562,11 @@ impl<S: Slots> RawStore for SlotStore<S> {
 
     async fn scan(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
         let filter = filter.clone();
-        self.run("list", None, move |s| {
+        self.run("list", Guard::Nothing, move |s, locks| {
             let keys = {
-                let _guard = lock::lock_blocking(s.namespace(), INDEX_SLOT);
+                // The host lock too: the index may be chunked, and another process may be
+                // replacing it.
+                let _held = locks.index(s)?;
                 index_read(s)?.0
             };
             let mut out = Vec::new();
@@ -502,7 +581,8 @@ impl<S: Slots> RawStore for SlotStore<S> {
                 if key.kind() != kind || !filter.matches(&key) {
                     continue;
                 }
-                let _guard = lock::lock_blocking(s.namespace(), &encoded);
+                // Both locks: the record may be swept or its entry pruned.
+                let _held = locks.key(s, &encoded)?;
                 let head = head_name(&encoded);
                 match load(s, &head, &encoded, &encoded)? {
                     Loaded::Found(env, m) => {
@@ -511,10 +591,10 @@ impl<S: Slots> RawStore for SlotStore<S> {
                         } else {
                             // Listing sweeps expired records; the keychain would keep them.
                             erase(s, &head, m)?;
-                            index_update(s, &encoded, false)?;
+                            index_update(s, locks, &encoded, false)?;
                         }
                     }
-                    Loaded::Absent => index_update(s, &encoded, false)?,
+                    Loaded::Absent => index_update(s, locks, &encoded, false)?,
                     Loaded::Corrupt(e, _) => out.push(ListEntry::Unreadable {
                         location: encoded,
                         reason: e.to_string(),
@@ -594,12 +674,10 @@ mod tests {
     }
 
     fn store(limit: usize) -> (SlotStore<MapSlots>, Arc<MapSlots>) {
-        let s = SlotStore::new(
-            MapSlots::new(limit),
-            KEYRING_MAX,
-            Duration::from_secs(5),
-            true,
-        );
+        let slots = MapSlots::new(limit);
+        // The default lock directory, as a real store uses; the namespace is random.
+        let host = HostLocks::open("map", &slots.namespace, None).unwrap();
+        let s = SlotStore::new(slots, host, KEYRING_MAX, Duration::from_secs(5), true);
         let slots = s.slots.clone();
         (s, slots)
     }

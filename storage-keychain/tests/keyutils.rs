@@ -133,8 +133,8 @@ async fn capabilities_are_honest_and_limits_typed() {
     let used = Used::default();
     let store = KeyringStore::keyutils(&used.config(None)).unwrap();
     let caps = store.raw_capabilities();
-    assert!(!caps.atomic_cas && caps.process_local_cas && caps.ttl);
-    assert!(!caps.persistent && !caps.shared_across_processes);
+    assert!(caps.atomic_cas && !caps.process_local_cas && caps.ttl);
+    assert!(!caps.persistent && caps.shared_across_processes && !caps.shared_across_hosts);
     let key = StorageKey::single(KeyKind::Meta, "big").unwrap();
     let over = vec![0u8; caps.max_value_size + 1];
     assert!(matches!(

@@ -238,7 +238,10 @@ async fn probe_passes_on_a_working_keyring() {
         .unwrap();
     println!("probe took {:?}", t.elapsed());
     assert_eq!(store.backend(), "secret-service");
-    assert!(store.raw_capabilities().persistent && !store.raw_capabilities().atomic_cas);
+    let caps = store.raw_capabilities();
+    // Atomic across this host's processes (the host lock), not across hosts.
+    assert!(caps.persistent && caps.atomic_cas && !caps.process_local_cas);
+    assert!(caps.shared_across_processes && !caps.shared_across_hosts);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

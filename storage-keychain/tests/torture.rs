@@ -4,9 +4,9 @@
 //! faults on a private bus: the gnome-keyring daemon killed (SIGKILL) and started again, and
 //! paused (SIGSTOP) — with the same store object throughout.
 //!
-//! Keychain items persist only as the keychain does (keyutils: RAM), and no process but the
-//! daemon writes them, so there is no client crash run here: a killed client leaves at most
-//! a duplicate item, which the store already resolves (newest wins).
+//! Clients killed with SIGKILL in the middle of a write (holding the host lock) are in
+//! `tests/processes.rs`: a killed Secret Service client leaves at most a duplicate item, which
+//! the store already resolves (newest wins); a killed keyutils client at most orphaned chunks.
 #![cfg(target_os = "linux")]
 
 mod common;

@@ -25,6 +25,7 @@ pub mod hostile;
 pub mod leak;
 mod linear;
 mod model;
+pub mod processes;
 pub mod secrets;
 pub mod services;
 pub mod summary;

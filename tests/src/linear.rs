@@ -29,7 +29,7 @@ use token_store_core::{Error, KeyKind, Precondition, PutOptions, RawStore, Stora
 use crate::Factory;
 
 #[derive(Clone, Copy, Debug)]
-enum Op {
+pub(crate) enum Op {
     /// Read the key.
     Read(u8),
     /// Read, then write `IfVersion(read)` (or `IfAbsent` when absent).
@@ -40,9 +40,9 @@ enum Op {
     Delete(u8),
 }
 
-const KEYS: u8 = 2;
+pub(crate) const KEYS: u8 = 2;
 
-fn op(deletes: bool) -> impl Strategy<Value = Op> {
+pub(crate) fn op(deletes: bool) -> impl Strategy<Value = Op> {
     let delete_weight = if deletes { 2 } else { 0 };
     prop_oneof![
         2 => (0..KEYS).prop_map(Op::Read),
@@ -52,31 +52,32 @@ fn op(deletes: bool) -> impl Strategy<Value = Op> {
     ]
 }
 
-fn skey(k: u8) -> StorageKey {
+/// Key `k` of the history `case` (`""` for a history on a fresh store of its own).
+pub(crate) fn skey(case: &str, k: u8) -> StorageKey {
+    let user = if case.is_empty() {
+        "linear".to_owned()
+    } else {
+        format!("linear-{case}")
+    };
     StorageKey::new(
         KeyKind::Token,
-        vec![
-            "linear".into(),
-            format!("k{k}"),
-            String::new(),
-            String::new(),
-        ],
+        vec![user, format!("k{k}"), String::new(), String::new()],
     )
     .unwrap_or_else(|e| panic!("valid key: {e}"))
 }
 
 /// What one call did, with when it started and returned.
 #[derive(Clone, Debug)]
-struct Event {
-    task: usize,
-    key: u8,
-    start: Instant,
-    end: Instant,
-    what: What,
+pub(crate) struct Event {
+    pub(crate) task: usize,
+    pub(crate) key: u8,
+    pub(crate) start: Instant,
+    pub(crate) end: Instant,
+    pub(crate) what: What,
 }
 
 #[derive(Clone, Debug)]
-enum What {
+pub(crate) enum What {
     Read {
         got: Option<(Version, Vec<u8>)>,
     },
@@ -147,7 +148,7 @@ fn check(backend: &str, factory: impl Factory, cases: u32, deletes: bool) {
             for k in 0..KEYS {
                 let got = instance
                     .store
-                    .read(&skey(k))
+                    .read(&skey("", k))
                     .await
                     .map_err(|e| TestCaseError::fail(format!("final read: {e}")))?;
                 finals.insert(k, got.map(|r| r.version));
@@ -212,7 +213,7 @@ async fn run_history(
                 // Unique bytes per write, of varying length.
                 let value =
                     format!("{salt:08x}/t{task}/o{i}/{}", "v".repeat((i * 37) % 200)).into_bytes();
-                apply(&*store, task, op, value, &mut events).await?;
+                apply(&*store, "", task, op, value, &mut events).await?;
             }
             Ok::<_, String>(events)
         }));
@@ -228,8 +229,10 @@ async fn run_history(
     Ok(all)
 }
 
-async fn apply(
+/// Runs `op` of `task` on the keys of history `case`, recording what it saw in `events`.
+pub(crate) async fn apply(
     store: &dyn RawStore,
+    case: &str,
     task: usize,
     op: Op,
     value: Vec<u8>,
@@ -237,13 +240,13 @@ async fn apply(
 ) -> Result<(), String> {
     let (k, base) = match op {
         Op::Read(k) => {
-            let (_, ev) = read_event(store, task, k).await?;
+            let (_, ev) = read_event(store, case, task, k).await?;
             events.push(ev);
             return Ok(());
         }
         Op::Create(k) => (k, None),
         Op::Cas(k) | Op::Delete(k) => {
-            let (got, ev) = read_event(store, task, k).await?;
+            let (got, ev) = read_event(store, case, task, k).await?;
             events.push(ev);
             match (op, got) {
                 (Op::Delete(_), None) => return Ok(()),
@@ -257,7 +260,7 @@ async fn apply(
             return Ok(());
         };
         match store
-            .remove(&skey(k), &Precondition::IfVersion(base.clone()))
+            .remove(&skey(case, k), &Precondition::IfVersion(base.clone()))
             .await
         {
             Ok(true) => What::Deleted { base },
@@ -275,7 +278,10 @@ async fn apply(
             Some(v) => Precondition::IfVersion(v.clone()),
             None => Precondition::IfAbsent,
         };
-        match store.write(&skey(k), &value, &PutOptions::new(pre)).await {
+        match store
+            .write(&skey(case, k), &value, &PutOptions::new(pre))
+            .await
+        {
             Ok(new) => What::Wrote { base, new, value },
             Err(Error::Conflict { current, .. }) => What::Conflict { base, current },
             Err(e) => return Err(format!("write: {e}")),
@@ -293,10 +299,15 @@ async fn apply(
 
 type Seen = Option<(Version, Vec<u8>)>;
 
-async fn read_event(store: &dyn RawStore, task: usize, k: u8) -> Result<(Seen, Event), String> {
+async fn read_event(
+    store: &dyn RawStore,
+    case: &str,
+    task: usize,
+    k: u8,
+) -> Result<(Seen, Event), String> {
     let start = Instant::now();
     let got = store
-        .read(&skey(k))
+        .read(&skey(case, k))
         .await
         .map_err(|e| format!("read: {e}"))?;
     let end = Instant::now();
@@ -314,7 +325,7 @@ async fn read_event(store: &dyn RawStore, task: usize, k: u8) -> Result<(Seen, E
 }
 
 /// One key's history against the rules in the module docs.
-fn check_key(events: &[&Event], last: Option<&Version>) -> Result<(), String> {
+pub(crate) fn check_key(events: &[&Event], last: Option<&Version>) -> Result<(), String> {
     // Writes by the version they produced; successes by the version they started from.
     let mut produced: HashMap<&Version, &Event> = HashMap::new();
     let mut built_on: HashMap<&Version, &Event> = HashMap::new();

@@ -307,14 +307,19 @@ pub async fn open_store(url: &str) -> TokenStore {
         "sqlite" => token_store_sqlite::open_url(&parsed).await,
         "file" => token_store_file::open_url(&parsed).await,
         "redis" | "rediss" => token_store_redis::open_url(&parsed).await,
+        "keychain" => token_store_keychain::open_url(&parsed).await,
         other => panic!("no backend for {other}"),
     };
     store.unwrap_or_else(|e| panic!("opening {}: {e}", parsed.redacted()))
 }
 
 /// Store URLs to run against: SQLite and the file store always (in `dir`), Redis when
-/// `TOKEN_STORE_TEST_REDIS_URL` is set (a unique prefix per call).
+/// `TOKEN_STORE_TEST_REDIS_URL` is set (a unique prefix per call), the Secret Service on
+/// `DBUS_SESSION_BUS_ADDRESS` with `TOKEN_STORE_TEST_SECRET_SERVICE=1` and keyutils with
+/// `TOKEN_STORE_TEST_KEYUTILS=1` (a unique service name per call; the child processes
+/// inherit the bus address and the session keyring, so they share the store).
 pub fn store_url(backend: &str, dir: &std::path::Path) -> Option<String> {
+    use token_store_conformance::services;
     match backend {
         "sqlite" => Some(format!("sqlite://{}", dir.join("tokens.db").display())),
         "file" => Some(format!(
@@ -323,11 +328,56 @@ pub fn store_url(backend: &str, dir: &std::path::Path) -> Option<String> {
             dir.join("key").display()
         )),
         "redis" => {
-            let base = token_store_conformance::services::require("TOKEN_STORE_TEST_REDIS_URL")?;
-            let prefix = token_store_conformance::services::unique("rmcp-e2e");
+            let base = services::require("TOKEN_STORE_TEST_REDIS_URL")?;
+            let prefix = services::unique("rmcp-e2e");
             let sep = if base.contains('?') { '&' } else { '?' };
             Some(format!("{base}{sep}prefix={prefix}"))
         }
+        "secret-service" => {
+            services::require("TOKEN_STORE_TEST_SECRET_SERVICE")?;
+            services::require("DBUS_SESSION_BUS_ADDRESS")?;
+            Some(format!(
+                "keychain:secret-service?service={}",
+                services::unique("rmcp-e2e")
+            ))
+        }
+        "keyutils" => {
+            services::require("TOKEN_STORE_TEST_KEYUTILS")?;
+            Some(format!(
+                "keychain:keyutils?service={}",
+                services::unique("rmcp-e2e")
+            ))
+        }
         other => panic!("unknown backend {other}"),
     }
+}
+
+/// Deletes what a test left in a store that outlives it (the keychains: items of the
+/// test's unique service name); nothing to do for the others.
+pub async fn clean_up(url: &str) {
+    let parsed = StoreUrl::parse(url).unwrap();
+    if parsed.scheme() != "keychain" {
+        return;
+    }
+    let service = parsed
+        .query()
+        .into_iter()
+        .find_map(|(k, v)| (k == "service").then_some(v))
+        .unwrap();
+    let config = token_store_keychain::Config::default().with_service(service);
+    let removed = match parsed.body().trim_matches('/') {
+        "secret-service" => token_store_keychain::SecretServiceStore::connect(&config)
+            .await
+            .unwrap()
+            .clear()
+            .await
+            .unwrap(),
+        "keyutils" => token_store_keychain::KeyringStore::keyutils(&config)
+            .unwrap()
+            .clear()
+            .await
+            .unwrap(),
+        other => panic!("unknown keychain {other}"),
+    };
+    assert!(removed > 0, "the test stored nothing in {url}?");
 }
