@@ -274,6 +274,10 @@ fn part_attr(kind: KeyKind, n: usize) -> &'static str {
         (KeyKind::Token, 2) | (KeyKind::Client, 0) => "authorization_server",
         (KeyKind::Token, _) => "scopes",
         (KeyKind::Client, _) => "application",
+        // Two parts need two attributes, or the second overwrites the first and a search
+        // by user (a grant store listing one user's grants) finds nothing.
+        (KeyKind::Grant, 0) => "user",
+        (KeyKind::Grant, _) => "grant",
         _ => "name",
     }
 }
