@@ -10,12 +10,12 @@
 //! ```
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use token_store::keychain::{KeyLock, KeychainConfig, Platform};
 use token_store_core::{KeyKind, StorageKey};
-use token_store_keychain::{Config, KeyLock, Platform};
 
 fn host_lock(c: &mut Criterion) {
     let key = StorageKey::single(KeyKind::Lease, "bench-host-lock").expect("key");
-    let config = Config::default().with_service("token-store-bench-host-lock");
+    let config = KeychainConfig::default().with_service("token-store-bench-host-lock");
     let mut g = c.benchmark_group("keychain host lock");
     // The same code and directory for every keychain; only the namespace hashed differs.
     let lock = KeyLock::new(Platform::Keyutils, &config, &key).expect("lock directory");

@@ -440,11 +440,7 @@ impl OpRow {
 
 /// Times the six operations through the typed API of `store` (what `tokenstore bench`
 /// does), writing only keys of users named after `run_id` and deleting them afterwards.
-pub async fn measure_store(
-    store: TokenStore,
-    run_id: &str,
-    plan: &Plan,
-) -> BResult<Vec<OpRow>> {
+pub async fn measure_store(store: TokenStore, run_id: &str, plan: &Plan) -> BResult<Vec<OpRow>> {
     let target = TypedTarget::new(store, run_id);
     let outcome = async {
         target.setup().await?;
@@ -489,7 +485,7 @@ mod tests {
 
     #[tokio::test]
     async fn measures_every_op_on_memory_and_cleans_up() {
-        let store = Arc::new(MemoryStore::new());
+        let store = TokenStore::new(MemoryStore::new());
         let rows = measure_store(store.clone(), "t", &Plan::fixed(20))
             .await
             .unwrap();
@@ -504,7 +500,7 @@ mod tests {
 
     #[tokio::test]
     async fn throughput_counts_operations() {
-        let target = TypedTarget::new(Arc::new(MemoryStore::new()), "t");
+        let target = TypedTarget::new(TokenStore::new(MemoryStore::new()), "t");
         target.setup().await.unwrap();
         let t = throughput(Arc::new(target), Op::CasPut, 4, Duration::from_millis(50))
             .await

@@ -7,13 +7,26 @@
 //! | macOS | `keychain:` or `keychain:macos` | generic passwords in the login keychain (service = `token-store`, account = the item name), via keyring-core | yes | 64 KiB, chunked by 16 KiB |
 //! | Windows | `keychain:` or `keychain:windows` | generic credentials in Credential Manager (target `<slot>.token-store`, comment = a readable label), via keyring-core | yes | 64 KiB, chunked by 2 560 B |
 //!
-//! URL parameters: `service=NAME` (the service name / attribute, default `token-store`;
-//! distinct names are distinct stores), `timeout_ms=N` (per call, default 5000),
-//! `bus=ADDRESS` (Secret Service on another D-Bus bus than the session bus),
-//! `chunk_size=N` (keyring-core platforms: split items at N bytes, e.g. to try the Windows
-//! layout on keyutils), `lock_dir=PATH` (an absolute path: where the cross-process lock
-//! files live, see [Guarantees](#guarantees)), and `key_file=PATH` or `passphrase_env=VAR`
-//! to add token-store's own encryption layer on top of the keychain's.
+//! # URL grammar and configuration
+//!
+//! [`open_url`] reads the URL into a [`KeychainConfig`] ([`KeychainConfig::from_url`]);
+//! [`open`] opens a config built in code
+//! (`KeychainConfig::new(Platform::SecretService).with_service("my-app")`). Unknown,
+//! duplicated or malformed parameters are an [`Error::Config`] naming them.
+//!
+//! | parameter | meaning | default |
+//! | --- | --- | --- |
+//! | `service=NAME` | the service name / attribute; distinct names are distinct stores | `token-store` |
+//! | `timeout_ms=N` | bound of every call, lock waits included (> 0) | 5000 |
+//! | `bus=ADDRESS` | the Secret Service on another D-Bus bus than the session bus | session bus |
+//! | `chunk_size=N` | keyring-core platforms: split items at N bytes (e.g. the Windows layout on keyutils) | the platform's item limit |
+//! | `lock_dir=PATH` | an absolute path: where the cross-process lock files live ([Guarantees](#guarantees)) | per-user runtime dir |
+//! | `key_file=PATH`, `passphrase_file=PATH`, `passphrase_env=VAR` | add token-store's own encryption layer on top of the keychain's | none |
+//!
+//! The per-call limit is the store's own, not core's `Timeout` layer: the host-lock waits
+//! inside a call must end by the call's deadline, and keyring-core calls run on blocking
+//! threads that hold the key's lock until they return, so the deadline has to be known
+//! inside the store.
 //!
 //! # What is stored
 //!
@@ -46,8 +59,8 @@
 //! async mutex shared by every store instance in the process, then an advisory lock file
 //! (`flock`; `LockFileEx` on Windows) that every token-store process of the user on this
 //! host takes. So compare-and-swap holds across the processes of this user on this host
-//! that use token-store with the same lock directory (`atomic_cas = true`,
-//! `shared_across_processes = true`); **not** across hosts (a keychain is per host anyway),
+//! that use token-store with the same lock directory (capabilities `cas = Scope::Host`,
+//! `shared_with = Scope::Host`); **not** across hosts (a keychain is per host anyway),
 //! and writers that are not token-store (a keychain GUI, another application, `keyctl`) are
 //! not excluded. Unconditional writes and deletes, the index updates of the keyring-core
 //! platforms, the sweeps of expired items that listing does and `clear` take the same locks,
@@ -62,7 +75,7 @@
 //! `/run/user/<uid>/token-store/locks` when that exists, else
 //! `<temp dir>/token-store-<uid>/locks`), `<temp dir>/token-store-<uid>/locks` on macOS
 //! (the per-user `$TMPDIR`) and `%TEMP%\token-store\locks` on Windows, or in
-//! [`Config::with_lock_dir`] / `lock_dir=`. The directories token-store creates are 0700,
+//! [`KeychainConfig::with_lock_dir`] / `lock_dir=`. The directories token-store creates are 0700,
 //! and opening a store refuses ([`Error::PermissionDenied`], naming the path) a lock
 //! directory that is a symbolic link, belongs to another user or is open to other users;
 //! lock files are 0600 and never followed through a symbolic link. There are at most 256 +
@@ -115,6 +128,7 @@
 
 #![warn(missing_docs)]
 
+mod config;
 mod envelope;
 mod host_lock;
 mod keyring;
@@ -123,15 +137,16 @@ mod lock;
 mod secret_service;
 mod slots;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use token_store_core::{
     Capabilities, Error, KeyKind, ListEntry, ListFilter, Precondition, PutOptions, RawRecord,
-    RawStore, Result, StorageKey, StoreUrl, Version, async_trait,
+    RawStore, Result, StorageKey, StoreUrl, TokenStore, Version, async_trait,
 };
 
+pub use config::{KeychainConfig, Platform};
 #[cfg(target_os = "linux")]
 pub use secret_service::{SECRET_SERVICE_MAX_VALUE, SecretServiceStore};
 
@@ -154,98 +169,6 @@ pub const KEYRING_MAX_VALUE: usize = 64 * 1024;
 pub const WINDOWS_ITEM_LIMIT: usize = 2560;
 /// The kernel's limit on a `user` key's payload.
 pub const KEYUTILS_ITEM_LIMIT: usize = 32_767;
-
-/// Which keychain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Platform {
-    /// Linux Secret Service over D-Bus.
-    SecretService,
-    /// Linux kernel keyutils (RAM only).
-    Keyutils,
-    /// macOS Keychain.
-    MacOs,
-    /// Windows Credential Manager.
-    Windows,
-}
-
-impl Platform {
-    /// This platform's default keychain, if it has one.
-    pub fn native() -> Option<Platform> {
-        if cfg!(target_os = "linux") {
-            Some(Platform::SecretService)
-        } else if cfg!(target_os = "macos") {
-            Some(Platform::MacOs)
-        } else if cfg!(windows) {
-            Some(Platform::Windows)
-        } else {
-            None
-        }
-    }
-}
-
-/// Options of a keychain store.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Config {
-    /// The service name every item carries; distinct names are distinct stores.
-    pub service: String,
-    /// Upper bound of every call (and of connecting).
-    pub timeout: Duration,
-    /// The D-Bus bus of the Secret Service; `None` for the session bus.
-    pub bus_address: Option<String>,
-    /// Item size to chunk at on keyring-core platforms; `None` for the platform's limit.
-    pub chunk_size: Option<usize>,
-    /// Where the cross-process lock files live (an absolute path); `None` for the default
-    /// (see [Guarantees](crate#guarantees)). Processes only exclude one another when they
-    /// use the same directory.
-    pub lock_dir: Option<PathBuf>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            service: DEFAULT_SERVICE.to_owned(),
-            timeout: Duration::from_secs(5),
-            bus_address: None,
-            chunk_size: None,
-            lock_dir: None,
-        }
-    }
-}
-
-impl Config {
-    /// The same config with another service name.
-    pub fn with_service(mut self, service: impl Into<String>) -> Self {
-        self.service = service.into();
-        self
-    }
-
-    /// The same config with another per-call timeout.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The same config talking to the Secret Service on another bus.
-    pub fn with_bus_address(mut self, address: impl Into<String>) -> Self {
-        self.bus_address = Some(address.into());
-        self
-    }
-
-    /// The same config chunking items at `size` bytes (keyring-core platforms).
-    pub fn with_chunk_size(mut self, size: usize) -> Self {
-        self.chunk_size = Some(size);
-        self
-    }
-
-    /// The same config keeping its cross-process lock files in `dir` (an absolute path,
-    /// created 0700 if missing) instead of the default directory.
-    pub fn with_lock_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.lock_dir = Some(dir.into());
-        self
-    }
-}
 
 /// The backend name of `platform`.
 fn backend_name(platform: Platform) -> &'static str {
@@ -278,7 +201,7 @@ pub struct KeyLockGuard {
 impl KeyLock {
     /// The lock of `key` in the keychain of `platform` with `config` (creating and checking
     /// the lock directory, as opening a store does).
-    pub fn new(platform: Platform, config: &Config, key: &StorageKey) -> Result<Self> {
+    pub fn new(platform: Platform, config: &KeychainConfig, key: &StorageKey) -> Result<Self> {
         Ok(KeyLock {
             locks: host_lock::HostLocks::open(
                 backend_name(platform),
@@ -319,7 +242,7 @@ impl std::fmt::Debug for KeyringStore {
 impl KeyringStore {
     /// Opens the keychain of `platform` (not [`Platform::SecretService`], which is
     /// `SecretServiceStore`, Linux only). Nothing is read or written yet.
-    pub fn open(platform: Platform, config: &Config) -> Result<Self> {
+    pub fn open(platform: Platform, config: &KeychainConfig) -> Result<Self> {
         let (store, backend, limit, persistent) = native_store(platform)?;
         let limit = match config.chunk_size {
             Some(c) if !(64..=limit).contains(&c) => {
@@ -356,7 +279,7 @@ impl KeyringStore {
 
     /// The kernel keyutils store.
     #[cfg(target_os = "linux")]
-    pub fn keyutils(config: &Config) -> Result<Self> {
+    pub fn keyutils(config: &KeychainConfig) -> Result<Self> {
         Self::open(Platform::Keyutils, config)
     }
 }
@@ -403,8 +326,8 @@ impl RawStore for KeyringStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
-    fn raw_capabilities(&self) -> Capabilities {
-        self.inner.raw_capabilities()
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
     }
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
         self.inner.read(key).await
@@ -420,10 +343,11 @@ impl RawStore for KeyringStore {
     }
 }
 
-/// Opens the keychain of `platform`. The Secret Service store connects here (within the
-/// timeout); the others open lazily.
-pub async fn open(platform: Platform, config: &Config) -> Result<Arc<dyn RawStore>> {
-    match platform {
+/// Opens the raw keychain store `config` names (its platform, else this platform's
+/// default). The Secret Service store connects here (within the timeout); the others open
+/// lazily. Most applications call [`open`] instead.
+pub async fn open_raw(config: &KeychainConfig) -> Result<Arc<dyn RawStore>> {
+    match config.platform()? {
         #[cfg(target_os = "linux")]
         Platform::SecretService => Ok(Arc::new(SecretServiceStore::connect(config).await?)),
         #[cfg(not(target_os = "linux"))]
@@ -432,103 +356,55 @@ pub async fn open(platform: Platform, config: &Config) -> Result<Arc<dyn RawStor
     }
 }
 
-/// Opens a `keychain:` URL: `keychain:` (this platform's default), `keychain:secret-service`,
-/// `keychain:keyutils`, `keychain:macos`, `keychain:windows`, with the parameters listed in
-/// the crate docs.
-pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn RawStore>> {
-    let platform = match url.body().trim_matches('/') {
-        "" | "default" => Platform::native()
-            .ok_or_else(|| Error::config("this platform has no OS keychain token-store can use"))?,
-        "secret-service" | "secretservice" => Platform::SecretService,
-        "keyutils" => Platform::Keyutils,
-        "macos" => Platform::MacOs,
-        "windows" => Platform::Windows,
-        other => {
-            return Err(Error::config(format!(
-                "unknown keychain `{other}`: use keychain:, keychain:secret-service, keychain:keyutils, keychain:macos or keychain:windows"
-            )));
-        }
-    };
-    let config = config_from_url(url)?;
-    let store = open(platform, &config).await?;
-    token_store_core::layers::encrypt_per_url(store, url).await
+/// Opens the store `config` names, with token-store's encryption layer when it has a key.
+pub async fn open(config: KeychainConfig) -> Result<TokenStore> {
+    let store = open_raw(&config).await?;
+    let name = format!("keychain:{}", backend_name(config.platform()?));
+    token_store_core::layers::assemble(store, &config.common, &name).await
 }
 
-fn config_from_url(url: &StoreUrl) -> Result<Config> {
-    let mut config = Config::default();
-    for (name, value) in url.query() {
-        match name.as_str() {
-            "service" if !value.is_empty() => config.service = value,
-            "service" => return Err(Error::config("`service` must not be empty")),
-            "timeout_ms" => {
-                let ms: u64 = value
-                    .parse()
-                    .map_err(|_| Error::config("`timeout_ms` must be a number of milliseconds"))?;
-                config.timeout = Duration::from_millis(ms);
-            }
-            "bus" => config.bus_address = Some(value),
-            "chunk_size" => {
-                config.chunk_size = Some(
-                    value
-                        .parse()
-                        .map_err(|_| Error::config("`chunk_size` must be a number of bytes"))?,
-                )
-            }
-            "lock_dir" if Path::new(&value).is_absolute() => {
-                config.lock_dir = Some(PathBuf::from(value));
-            }
-            "lock_dir" => {
-                return Err(Error::config(
-                    "`lock_dir` must be an absolute path (every process must name the same directory)",
-                ));
-            }
-            "key_file" | "passphrase_env" => {}
-            other => {
-                return Err(Error::config(format!(
-                    "unknown keychain URL parameter `{other}` (known: service, timeout_ms, bus, chunk_size, lock_dir, key_file, passphrase_env)"
-                )));
-            }
-        }
-    }
-    Ok(config)
+/// Opens a `keychain:` URL (see [`KeychainConfig::from_url`] and the crate docs).
+pub async fn open_url(url: &StoreUrl) -> Result<TokenStore> {
+    open(KeychainConfig::from_url(url)?).await
 }
 
 /// Checks that this platform's default keychain really works, for automatic backend
 /// selection: connects, then writes, reads back and deletes a random sentinel, all within
 /// `timeout` (a read alone looks healthy on a keyring that refuses writes). Returns the
-/// ready store, or why it cannot be used (no D-Bus session bus, no Secret Service on the
-/// bus, locked, timed out, ...). Never picks keyutils: it forgets everything on reboot.
-pub async fn probe(timeout: Duration) -> std::result::Result<Arc<dyn RawStore>, String> {
-    let platform = Platform::native().ok_or("this platform has no OS keychain")?;
-    probe_with(platform, &Config::default().with_timeout(timeout)).await
+/// ready store, or why it cannot be used as an [`Error`] (no D-Bus session bus, no Secret
+/// Service on the bus, locked, timed out, ...). Never picks keyutils: it forgets everything
+/// on reboot.
+pub async fn probe(timeout: Duration) -> Result<TokenStore> {
+    let platform =
+        Platform::native().ok_or_else(|| Error::config("this platform has no OS keychain"))?;
+    probe_with(&KeychainConfig::new(platform).with_timeout(timeout)).await
 }
 
-/// [`probe`] for a given keychain and configuration (another service name or D-Bus bus);
-/// the whole probe stays within `config.timeout`.
-pub async fn probe_with(
-    platform: Platform,
-    config: &Config,
-) -> std::result::Result<Arc<dyn RawStore>, String> {
+/// [`probe`] for a given configuration (another keychain, service name or D-Bus bus); the
+/// whole probe stays within `config.timeout`.
+pub async fn probe_with(config: &KeychainConfig) -> Result<TokenStore> {
     let timeout = config.timeout;
-    let deadline = tokio::time::Instant::now() + timeout;
+    let platform = config.platform()?;
+    let backend = backend_name(platform);
     let work = async {
-        let store = open(platform, config).await?;
-        sentinel(&*store).await?;
+        let store = open(config.clone()).await?;
+        sentinel(&**store.raw()).await?;
         Ok::<_, Error>(store)
     };
-    match tokio::time::timeout_at(deadline, work).await {
-        Ok(Ok(store)) => Ok(store),
-        Ok(Err(e)) => Err(format!("{platform:?} keychain unusable: {e}")),
-        Err(_) => Err(format!(
-            "{platform:?} keychain did not answer within {timeout:?}"
+    match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::unavailable(
+            backend,
+            format!("the keychain did not answer the probe within {timeout:?}"),
+            None,
         )),
     }
 }
 
 async fn sentinel(store: &dyn RawStore) -> Result<()> {
     let mut id = [0u8; 8];
-    token_store_core::crypto::fill_random(&mut id)?;
-    let hex = token_store_core::crypto::hex(&id);
+    token_store_core::backend::fill_random(&mut id)?;
+    let hex = token_store_core::backend::hex(&id);
     let key = StorageKey::single(KeyKind::Meta, format!("probe-{hex}"))?;
     let value = format!("token-store probe {hex}");
     store

@@ -37,15 +37,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use secret_service::{Collection, EncryptionType, Item, SecretService};
+use token_store_core::backend::{check_precondition, check_size};
 use token_store_core::{
     Capabilities, Error, KeyKind, ListEntry, ListFilter, Precondition, PutOptions, RawRecord,
-    RawStore, Result, StorageKey, Version, async_trait, check_precondition, check_size,
+    RawStore, Result, Scope, StorageKey, Version, async_trait,
 };
 use zbus::zvariant::OwnedObjectPath;
 
 use crate::envelope::{Envelope, millis_ceil};
 use crate::host_lock::{Held, HostLocks};
-use crate::{Config, SECRET_SERVICE, slots};
+use crate::{KeychainConfig, SECRET_SERVICE, slots};
 
 const SCHEMA: &str = "org.token-store.Record";
 const CONTENT_TYPE: &str = "application/octet-stream";
@@ -290,7 +291,7 @@ struct Found<'a> {
 impl SecretServiceStore {
     /// Connects to the session bus (or `config.bus_address`) and opens an encrypted
     /// (Diffie-Hellman) session with the Secret Service, within `config.timeout`.
-    pub async fn connect(config: &Config) -> Result<Self> {
+    pub async fn connect(config: &KeychainConfig) -> Result<Self> {
         if config.service.is_empty() {
             return Err(Error::config("the keychain service name must not be empty"));
         }
@@ -730,11 +731,11 @@ impl RawStore for SecretServiceStore {
         SECRET_SERVICE
     }
 
-    fn raw_capabilities(&self) -> Capabilities {
+    fn capabilities(&self) -> Capabilities {
         // Atomic across this host's token-store processes (the host lock), not across hosts.
         Capabilities::new(SECRET_SERVICE_MAX_VALUE)
-            .with_atomic_cas()
-            .with_sharing_across_processes()
+            .with_sharing(Scope::Host)
+            .with_cas(Scope::Host)
             .with_ttl()
             .with_persistence(true)
     }
@@ -746,11 +747,10 @@ impl RawStore for SecretServiceStore {
             Box::pin(async move {
                 let found = self.lookup(&live, encoded).await?;
                 Ok(match newest(&found)? {
-                    Some((env, true)) => Some(RawRecord {
-                        value: env.value.clone(),
-                        version: env.version.clone(),
-                        expires_at: env.expires_at,
-                    }),
+                    Some((env, true)) => Some(
+                        RawRecord::new(env.value.clone(), env.version.clone())
+                            .with_expiry(env.expires_at),
+                    ),
                     _ => None,
                 })
             })

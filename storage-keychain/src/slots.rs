@@ -24,10 +24,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use token_store_core::backend::{check_precondition, check_size};
 use token_store_core::{
     Capabilities, Error, KeyKind, ListEntry, ListFilter, Precondition, PutOptions, RawRecord,
-    RawStore, Result, SecretBytes, StorageKey, Version, async_trait, check_precondition,
-    check_size,
+    RawStore, Result, Scope, SecretBytes, StorageKey, Version, async_trait,
 };
 
 use crate::envelope::{Envelope, Reader};
@@ -450,11 +450,11 @@ impl<S: Slots> RawStore for SlotStore<S> {
         self.slots.backend()
     }
 
-    fn raw_capabilities(&self) -> Capabilities {
+    fn capabilities(&self) -> Capabilities {
         // Atomic across this host's token-store processes (the host lock), not across hosts.
         Capabilities::new(self.max_value)
-            .with_atomic_cas()
-            .with_sharing_across_processes()
+            .with_sharing(Scope::Host)
+            .with_cas(Scope::Host)
             .with_ttl()
             .with_persistence(self.persistent)
     }
@@ -477,11 +477,8 @@ impl<S: Slots> RawStore for SlotStore<S> {
             match loaded {
                 Loaded::Absent => Ok(None),
                 Loaded::Corrupt(e, _) => Err(e),
-                Loaded::Found(env, _) => Ok(live(env).map(|env| RawRecord {
-                    value: env.value,
-                    version: env.version,
-                    expires_at: env.expires_at,
-                })),
+                Loaded::Found(env, _) => Ok(live(env)
+                    .map(|env| RawRecord::new(env.value, env.version).with_expiry(env.expires_at))),
             }
         })
         .await
@@ -626,7 +623,7 @@ mod tests {
     impl MapSlots {
         fn new(limit: usize) -> Self {
             let mut id = [0u8; 8];
-            token_store_core::crypto::fill_random(&mut id).unwrap();
+            token_store_core::backend::fill_random(&mut id).unwrap();
             MapSlots {
                 limit,
                 namespace: format!("map-{id:?}"),

@@ -20,11 +20,11 @@ use token_store_conformance::services;
 use token_store_core::{
     Error, KeyKind, ListEntry, ListFilter, Precondition, PutOptions, RawStore, StorageKey, StoreUrl,
 };
-use token_store_keychain::{Config, KeyLock, KeyringStore, Platform, SecretServiceStore};
+use token_store_keychain::{KeyLock, KeychainConfig, KeyringStore, Platform, SecretServiceStore};
 
 fn lock_file(
     platform: Platform,
-    config: &Config,
+    config: &KeychainConfig,
     key: &StorageKey,
 ) -> token_store_core::Result<PathBuf> {
     Ok(KeyLock::new(platform, config, key)?.path())
@@ -99,11 +99,13 @@ fn keyutils() -> bool {
     services::require("TOKEN_STORE_TEST_KEYUTILS").is_some()
 }
 
-async fn open(platform: Platform, config: &Config) -> Arc<dyn RawStore> {
-    token_store_keychain::open(platform, config).await.unwrap()
+async fn open(platform: Platform, config: &KeychainConfig) -> Arc<dyn RawStore> {
+    token_store_keychain::open_raw(&config.clone().with_platform(platform))
+        .await
+        .unwrap()
 }
 
-async fn clear(platform: Platform, config: &Config) {
+async fn clear(platform: Platform, config: &KeychainConfig) {
     match platform {
         Platform::Keyutils => KeyringStore::keyutils(config)
             .unwrap()
@@ -125,7 +127,7 @@ fn key() -> StorageKey {
 }
 
 async fn a_killed_holder_releases_the_lock(platform: Platform, name: &str) {
-    let config = Config::default().with_service(services::unique("ts-hold"));
+    let config = KeychainConfig::default().with_service(services::unique("ts-hold"));
     let store = open(platform, &config).await;
     let v0 = store
         .write(&key(), b"before", &PutOptions::new(Precondition::IfAbsent))
@@ -191,7 +193,7 @@ async fn a_killed_holder_releases_the_lock_secret_service() {
 async fn a_longer_wait_fails_within_the_timeout(platform: Platform, name: &str) {
     const TIMEOUT: Duration = Duration::from_millis(400);
     // Connecting gets the ordinary timeout; the calls under test the short one.
-    let config = Config::default().with_service(services::unique("ts-hold"));
+    let config = KeychainConfig::default().with_service(services::unique("ts-hold"));
     let v0 = open(platform, &config)
         .await
         .write(&key(), b"before", &PutOptions::default())
@@ -293,6 +295,7 @@ async fn the_lock_directory_named_by_url_is_made_private_and_checked() {
     let dir = tmp.path().join("new/locks");
     let store = token_store_keychain::open_url(&url(&dir)).await.unwrap();
     store
+        .raw()
         .write(&key(), b"v", &PutOptions::default())
         .await
         .unwrap();
@@ -304,7 +307,9 @@ async fn the_lock_directory_named_by_url_is_made_private_and_checked() {
         .collect();
     assert_eq!(files.len(), 2, "{files:?}");
     assert!(files.iter().all(|f| mode(f) == 0o600), "{files:?}");
-    let config = Config::default().with_service(&service).with_lock_dir(&dir);
+    let config = KeychainConfig::default()
+        .with_service(&service)
+        .with_lock_dir(&dir);
     assert!(files.contains(&lock_file(Platform::Keyutils, &config, &key()).unwrap()));
     clear(Platform::Keyutils, &config).await;
 
@@ -328,7 +333,7 @@ async fn the_lock_directory_named_by_url_is_made_private_and_checked() {
     ));
 
     // The default directory, as every store without `lock_dir` uses it.
-    let default = lock_file(Platform::Keyutils, &Config::default(), &key()).unwrap();
+    let default = lock_file(Platform::Keyutils, &KeychainConfig::default(), &key()).unwrap();
     let default_dir = default.parent().unwrap();
     assert_eq!(mode(default_dir), 0o700, "{}", default_dir.display());
     let expected_root = std::env::var_os("XDG_RUNTIME_DIR")

@@ -11,19 +11,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use token_store_conformance::{Instance, model_check, model_check_cases, run, services};
-use token_store_core::{Error, KeyKind, ListFilter, PutOptions, RawStore, StorageKey};
-use token_store_keychain::{Config, KeyringStore, WINDOWS_ITEM_LIMIT};
+use token_store_core::{Error, KeyKind, ListFilter, PutOptions, RawStore, Scope, StorageKey};
+use token_store_keychain::{KeychainConfig, KeyringStore, WINDOWS_ITEM_LIMIT};
 
 fn enabled() -> bool {
     services::require("TOKEN_STORE_TEST_KEYUTILS").is_some()
 }
 
 #[derive(Clone, Default)]
-struct Used(Arc<Mutex<Vec<Config>>>);
+struct Used(Arc<Mutex<Vec<KeychainConfig>>>);
 
 impl Used {
-    fn config(&self, chunk: Option<usize>) -> Config {
-        let mut config = Config::default().with_service(services::unique("ts-ku"));
+    fn config(&self, chunk: Option<usize>) -> KeychainConfig {
+        let mut config = KeychainConfig::default().with_service(services::unique("ts-ku"));
         if let Some(c) = chunk {
             config = config.with_chunk_size(c);
         }
@@ -132,9 +132,9 @@ async fn capabilities_are_honest_and_limits_typed() {
     }
     let used = Used::default();
     let store = KeyringStore::keyutils(&used.config(None)).unwrap();
-    let caps = store.raw_capabilities();
-    assert!(caps.atomic_cas && !caps.process_local_cas && caps.ttl);
-    assert!(!caps.persistent && caps.shared_across_processes && !caps.shared_across_hosts);
+    let caps = store.capabilities();
+    assert!(caps.cas == Scope::Host && caps.shared_with == Scope::Host && caps.ttl);
+    assert!(!caps.persistent);
     let key = StorageKey::single(KeyKind::Meta, "big").unwrap();
     let over = vec![0u8; caps.max_value_size + 1];
     assert!(matches!(
@@ -162,7 +162,7 @@ async fn capabilities_are_honest_and_limits_typed() {
     assert_eq!(store.clear().await.unwrap(), 1);
     assert!(store.read(&key).await.unwrap().is_none());
     assert!(matches!(
-        KeyringStore::keyutils(&Config::default().with_chunk_size(10)),
+        KeyringStore::keyutils(&KeychainConfig::default().with_chunk_size(10)),
         Err(Error::Config { .. })
     ));
 }
@@ -177,8 +177,9 @@ async fn open_url_keyutils() {
         "keychain:keyutils?service={service}&chunk_size=2560&timeout_ms=2000"
     ))
     .unwrap();
-    let store = token_store_keychain::open_url(&url).await.unwrap();
-    assert_eq!(store.backend(), "keyutils");
+    let typed = token_store_keychain::open_url(&url).await.unwrap();
+    assert_eq!(typed.backend(), "keyutils");
+    let store = typed.raw();
     let key = StorageKey::single(KeyKind::Lease, "l").unwrap();
     store
         .write(&key, &[1u8; 6000], &PutOptions::default())
@@ -186,7 +187,7 @@ async fn open_url_keyutils() {
         .unwrap();
     assert_eq!(store.read(&key).await.unwrap().unwrap().value.len(), 6000);
     store.remove(&key, &Default::default()).await.unwrap();
-    KeyringStore::keyutils(&Config::default().with_service(service))
+    KeyringStore::keyutils(&KeychainConfig::default().with_service(service))
         .unwrap()
         .clear()
         .await

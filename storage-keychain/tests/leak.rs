@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use token_store_conformance::leak::leak_check;
 use token_store_conformance::{Instance, services};
 use token_store_core::RawStore;
-use token_store_keychain::{Config, KeyringStore, SecretServiceStore};
+use token_store_keychain::{KeychainConfig, KeyringStore, SecretServiceStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_in_logs_errors_or_debug_keychain() {
-    let used: Arc<Mutex<Vec<Config>>> = Arc::default();
+    let used: Arc<Mutex<Vec<KeychainConfig>>> = Arc::default();
     if services::require("TOKEN_STORE_TEST_SECRET_SERVICE").is_some()
         && services::require("DBUS_SESSION_BUS_ADDRESS").is_some()
     {
@@ -21,7 +21,7 @@ async fn no_secret_in_logs_errors_or_debug_keychain() {
         leak_check(
             "secret-service",
             move || {
-                let config = Config::default().with_service(services::unique("ts-leak"));
+                let config = KeychainConfig::default().with_service(services::unique("ts-leak"));
                 u.lock().unwrap().push(config.clone());
                 async move {
                     let store: Arc<dyn RawStore> =
@@ -33,7 +33,7 @@ async fn no_secret_in_logs_errors_or_debug_keychain() {
         )
         .await
         .assert_ok("secret-service");
-        let configs: Vec<Config> = std::mem::take(&mut *used.lock().unwrap());
+        let configs: Vec<KeychainConfig> = std::mem::take(&mut *used.lock().unwrap());
         for c in configs {
             let _ = SecretServiceStore::connect(&c).await.unwrap().clear().await;
         }
@@ -43,7 +43,7 @@ async fn no_secret_in_logs_errors_or_debug_keychain() {
         leak_check(
             "keyutils",
             move || {
-                let config = Config::default().with_service(services::unique("ts-leak"));
+                let config = KeychainConfig::default().with_service(services::unique("ts-leak"));
                 u.lock().unwrap().push(config.clone());
                 async move {
                     let store: Arc<dyn RawStore> = Arc::new(KeyringStore::keyutils(&config)?);
@@ -54,7 +54,7 @@ async fn no_secret_in_logs_errors_or_debug_keychain() {
         )
         .await
         .assert_ok("keyutils");
-        let configs: Vec<Config> = std::mem::take(&mut *used.lock().unwrap());
+        let configs: Vec<KeychainConfig> = std::mem::take(&mut *used.lock().unwrap());
         for c in configs {
             let _ = KeyringStore::keyutils(&c).unwrap().clear().await;
         }

@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use token_store_conformance::{BoxFuture, crash, processes, services};
 use token_store_core::{RawStore, StoreUrl};
-use token_store_keychain::{Config, KeyringStore, SecretServiceStore};
+use token_store_keychain::{KeychainConfig, KeyringStore, SecretServiceStore};
 
 fn open(url: StoreUrl) -> BoxFuture<'static, token_store_core::Result<Arc<dyn RawStore>>> {
-    Box::pin(async move { token_store_keychain::open_url(&url).await })
+    Box::pin(async move { Ok(token_store_keychain::open_url(&url).await?.raw().clone()) })
 }
 
 /// The child processes of the harnesses (nothing in a normal run).
@@ -43,7 +43,7 @@ fn keyutils() -> bool {
 /// A keychain URL with a service name of its own, and what to delete afterwards.
 struct Fresh {
     url: String,
-    config: Config,
+    config: KeychainConfig,
     keyutils: bool,
 }
 
@@ -53,7 +53,7 @@ impl Fresh {
         Fresh {
             url: format!("keychain:{keychain}?service={service}{extra}"),
             // Deleting hundreds of Secret Service items takes longer than one call's default.
-            config: Config::default()
+            config: KeychainConfig::default()
                 .with_service(service)
                 .with_timeout(std::time::Duration::from_secs(300)),
             keyutils: keychain == "keyutils",

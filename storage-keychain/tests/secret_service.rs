@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use token_store_conformance::{Instance, model_check, model_check_cases, run, services};
 use token_store_core::{
-    Error, KeyKind, ListFilter, Precondition, PutOptions, RawStore, StorageKey, TokenKey,
+    Error, KeyKind, ListFilter, Precondition, PutOptions, RawStore, Scope, StorageKey, TokenKey,
     TokenRecord, TokenStore,
 };
-use token_store_keychain::{Config, Platform, SecretServiceStore, probe_with};
+use token_store_keychain::{KeychainConfig, Platform, SecretServiceStore, probe_with};
 
 fn shared_bus() -> Option<()> {
     services::require("TOKEN_STORE_TEST_SECRET_SERVICE")?;
@@ -28,18 +28,19 @@ fn shared_bus() -> Option<()> {
 struct Used(Arc<Mutex<Vec<String>>>);
 
 impl Used {
-    fn config(&self, prefix: &str) -> Config {
+    fn config(&self, prefix: &str) -> KeychainConfig {
         let service = services::unique(prefix);
         self.0.lock().unwrap().push(service.clone());
-        Config::default().with_service(service)
+        KeychainConfig::default().with_service(service)
     }
 
     async fn clean(&self) {
         let services = self.0.lock().unwrap().clone();
         for service in services {
-            let store = SecretServiceStore::connect(&Config::default().with_service(service))
-                .await
-                .unwrap();
+            let store =
+                SecretServiceStore::connect(&KeychainConfig::default().with_service(service))
+                    .await
+                    .unwrap();
             store.clear().await.unwrap();
         }
     }
@@ -103,12 +104,11 @@ async fn items_are_recognisable_and_hold_no_secret_in_attributes_or_labels() {
     }
     let used = Used::default();
     let config = used.config("ts-attrs");
-    let store = SecretServiceStore::connect(&config).await.unwrap();
+    let typed = TokenStore::new(SecretServiceStore::connect(&config).await.unwrap());
+    let store = typed.raw();
     let key = TokenKey::for_server("https://mcp.example.com/mcp");
     let record = TokenRecord::new("ACCESS-SECRET-123").with_refresh_token("REFRESH-SECRET-456");
-    TokenStore::put(&store, &key, &record, Precondition::Any)
-        .await
-        .unwrap();
+    typed.put(&key, &record, Precondition::Any).await.unwrap();
     let state_opts = PutOptions::new(Precondition::Any).with_ttl(Some(Duration::from_secs(60)));
     let state = StorageKey::single(KeyKind::State, "abc").unwrap();
     store
@@ -238,10 +238,9 @@ async fn probe_passes_on_a_working_keyring() {
         .unwrap();
     println!("probe took {:?}", t.elapsed());
     assert_eq!(store.backend(), "secret-service");
-    let caps = store.raw_capabilities();
+    let caps = store.capabilities();
     // Atomic across this host's processes (the host lock), not across hosts.
-    assert!(caps.persistent && caps.atomic_cas && !caps.process_local_cas);
-    assert!(caps.shared_across_processes && !caps.shared_across_hosts);
+    assert!(caps.persistent && caps.cas == Scope::Host && caps.shared_with == Scope::Host);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,7 +251,7 @@ async fn a_locked_collection_is_error_locked_within_the_timeout() {
     let mut bus = common::PrivateBus::start(false);
     bus.start_keyring();
     let timeout = Duration::from_secs(2);
-    let config = Config::default()
+    let config = KeychainConfig::default()
         .with_bus_address(bus.address.clone())
         .with_timeout(timeout);
     let store = SecretServiceStore::connect(&config).await.unwrap();
@@ -301,9 +300,10 @@ async fn a_locked_collection_is_error_locked_within_the_timeout() {
     }
     println!("5 calls on a locked collection failed in {elapsed:?}");
     assert!(elapsed < timeout, "locked calls took {elapsed:?}");
-    let why = probe_with(Platform::SecretService, &config)
+    let why = probe_with(&config.clone().with_platform(Platform::SecretService))
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(why.contains("locked"), "{why}");
     // A fresh connection says the same (connecting needs no unlocked collection).
     let again = SecretServiceStore::connect(&config).await.unwrap();
@@ -316,13 +316,14 @@ async fn no_secret_service_on_the_bus_fails_fast_and_says_why() {
         return;
     }
     let bus = common::PrivateBus::start(false);
-    let config = Config::default()
+    let config = KeychainConfig::default()
         .with_bus_address(bus.address.clone())
         .with_timeout(Duration::from_secs(3));
     let t = Instant::now();
-    let why = probe_with(Platform::SecretService, &config)
+    let why = probe_with(&config.clone().with_platform(Platform::SecretService))
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     let elapsed = t.elapsed();
     println!("probe without a Secret Service: {elapsed:?}: {why}");
     assert!(why.contains("no Secret Service provider"), "{why}");
@@ -339,13 +340,14 @@ async fn no_bus_at_all_fails_fast_and_says_why() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let config = Config::default()
+    let config = KeychainConfig::default()
         .with_bus_address(format!("unix:path={}/no-bus", dir.path().display()))
         .with_timeout(Duration::from_secs(3));
     let t = Instant::now();
-    let why = probe_with(Platform::SecretService, &config)
+    let why = probe_with(&config.clone().with_platform(Platform::SecretService))
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     println!("probe without a bus: {:?}: {why}", t.elapsed());
     assert!(
         why.contains("cannot connect to the D-Bus session bus"),
@@ -362,13 +364,14 @@ async fn an_uninitialised_keyring_is_locked_not_a_hang() {
     // gnome-keyring D-Bus-activated without --unlock (a headless login): no default
     // collection, creating one needs a prompt.
     let bus = common::PrivateBus::start(true);
-    let config = Config::default()
+    let config = KeychainConfig::default()
         .with_bus_address(bus.address.clone())
         .with_timeout(Duration::from_secs(4));
     let t = Instant::now();
-    let why = probe_with(Platform::SecretService, &config)
+    let why = probe_with(&config.clone().with_platform(Platform::SecretService))
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     println!(
         "probe on an uninitialised keyring: {:?}: {why}",
         t.elapsed()
@@ -468,13 +471,14 @@ async fn a_provider_that_never_answers_times_out_instead_of_hanging() {
         return;
     }
     let timeout = Duration::from_millis(500);
-    let config = Config::default()
+    let config = KeychainConfig::default()
         .with_bus_address(bus.address.clone())
         .with_timeout(timeout);
     let t = Instant::now();
-    let why = probe_with(Platform::SecretService, &config)
+    let why = probe_with(&config.clone().with_platform(Platform::SecretService))
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     let elapsed = t.elapsed();
     println!("probe against a silent provider: {elapsed:?}: {why}");
     assert!(

@@ -27,7 +27,7 @@ use token_store_conformance::{
 use token_store_core::{
     Error, KeyKind, ListFilter, Precondition, PutOptions, RawStore, StorageKey,
 };
-use token_store_keychain::{Config, KeyringStore, SecretServiceStore};
+use token_store_keychain::{KeychainConfig, KeyringStore, SecretServiceStore};
 
 fn shared_bus() -> bool {
     services::require("TOKEN_STORE_TEST_SECRET_SERVICE").is_some()
@@ -43,7 +43,7 @@ fn keyutils() -> bool {
 #[derive(Clone)]
 struct Tidy {
     keyutils: bool,
-    live: Arc<Mutex<Vec<Config>>>,
+    live: Arc<Mutex<Vec<KeychainConfig>>>,
 }
 
 impl Tidy {
@@ -54,7 +54,7 @@ impl Tidy {
         }
     }
 
-    async fn clear(keyutils: bool, config: Config) {
+    async fn clear(keyutils: bool, config: KeychainConfig) {
         if keyutils {
             let _ = KeyringStore::keyutils(&config).unwrap().clear().await;
         } else if let Ok(s) = SecretServiceStore::connect(&config).await {
@@ -63,7 +63,7 @@ impl Tidy {
     }
 
     async fn finish(&self) {
-        let live: Vec<Config> = std::mem::take(&mut *self.live.lock().unwrap());
+        let live: Vec<KeychainConfig> = std::mem::take(&mut *self.live.lock().unwrap());
         for c in live {
             Self::clear(self.keyutils, c).await;
         }
@@ -77,11 +77,11 @@ impl Tidy {
         move || {
             let tidy = tidy.clone();
             Box::pin(async move {
-                let old: Vec<Config> = std::mem::take(&mut *tidy.live.lock().unwrap());
+                let old: Vec<KeychainConfig> = std::mem::take(&mut *tidy.live.lock().unwrap());
                 for c in old {
                     Tidy::clear(tidy.keyutils, c).await;
                 }
-                let config = Config::default().with_service(services::unique("ts-torture"));
+                let config = KeychainConfig::default().with_service(services::unique("ts-torture"));
                 tidy.live.lock().unwrap().push(config.clone());
                 let store: Arc<dyn RawStore> = if tidy.keyutils {
                     Arc::new(KeyringStore::keyutils(&config)?)
@@ -197,7 +197,7 @@ fn foreign_items_under_our_attributes() {
         .enable_all()
         .build()
         .unwrap();
-    let config = Config::default().with_service(services::unique("ts-foreign"));
+    let config = KeychainConfig::default().with_service(services::unique("ts-foreign"));
     let key = StorageKey::single(KeyKind::Meta, "foreign").unwrap();
     let encoded = key.encode();
     let (store, ss) = rt.block_on(async {
@@ -303,7 +303,7 @@ async fn fault_keyring_daemon_paused() {
     let mut bus = common::PrivateBus::start(false);
     bus.start_keyring();
     let pid = secrets_owner_pid(&bus.address);
-    let config = Config::default()
+    let config = KeychainConfig::default()
         .with_bus_address(bus.address.clone())
         .with_timeout(TIMEOUT);
     let store: Arc<dyn RawStore> = Arc::new(SecretServiceStore::connect(&config).await.unwrap());
@@ -322,7 +322,7 @@ async fn keyring_killed(same_store: bool) {
     let mut bus = common::PrivateBus::start(false);
     bus.start_keyring();
     let address = bus.address.clone();
-    let config = Config::default()
+    let config = KeychainConfig::default()
         .with_bus_address(address.clone())
         .with_timeout(TIMEOUT);
     let store: Arc<dyn RawStore> = Arc::new(SecretServiceStore::connect(&config).await.unwrap());
@@ -389,7 +389,7 @@ async fn first_call_after_daemon_restart_succeeds() {
     }
     let mut bus = common::PrivateBus::start(false);
     bus.start_keyring();
-    let config = Config::default()
+    let config = KeychainConfig::default()
         .with_bus_address(bus.address.clone())
         .with_timeout(TIMEOUT);
     let store = SecretServiceStore::connect(&config).await.unwrap();

@@ -9,6 +9,7 @@
 //! ```
 //!
 //! A backend whose service variable is unset is listed as "not run".
+#![recursion_limit = "256"]
 
 use std::fmt::Write as _;
 use std::net::TcpListener;
@@ -596,10 +597,7 @@ async fn cold_passphrase_file(tmp: &Path) -> BResult<ColdStart> {
     let store = token_store::file::open(token_store::file::FileConfig::new(&dir, source())).await?;
     let open_us = t.elapsed().as_secs_f64() * 1e6;
     let t = Instant::now();
-    store
-        .get(&key)
-        .await?
-        .ok_or_else(|| fail("missing"))?;
+    store.get(&key).await?.ok_or_else(|| fail("missing"))?;
     let first_get_us = t.elapsed().as_secs_f64() * 1e6;
     eprintln!("file (passphrase): open {}", fmt_us(open_us));
     Ok(ColdStart {
@@ -668,12 +666,7 @@ async fn scale_measure(store: &TokenStore, n: usize) -> BResult<(Summary, Summar
 
 /// Writes records `from..to` through the store's own byte-level API, `batch` at a time
 /// concurrently (the layout is the store's, so nothing is faked).
-async fn populate_raw_api(
-    store: &TokenStore,
-    from: usize,
-    to: usize,
-    batch: usize,
-) -> BResult<()> {
+async fn populate_raw_api(store: &TokenStore, from: usize, to: usize, batch: usize) -> BResult<()> {
     let value = Arc::new(fixture::record_bytes(1));
     let mut i = from;
     while i < to {
@@ -684,6 +677,7 @@ async fn populate_raw_api(
             let value = value.clone();
             tasks.push(tokio::spawn(async move {
                 store
+                    .raw()
                     .write(&scale_key(j).storage_key(), &value, &PutOptions::default())
                     .await
             }));
