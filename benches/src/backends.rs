@@ -9,11 +9,11 @@ use token_store_core::TokenStore;
 
 use crate::ops::{BResult, Target, fail};
 use crate::raw::{
-    RawFile, RawMemory, RawRedis, RawSecretService, RawSqlite, RawVault, SqliteVariant,
+    RawFile, RawMemory, RawPostgres, RawRedis, RawSecretService, RawSqlite, RawVault, SqliteVariant,
 };
 
 /// Every backend, in report order.
-pub const ALL: [&str; 9] = [
+pub const ALL: [&str; 10] = [
     "memory",
     "file",
     "sqlite",
@@ -23,6 +23,7 @@ pub const ALL: [&str; 9] = [
     "vault",
     "secret-service",
     "keyutils",
+    "postgres",
 ];
 
 /// An environment variable, unless unset or blank.
@@ -83,6 +84,25 @@ pub async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Resul
                     RawFile::new(&tmp.join("raw-files-v"))?
                         .with_backend_steps(dir.join("store.json")),
                 )],
+            }
+        }
+        "postgres" => {
+            let Some(base) = env("TOKEN_STORE_TEST_POSTGRES_URL") else {
+                return unset("TOKEN_STORE_TEST_POSTGRES_URL");
+            };
+            let schema = format!("bench_{}", run_id.replace('-', "_"));
+            let url = format!("{base}?schema={schema}&table=tokens");
+            // The raw connection prepares its statements on the table the store creates.
+            drop(open_store(&url).await?);
+            Spec {
+                name,
+                url,
+                raw: Some(Arc::new(
+                    RawPostgres::connect(&base, &schema, "tokens", run_id).await?,
+                )),
+                redis_benchmark: None,
+                raw_concurrency: false,
+                variants: vec![],
             }
         }
         "sqlite" => {

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::OAuthServer;
 use oauth2::TokenResponse;
+use token_store_core::backend::unix_now;
 use token_store_core::{
-    LeaseOptions, ManagerError, Precondition, RawStore, RefreshError, TokenKey, TokenManager,
-    TokenRecord, TokenStore, unix_now,
+    LeaseOptions, ManagerError, Precondition, RefreshError, TokenKey, TokenManager, TokenRecord,
+    TokenStore,
 };
 use token_store_rmcp::RmcpCredentialStore;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -127,7 +128,9 @@ fn error_kind(e: &ManagerError) -> &'static str {
 async fn worker_main(role: String) {
     let store = common::open_store(&env("RMCP_E2E_STORE")).await;
     let token_url = env("RMCP_E2E_TOKEN_URL");
-    let manager = TokenManager::new(store.clone()).with_lease_options(lease_options());
+    let manager = TokenManager::new(store.clone())
+        .unwrap()
+        .with_lease_options(lease_options());
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     match role.as_str() {
         // Rounds of TokenManager::valid_token, started together.
@@ -181,8 +184,9 @@ async fn worker_main(role: String) {
         "rmcp" => {
             use rmcp::transport::auth::{AuthorizationManager, AuthorizationMetadata};
             let base = env("RMCP_E2E_BASE_URL");
-            let adapter =
-                RmcpCredentialStore::new(store.clone(), key()).with_lease_options(lease_options());
+            let adapter = RmcpCredentialStore::new(store.clone(), key())
+                .unwrap()
+                .with_lease_options(lease_options());
             let mut auth = if std::env::var("RMCP_E2E_COALESCE").is_ok() {
                 let http = adapter.coalescing_http_client(
                     rmcp::transport::auth::default_oauth_http_client().unwrap(),
@@ -315,18 +319,14 @@ impl Worker {
 }
 
 /// Makes the stored access token expired (as time would), keeping everything else.
-async fn expire(store: &Arc<dyn RawStore>) {
-    let current = TokenStore::get(store, &key()).await.unwrap().unwrap();
+async fn expire(store: &TokenStore) {
+    let current = store.get(&key()).await.unwrap().unwrap();
     let mut record = current.value;
     record.expires_at = Some(unix_now() - 1.0);
-    TokenStore::put(
-        store,
-        &key(),
-        &record,
-        Precondition::IfVersion(current.version),
-    )
-    .await
-    .unwrap();
+    store
+        .put(&key(), &record, Precondition::IfVersion(current.version))
+        .await
+        .unwrap();
 }
 
 fn percentile(sorted: &[u128], p: f64) -> f64 {
@@ -425,11 +425,7 @@ async fn run_rounds(
         }
         stats.refreshers_per_round.push(refreshed);
         // The stored token is one the endpoint issued last and is valid.
-        let stored = TokenStore::get(&store, &key())
-            .await
-            .unwrap()
-            .unwrap()
-            .value;
+        let stored = store.get(&key()).await.unwrap().unwrap().value;
         assert!(!stored.is_expired(Duration::from_secs(60)));
         assert!(!server.revoked(stored.refresh_token.as_ref().unwrap().expose()));
     }
@@ -475,14 +471,10 @@ async fn refresh_once_per_expiry(backend: &str) {
     )
     .await;
     let store = common::open_store(&url).await;
-    TokenStore::put(
-        &store,
-        &key(),
-        &seed_manager_record(&server),
-        Precondition::Any,
-    )
-    .await
-    .unwrap();
+    store
+        .put(&key(), &seed_manager_record(&server), Precondition::Any)
+        .await
+        .unwrap();
     let stats = run_rounds(backend, "manager", false, PROCESSES, ROUNDS, &server, &url).await;
     let counters = server.counters();
     assert_eq!(counters.refreshed, ROUNDS, "exactly one refresh per expiry");
@@ -553,7 +545,7 @@ async fn rmcp_managers_across_processes(backend: &str, coalesce: bool) {
         );
         response.set_refresh_token(Some(RefreshToken::new(rt)));
         response.set_expires_in(Some(&Duration::from_secs(3600)));
-        let adapter = RmcpCredentialStore::new(store.clone(), key());
+        let adapter = RmcpCredentialStore::new(store.clone(), key()).unwrap();
         adapter
             .save(
                 StoredCredentials::new(
@@ -669,9 +661,7 @@ async fn killed_holder(backend: &str, after_post: bool) {
     .await;
     let store = common::open_store(&url).await;
     let seeded = seed_manager_record(&server);
-    TokenStore::put(&store, &key(), &seeded, Precondition::Any)
-        .await
-        .unwrap();
+    store.put(&key(), &seeded, Precondition::Any).await.unwrap();
     const LEASE_TTL_MS: u64 = 2000;
     let mut vars = vec![
         ("RMCP_E2E_STORE", url.clone()),
@@ -698,7 +688,7 @@ async fn killed_holder(backend: &str, after_post: bool) {
         // definitive rejection (no hang), the dead record is removed, a login is needed.
         assert!(msg.starts_with("err 0 invalid_grant"), "{msg}");
         assert_eq!(counters.reuse, 1, "{counters:?}");
-        assert!(TokenStore::get(&store, &key()).await.unwrap().is_none());
+        assert!(store.get(&key()).await.unwrap().is_none());
         eprintln!(
             "e2e[{backend}/kill after token request]: taker got invalid_grant after {:.2} s (lease TTL {LEASE_TTL_MS} ms); record removed; {counters:?}",
             took_over_after.as_secs_f64()
@@ -715,11 +705,7 @@ async fn killed_holder(backend: &str, after_post: bool) {
             took_over_after < Duration::from_secs(10),
             "{took_over_after:?}"
         );
-        let stored = TokenStore::get(&store, &key())
-            .await
-            .unwrap()
-            .unwrap()
-            .value;
+        let stored = store.get(&key()).await.unwrap().unwrap().value;
         assert_ne!(stored.access_token, seeded.access_token);
         eprintln!(
             "e2e[{backend}/kill before token request]: another process refreshed {:.2} s after the holder took the lease (lease TTL {LEASE_TTL_MS} ms); {counters:?}",

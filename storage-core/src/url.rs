@@ -207,12 +207,13 @@ impl StoreUrl {
 }
 
 /// Whether a query parameter of this name holds a secret, so [`StoreUrl::redacted`] hides its
-/// value: names containing `secret`, `token`, `password`, `passwd`, `passphrase` (but not the
-/// `passphrase_env` / `passphrase_file` indirections, which name where a secret is) or
-/// `credential`, and `pass`/`pw`.
+/// value: names containing `secret`, `token`, `password`, `passwd`, `passphrase` or
+/// `credential`, and `pass`/`pw`/`auth` — but not `…_env` / `…_file` indirections, which
+/// name where a secret is.
 pub fn is_secret_param(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    if n == "passphrase_env" || n == "passphrase_file" {
+    // These name where a secret is (a variable, a file), not the secret.
+    if n.ends_with("_env") || n.ends_with("_file") {
         return false;
     }
     [
@@ -241,10 +242,17 @@ fn redact(raw: &str, scheme_len: usize) -> String {
     match after_scheme.strip_prefix("//") {
         Some(rest) => {
             out.push_str("//");
-            let (authority, path) = match rest.find('/') {
-                Some(i) => rest.split_at(i),
-                None => (rest, ""),
+            // The authority ends at the first `/`, unless a userinfo with an unencoded `/`
+            // in its password comes first: over-hiding a host is safe, showing part of a
+            // password is not, so anything up to the last `@` counts as userinfo.
+            let end = match (rest.find('/'), rest.rfind('@')) {
+                (Some(slash), Some(at)) if at > slash && slash > 0 => {
+                    rest[at..].find('/').map_or(rest.len(), |i| at + i)
+                }
+                (Some(slash), _) => slash,
+                (None, _) => rest.len(),
             };
+            let (authority, path) = rest.split_at(end);
             // The userinfo ends at the last `@` of the authority: `@` may appear unescaped in
             // a password, never in a host.
             match authority.rsplit_once('@') {
@@ -581,6 +589,11 @@ mod tests {
                 "ss@word",
             ),
             ("redis://:only-pass@h/", "redis://:***@h/", "only-pass"),
+            (
+                "postgres://app:pa/ss@db:5432/tokens?password_file=/run/pw",
+                "postgres://app:***@db:5432/tokens?password_file=/run/pw",
+                "ss@",
+            ),
             ("rediss://tok3n@h/", "rediss://***@h/", "tok3n"),
             (
                 "vault://127.0.0.1:8200/secret?role_id=R&secret_id=S3CR3T",

@@ -49,6 +49,7 @@ const FAMILIES: &[&str] = &[
     "redis",
     "vault",
     "file",
+    "postgres",
 ];
 
 /// Which table row a backend variant (`redis-cluster`, `sqlite+encrypted`) belongs to.

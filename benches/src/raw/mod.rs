@@ -11,9 +11,11 @@
 //! | redis (all topologies) | `redis` crate, one multiplexed (or cluster) connection: GET, SET, DEL, SCAN, a minimal Lua CAS |
 //! | vault | `reqwest`: one KV v2 HTTP call per operation (`cas` option for CAS) |
 //! | secret service | `secret-service` crate: search + get secret, create item (replace), search + delete, search + attributes of each item |
+//! | postgres | one `tokio-postgres` connection (no pool), one prepared statement per operation, autocommit, on the store's own table |
 
 mod file;
 mod memory;
+mod postgres;
 mod redis;
 mod secret_service;
 mod sqlite;
@@ -21,6 +23,7 @@ mod vault;
 
 pub use self::file::RawFile;
 pub use self::memory::RawMemory;
+pub use self::postgres::RawPostgres;
 pub use self::redis::RawRedis;
 pub use self::secret_service::RawSecretService;
 pub use self::sqlite::{RawSqlite, Variant as SqliteVariant};

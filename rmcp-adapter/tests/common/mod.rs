@@ -359,12 +359,8 @@ pub async fn clean_up(url: &str) {
     if parsed.scheme() != "keychain" {
         return;
     }
-    let service = parsed
-        .query()
-        .into_iter()
-        .find_map(|(k, v)| (k == "service").then_some(v))
-        .unwrap();
-    let config = token_store_keychain::Config::default().with_service(service);
+    let service = parsed.param("service").unwrap();
+    let config = token_store_keychain::KeychainConfig::default().with_service(service);
     let removed = match parsed.body().trim_matches('/') {
         "secret-service" => token_store_keychain::SecretServiceStore::connect(&config)
             .await

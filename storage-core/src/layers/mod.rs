@@ -124,6 +124,10 @@ mod tests {
     fn opening_through_the_layers_is_send() {
         // Backends open stores inside spawned tasks: the future must be Send.
         let name = String::from("memory:");
-        assert_send(assemble(crate::MemoryStore::new(), &CommonOptions::new(), &name));
+        assert_send(assemble(
+            crate::MemoryStore::new(),
+            &CommonOptions::new(),
+            &name,
+        ));
     }
 }
