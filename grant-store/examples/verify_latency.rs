@@ -2,10 +2,11 @@
 //! `cargo run --release -p token-store-grants --example verify_latency [-- ROUNDS]`.
 //!
 //! For each backend this machine has (memory, the encrypted file store, SQLite, and Redis,
-//! Redis Cluster, Vault and PostgreSQL when `TOKEN_STORE_TEST_*` name them), one access token
-//! is issued and one token record of the same kind of size is stored; then `GrantStore::verify` and
-//! `TokenStore::get` alternate, one call each per round, and the medians and 99th
-//! percentiles are printed with their ratio.
+//! Redis Cluster, Vault, PostgreSQL, the Secret Service and keyutils when `TOKEN_STORE_TEST_*`
+//! name them), one access token is issued and one token record of the same kind of size is
+//! stored; then `GrantStore::verify` and `TokenStore::get` alternate, one call each per
+//! round, and the medians and 99th percentiles are printed with their ratio. What was
+//! written is deleted again.
 
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,14 @@ async fn measure(name: &str, store: TokenStore, rounds: usize) -> Result<(), Box
             }
         }
     }
+    for kind in token_store_core::KeyKind::ALL {
+        let all = token_store_core::ListFilter::all();
+        for entry in store.raw().scan(kind, &all).await? {
+            if let token_store_core::ListEntry::Key(k) = entry {
+                store.raw().remove(&k, &Precondition::Any).await?;
+            }
+        }
+    }
     let (g50, v50) = (pct(&mut get, 0.5), pct(&mut verify, 0.5));
     let (g99, v99) = (pct(&mut get, 0.99), pct(&mut verify, 0.99));
     println!(
@@ -157,6 +166,15 @@ async fn main() -> Result<(), BoxError> {
             format!("vault://{host}/secret?prefix=ts-bench/verify-{unique}&token_env=TOKEN_STORE_TEST_VAULT_TOKEN"),
             rounds / 4,
         ));
+    }
+    if std::env::var("TOKEN_STORE_TEST_SECRET_SERVICE").is_ok() {
+        let url = format!("keychain:secret-service?service=ts-bench-verify-{unique}");
+        stores.push(("secret-service", url, rounds / 4));
+    }
+    if std::env::var("TOKEN_STORE_TEST_KEYUTILS").is_ok() {
+        // Run under `keyctl session -`: the keys go to a private session keyring.
+        let url = format!("keychain:keyutils?service=ts-bench-verify-{unique}");
+        stores.push(("keyutils", url, rounds));
     }
     if let Ok(url) = std::env::var("TOKEN_STORE_TEST_POSTGRES_URL") {
         let sep = if url.contains('?') { '&' } else { '?' };
