@@ -26,15 +26,20 @@ pub const MAX_ENCODED_KEY_LEN: usize = 16 * 1024;
 /// so that a record another program wrote with a non-canonical URL can still be addressed.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TokenKey {
-    user_key: String,
-    resource: String,
-    authorization_server: Option<String>,
-    scope_fingerprint: String,
+    // The storage key itself (parts: user, resource, issuer or "", scopes): a read borrows
+    // it instead of building one, and the order is the parts' order (an absent issuer is "",
+    // below every present one, as `None` was).
+    key: StorageKey,
 }
 
 /// The `user_key` used by [`TokenKey::for_server`] for single-user clients. It is the same
 /// synthetic identity mcp-agent uses for pre-configured tokens.
 pub const DEFAULT_USER_KEY: &str = "mcp-agent:preconfigured-tokens";
+
+const USER: usize = 0;
+const RESOURCE: usize = 1;
+const ISSUER: usize = 2;
+const SCOPES: usize = 3;
 
 impl TokenKey {
     /// A key with every part canonicalised: the resource and authorization server URLs via
@@ -46,12 +51,15 @@ impl TokenKey {
         scopes: impl IntoIterator<Item = S>,
     ) -> Self {
         TokenKey {
-            user_key: user_key.into(),
-            resource: canonical_url(resource),
-            authorization_server: authorization_server
-                .map(canonical_url)
-                .filter(|s| !s.is_empty()),
-            scope_fingerprint: scope_fingerprint(scopes),
+            key: StorageKey {
+                kind: KeyKind::Token,
+                parts: vec![
+                    user_key.into(),
+                    canonical_url(resource),
+                    authorization_server.map(canonical_url).unwrap_or_default(),
+                    scope_fingerprint(scopes),
+                ],
+            },
         }
     }
 
@@ -66,133 +74,151 @@ impl TokenKey {
         Self::new(DEFAULT_USER_KEY, resource, None, std::iter::empty::<&str>())
     }
 
+    fn part(&self, i: usize) -> &str {
+        self.key.parts.get(i).map_or("", String::as_str)
+    }
+
+    fn set_part(&mut self, i: usize, value: String) {
+        if let Some(part) = self.key.parts.get_mut(i) {
+            *part = value;
+        }
+    }
+
     /// Who the token belongs to (e.g. `"{issuer}:{subject}"`, or [`DEFAULT_USER_KEY`]).
     pub fn user_key(&self) -> &str {
-        &self.user_key
+        self.part(USER)
     }
 
     /// The resource (MCP server) URL.
     pub fn resource(&self) -> &str {
-        &self.resource
+        self.part(RESOURCE)
     }
 
     /// The authorization server (issuer), when known.
     pub fn authorization_server(&self) -> Option<&str> {
-        self.authorization_server.as_deref()
+        Some(self.part(ISSUER)).filter(|s| !s.is_empty())
     }
 
     /// The sorted, de-duplicated, space-joined scopes.
     pub fn scope_fingerprint(&self) -> &str {
-        &self.scope_fingerprint
+        self.part(SCOPES)
     }
 
     /// The same key with another user.
     pub fn with_user(mut self, user_key: impl Into<String>) -> Self {
-        self.user_key = user_key.into();
+        self.set_part(USER, user_key.into());
         self
     }
 
     /// The same key with an authorization server (canonicalised).
     pub fn with_authorization_server(mut self, issuer: &str) -> Self {
-        self.authorization_server = Some(canonical_url(issuer)).filter(|s| !s.is_empty());
+        self.set_part(ISSUER, canonical_url(issuer));
         self
     }
 
     /// The same key with a scope set (fingerprinted).
     pub fn with_scopes<S: AsRef<str>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
-        self.scope_fingerprint = scope_fingerprint(scopes);
+        self.set_part(SCOPES, scope_fingerprint(scopes));
         self
     }
 
-    /// The storage key of this token key.
+    /// The storage key of this token key (a copy; [`TokenKey::as_storage_key`] borrows it).
     pub fn storage_key(&self) -> StorageKey {
-        StorageKey {
-            kind: KeyKind::Token,
-            parts: vec![
-                self.user_key.clone(),
-                self.resource.clone(),
-                self.authorization_server.clone().unwrap_or_default(),
-                self.scope_fingerprint.clone(),
-            ],
-        }
+        self.key.clone()
+    }
+
+    /// The storage key of this token key, borrowed.
+    pub fn as_storage_key(&self) -> &StorageKey {
+        &self.key
     }
 
     /// The token key of a storage key of kind [`KeyKind::Token`].
     pub fn from_storage_key(key: &StorageKey) -> Option<Self> {
-        match (key.kind, key.parts.as_slice()) {
-            (KeyKind::Token, [user, resource, issuer, scopes]) => Some(TokenKey {
-                user_key: user.clone(),
-                resource: resource.clone(),
-                authorization_server: Some(issuer.clone()).filter(|s| !s.is_empty()),
-                scope_fingerprint: scopes.clone(),
-            }),
-            _ => None,
-        }
+        Self::from_owned_storage_key(key.clone())
+    }
+
+    /// [`TokenKey::from_storage_key`] taking the key by value (no copy).
+    pub fn from_owned_storage_key(key: StorageKey) -> Option<Self> {
+        (key.kind == KeyKind::Token && key.parts.len() == 4).then_some(TokenKey { key })
     }
 }
 
 impl fmt::Debug for TokenKey {
     // Keys are not secret, but a compact form reads better in logs than the derived one.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TokenKey({})", self.storage_key())
+        write!(f, "TokenKey({})", self.key)
     }
 }
 
 impl fmt::Display for TokenKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.storage_key(), f)
+        fmt::Display::fmt(&self.key, f)
     }
 }
 
 /// Identifies one OAuth client registration (the result of dynamic client registration).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientKey {
-    authorization_server: String,
-    application: String,
+    // The storage key itself (parts: issuer, application), borrowed by reads.
+    key: StorageKey,
+}
+
+impl fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientKey")
+            .field("authorization_server", &self.authorization_server())
+            .field("application", &self.application())
+            .finish()
+    }
 }
 
 impl ClientKey {
     /// The registration of the default application at `authorization_server`.
     pub fn new(authorization_server: &str) -> Self {
         ClientKey {
-            authorization_server: canonical_url(authorization_server),
-            application: String::new(),
+            key: StorageKey {
+                kind: KeyKind::Client,
+                parts: vec![canonical_url(authorization_server), String::new()],
+            },
         }
     }
 
     /// The same key for a named application.
     pub fn with_application(mut self, application: impl Into<String>) -> Self {
-        self.application = application.into();
+        if let Some(part) = self.key.parts.get_mut(1) {
+            *part = application.into();
+        }
         self
     }
 
     /// The authorization server (issuer) the client is registered with.
     pub fn authorization_server(&self) -> &str {
-        &self.authorization_server
+        self.key.parts.first().map_or("", String::as_str)
     }
 
     /// Which application registered it, so several apps can share a store. Often empty.
     pub fn application(&self) -> &str {
-        &self.application
+        self.key.parts.get(1).map_or("", String::as_str)
     }
 
     /// The storage key of this client key.
     pub fn storage_key(&self) -> StorageKey {
-        StorageKey {
-            kind: KeyKind::Client,
-            parts: vec![self.authorization_server.clone(), self.application.clone()],
-        }
+        self.key.clone()
+    }
+
+    /// The storage key of this client key, borrowed.
+    pub fn as_storage_key(&self) -> &StorageKey {
+        &self.key
     }
 
     /// The client key of a storage key of kind [`KeyKind::Client`].
     pub fn from_storage_key(key: &StorageKey) -> Option<Self> {
-        match (key.kind, key.parts.as_slice()) {
-            (KeyKind::Client, [issuer, app]) => Some(ClientKey {
-                authorization_server: issuer.clone(),
-                application: app.clone(),
-            }),
-            _ => None,
-        }
+        Self::from_owned_storage_key(key.clone())
+    }
+
+    /// [`ClientKey::from_storage_key`] taking the key by value (no copy).
+    pub fn from_owned_storage_key(key: StorageKey) -> Option<Self> {
+        (key.kind == KeyKind::Client && key.parts.len() == 2).then_some(ClientKey { key })
     }
 }
 

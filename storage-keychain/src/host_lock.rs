@@ -455,8 +455,7 @@ fn check_owned(backend: &'static str, dir: &Path) -> Result<()> {
 
 #[cfg(unix)]
 fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions, cannot fail and touches no memory of ours.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 fn open_lock_file(path: &Path) -> io::Result<File> {
@@ -467,7 +466,9 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
         use std::os::unix::fs::OpenOptionsExt;
         // A symlink in our private directory can only be a mistake or an attack: never
         // follow it to lock (or create) a file elsewhere.
-        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        options
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
     }
     options.open(path)
 }
@@ -499,7 +500,7 @@ fn io_error(backend: &'static str, what: &str, path: &Path, e: io::Error) -> Err
     let looped = {
         #[cfg(unix)]
         {
-            e.raw_os_error() == Some(libc::ELOOP)
+            e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
         }
         #[cfg(not(unix))]
         {

@@ -7,6 +7,8 @@
 //! variable naming the lock file), which locks the file the way any other process would
 //! and sleeps until it is killed.
 #![cfg(target_os = "linux")]
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

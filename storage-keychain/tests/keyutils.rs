@@ -6,6 +6,8 @@
 //! `keyctl session - cargo test ...`, so the keys live in a fresh anonymous session keyring
 //! rather than root's shared `@u`/`@s`, and every test deletes what it created.
 #![cfg(target_os = "linux")]
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

@@ -3,6 +3,8 @@
 //! `Debug` output captured and searched for the suite's tokens (its own test binary: the
 //! capture is process-wide).
 #![cfg(target_os = "linux")]
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 

@@ -9,6 +9,8 @@
 //! Needs `TOKEN_STORE_TEST_SECRET_SERVICE=1` + `DBUS_SESSION_BUS_ADDRESS` and
 //! `TOKEN_STORE_TEST_KEYUTILS=1` under `keyctl session -`, as the other keychain tests.
 #![cfg(target_os = "linux")]
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 

@@ -3,6 +3,8 @@
 //! `TOKEN_STORE_TEST_SECRET_SERVICE=1` from `scripts/services.sh`), and locked / missing /
 //! uninitialised keyrings on private buses this file starts itself.
 #![cfg(target_os = "linux")]
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

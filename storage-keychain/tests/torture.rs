@@ -8,6 +8,8 @@
 //! `tests/processes.rs`: a killed Secret Service client leaves at most a duplicate item, which
 //! the store already resolves (newest wins); a killed keyutils client at most orphaned chunks.
 #![cfg(target_os = "linux")]
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -3,6 +3,9 @@
 //! conformance suite, on one server, on the cluster and behind Sentinel, and can neither read
 //! nor write a key outside its prefix.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use redis::aio::MultiplexedConnection;

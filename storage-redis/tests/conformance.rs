@@ -1,6 +1,9 @@
 //! The whole conformance suite and the model check against real Redis: standalone, the
 //! 6-node cluster, TLS with the test CA and mutual TLS. Each store gets a unique prefix.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use token_store_conformance::{model_check, model_check_cases, run};

@@ -1,6 +1,9 @@
 //! Faults against real servers: kill -9 of an AOF Redis under a CAS increment load, and (if
 //! the cluster is there) a master failover. The same store object must keep working.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

@@ -1,6 +1,9 @@
 //! mcp-agent interoperability at the byte level, listing next to foreign keys, persistence
 //! with a fixed record, URLs, encryption and mutual TLS refusal.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use redis::AsyncCommands;

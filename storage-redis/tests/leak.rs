@@ -3,6 +3,9 @@
 //! `Debug` output captured and searched for the suite's tokens (its own test binary: the
 //! capture is process-wide).
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use token_store_conformance::leak::leak_check;

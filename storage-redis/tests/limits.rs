@@ -4,6 +4,9 @@
 //!
 //! One test in its own binary, so the process's resident memory reflects only this test.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -6,6 +6,9 @@
 //! A measurement, not a check: run it in release mode when the read path changes,
 //! `cargo test --release -p token-store-redis --test read_cost -- --ignored --nocapture`.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

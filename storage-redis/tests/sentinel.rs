@@ -4,6 +4,9 @@
 //! `redis+sentinel://127.0.0.1:26390,127.0.0.1:26391/mymaster`), which `scripts/services.sh`
 //! exports; unset, the test fails under CI and reports "not run" locally.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

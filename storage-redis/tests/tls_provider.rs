@@ -3,6 +3,9 @@
 //!
 //! Its own binary: the provider is process-wide.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use rustls::CipherSuite;

@@ -7,6 +7,9 @@
 //!
 //! kill -9 of the server under load and a cluster master failover are in `tests/fault.rs`.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

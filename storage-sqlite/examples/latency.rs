@@ -7,6 +7,9 @@
 //! a listing, and what one `PRAGMA wal_checkpoint(TRUNCATE)` right after a delete costs (the
 //! price of scrubbing the WAL inside every delete, which the store does not pay).
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use token_store_core::{KeyKind, ListFilter, Precondition, PutOptions, RawStore, StorageKey};

@@ -2,6 +2,9 @@
 //! layer. Each factory call gets a fresh database file in its own directory; reopening opens
 //! the same file again, as another process would.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

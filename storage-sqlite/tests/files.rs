@@ -1,6 +1,9 @@
 //! The database file itself: permissions, corrupt and foreign files, schema versions, a
 //! locked database, URLs and the encryption switch, expiry sweeping, reopening.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -418,14 +421,9 @@ async fn urls_open_plain_and_encrypted_stores() {
 async fn passphrase_env_url_encrypts_and_a_wrong_passphrase_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let db = root.path().join("tokens.db");
-    let var = "TOKEN_STORE_SQLITE_TEST_PASSPHRASE";
-    let other = "TOKEN_STORE_SQLITE_TEST_WRONG_PASSPHRASE";
-    // SAFETY: these variables are used by this test only, and nothing here reads the
-    // environment on another thread while they are set.
-    unsafe {
-        std::env::set_var(var, "correct horse battery staple");
-        std::env::set_var(other, "wrong");
-    }
+    // Both set for every test process by the workspace's .cargo/config.toml.
+    let var = "TOKEN_STORE_FIXTURE_PASSPHRASE";
+    let other = "TOKEN_STORE_FIXTURE_WRONG_PASSPHRASE";
     let u = url(format!("sqlite://{}?passphrase_env={var}", db.display()));
     let store = open_url(&u).await.unwrap();
     assert!(store.capabilities().encrypted_at_rest);

@@ -2,6 +2,9 @@
 //! every log event (TRACE), result, error and `Debug` output captured and searched for the
 //! suite's tokens and the passphrase (its own test binary: the capture is process-wide).
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

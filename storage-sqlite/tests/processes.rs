@@ -5,6 +5,9 @@
 //! The children are this test binary run again with `TOKEN_STORE_SQLITE_CHILD` set, filtered
 //! to the `child_process_entry` test (which does nothing in a normal run).
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -10,6 +10,9 @@
 //! The children are this test binary run again with `TOKEN_STORE_SQLITE_REMNANT_CHILD` set,
 //! filtered to `remnant_child` (which does nothing in a normal run).
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,6 +2,9 @@
 //! connection thread: many tasks on both runtime flavours, read-your-writes, old counted
 //! versions still accepted.
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -2,6 +2,9 @@
 //! concurrent model check (plain and encrypted), hostile keys and stored bytes, and damaged
 //! database files (random bytes overwritten anywhere in a real database).
 
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

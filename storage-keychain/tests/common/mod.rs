@@ -1,6 +1,8 @@
 //! Private D-Bus buses (and gnome-keyrings on them) that a test starts and kills itself, so
 //! locking a keyring or having no Secret Service never disturbs other tests.
 #![allow(dead_code)]
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::path::PathBuf;

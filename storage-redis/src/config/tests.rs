@@ -44,9 +44,8 @@ fn every_parameter_is_read_with_valid_values() {
     assert_eq!(c.max_value_size, 4096);
     assert!(matches!(c.common.key, Some(KeySource::KeyFile(ref p)) if *p == key_file));
 
-    // SAFETY of the test: a variable name no other test uses.
-    unsafe { std::env::set_var("TOKEN_STORE_REDIS_CONFIG_TEST_PASS", "pw") };
-    let c = parse("redis://h/?passphrase_env=TOKEN_STORE_REDIS_CONFIG_TEST_PASS");
+    // Set for every test process by the workspace's .cargo/config.toml.
+    let c = parse("redis://h/?passphrase_env=TOKEN_STORE_FIXTURE_PASSPHRASE");
     assert!(matches!(c.common.key, Some(KeySource::Passphrase(_))));
     let passphrase_file = dir.join(format!("redis-config-test-{}.pass", std::process::id()));
     {
@@ -172,10 +171,9 @@ fn cluster_and_sentinel_urls() {
 
 #[test]
 fn debug_and_display_hide_secrets() {
-    // SAFETY of the test: a variable name no other test uses.
-    unsafe { std::env::set_var("TOKEN_STORE_REDIS_CONFIG_TEST_SECRET", "PASSPHRASE-XYZ") };
+    // TOKEN_STORE_FIXTURE_SECRET is set by the workspace's .cargo/config.toml.
     for url in [
-        "redis://u:hunter2@h/?passphrase_env=TOKEN_STORE_REDIS_CONFIG_TEST_SECRET",
+        "redis://u:hunter2@h/?passphrase_env=TOKEN_STORE_FIXTURE_SECRET",
         "redis+cluster://:hunter2@a:1,b:2",
         "redis+sentinel://u:hunter2@s:1/m",
     ] {

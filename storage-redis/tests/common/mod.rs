@@ -2,6 +2,8 @@
 //!
 //! No test installs a rustls crypto provider: the crate must speak TLS without one.
 #![allow(dead_code)]
+// Test code (helpers included) states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 

@@ -59,9 +59,8 @@ fn every_parameter_is_read_with_valid_values() {
         Synchronous::Full
     );
 
-    // SAFETY: a variable no other test reads or writes.
-    unsafe { std::env::set_var("TOKEN_STORE_SQLITE_CONFIG_TEST_PASS", "pw") };
-    let c = parse("sqlite://t.db?passphrase_env=TOKEN_STORE_SQLITE_CONFIG_TEST_PASS");
+    // Set for every test process by the workspace's .cargo/config.toml.
+    let c = parse("sqlite://t.db?passphrase_env=TOKEN_STORE_FIXTURE_PASSPHRASE");
     assert!(matches!(c.common.key, Some(KeySource::Passphrase(_))));
     let file = PassphraseFile::new("sqlite-config-test");
     let c = parse(&format!(
