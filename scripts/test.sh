@@ -34,6 +34,28 @@ for target in x86_64-pc-windows-gnu aarch64-apple-darwin; do
     echo "== not run: cargo check for $target (rustup cannot add the target here)" >&2
   fi
 done
+echo "== cargo doc (warnings denied)" >&2
+RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps --workspace --exclude token-store-conformance
+# What a user of `cargo add token-store` gets: each backend feature builds alone, and the lean
+# default of an MCP client pulls no tool dependencies.
+echo "== facade features one at a time" >&2
+cargo check -q -p token-store --no-default-features
+for feature in file sqlite redis vault keychain postgres oauth2 rmcp grants; do
+  cargo check -q -p token-store --no-default-features --features "$feature"
+done
+heavy=$(cargo tree -p token-store --no-default-features --features file -e normal --prefix none |
+  grep -E '^(clap|indicatif|tracing-subscriber|aws-lc-rs|token-store-bench|rustls) ' || true)
+if [ -n "$heavy" ]; then
+  echo "token-store with only the file feature pulls tool dependencies:" >&2
+  echo "$heavy" >&2
+  exit 1
+fi
+echo "== cargo package (every published crate)" >&2
+cargo package -q --workspace --no-verify --allow-dirty --exclude token-store-conformance >/dev/null
+echo "== a user crate outside the workspace (examples/user-crate)" >&2
+user_dir=$(mktemp -d)
+CARGO_TARGET_DIR="$PWD/target" cargo run -q --manifest-path examples/user-crate/Cargo.toml -- "$user_dir" >&2
+rm -rf "$user_dir"
 echo "== cargo test" >&2
 # keyutils tests need a session keyring of their own; `keyctl session -` gives the test run a
 # fresh anonymous one and passes the exit status through.
