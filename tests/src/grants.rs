@@ -78,6 +78,7 @@ fn all() -> Vec<(&'static str, Case)> {
         concurrent_code_redemption_at_most_one_wins,
         revocation_racing_rotation_leaves_nothing_valid,
         garbage_and_wrong_kind_tokens_never_verify,
+        random_walk_matches_the_model,
         grants_survive_reopen,
     ]
 }
@@ -1529,5 +1530,188 @@ async fn grants_survive_reopen(i: Instance) -> CaseResult {
         .await
         .map_err(grant_err("refresh after reopen"))?;
     remember(&r);
+    Ok(Outcome::Passed)
+}
+
+/// One token family as the model sees it.
+struct Family {
+    user: &'static str,
+    alive: bool,
+    current: String,
+    rotated: Vec<String>,
+    /// Access tokens and whether each should still verify.
+    ats: Vec<(String, bool)>,
+}
+
+/// A random walk over logins, rotations, replays, revocations (of one access token, of a
+/// refresh token, of a user's grants), verifications, introspections and listings, each
+/// answer compared with a model of which tokens must be valid. The seed is printed on a
+/// failure.
+async fn random_walk_matches_the_model(i: Instance) -> CaseResult {
+    let mut seed = [0u8; 8];
+    token_store_core::backend::fill_random(&mut seed).map_err(|e| e.to_string())?;
+    let seed = u64::from_le_bytes(seed) | 1;
+    walk(i, seed)
+        .await
+        .map_err(|e| format!("{e} (seed {seed:#x})"))
+}
+
+async fn walk(i: Instance, mut state: u64) -> CaseResult {
+    const USERS: [&str; 2] = ["walk-a", "walk-b"];
+    let mut next = move |n: usize| {
+        // xorshift64: reproducible from the printed seed.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let fx = fixture(&i, fast(), true).await?;
+    let mut families: Vec<Family> = Vec::new();
+    for step in 0..60 {
+        let op = if families.is_empty() { 0 } else { next(9) };
+        let f = if families.is_empty() {
+            0
+        } else {
+            next(families.len())
+        };
+        match op {
+            0 => {
+                let user = USERS[next(USERS.len())];
+                let t = login(&fx, user, None).await?;
+                families.push(Family {
+                    user,
+                    alive: true,
+                    current: rt_of(&t)?,
+                    rotated: Vec::new(),
+                    ats: vec![(t.access_token.expose().to_owned(), true)],
+                });
+            }
+            1 | 2 => {
+                let fam = &mut families[f];
+                let r = refresh(&fx, &fam.current.clone()).await;
+                match (&r, fam.alive) {
+                    (Ok(t), true) => {
+                        let old = std::mem::replace(&mut fam.current, rt_of(t)?);
+                        fam.rotated.push(old);
+                        fam.ats.push((t.access_token.expose().to_owned(), true));
+                        // A grant keeps its 16 newest access tokens; older ones are revoked.
+                        let evicted = fam.ats.len().saturating_sub(16);
+                        for at in &mut fam.ats[..evicted] {
+                            at.1 = false;
+                        }
+                    }
+                    (Err(GrantError::InvalidGrant(_)), false) => {}
+                    _ => {
+                        return Err(format!(
+                            "step {step}: refresh of a {} family answered {:?}",
+                            if fam.alive { "live" } else { "revoked" },
+                            r.map(|_| ())
+                        ));
+                    }
+                }
+            }
+            3 => {
+                let fam = &mut families[f];
+                if let Some(old) = fam.rotated.first().cloned() {
+                    let r = refresh(&fx, &old).await;
+                    check!(
+                        is_invalid_grant(&r),
+                        "step {step}: a rotated refresh token refreshed"
+                    );
+                    fam.alive = false;
+                }
+            }
+            4 => {
+                let fam = &mut families[f];
+                let n = next(fam.ats.len());
+                let should = fam.alive && fam.ats[n].1;
+                let revoked = fx
+                    .grants
+                    .revoke_token(&fx.auth, &fam.ats[n].0.clone())
+                    .await
+                    .map_err(store_err("revoke access token"))?;
+                check!(
+                    revoked == should,
+                    "step {step}: revoking an access token answered {revoked}, the model says {should}"
+                );
+                fam.ats[n].1 = false;
+            }
+            5 => {
+                let fam = &mut families[f];
+                let revoked = fx
+                    .grants
+                    .revoke_token(&fx.auth, &fam.current.clone())
+                    .await
+                    .map_err(store_err("revoke refresh token"))?;
+                check!(
+                    revoked == fam.alive,
+                    "step {step}: revoking a refresh token answered {revoked}, the model says {}",
+                    fam.alive
+                );
+                fam.alive = false;
+            }
+            6 => {
+                let user = USERS[next(USERS.len())];
+                let live = families
+                    .iter()
+                    .filter(|x| x.user == user && x.alive)
+                    .count();
+                let n = fx
+                    .grants
+                    .revoke_user_grants(user)
+                    .await
+                    .map_err(store_err("revoke user"))?;
+                check!(
+                    n == live,
+                    "step {step}: revoked {n} grants of {user}, the model has {live}"
+                );
+                for fam in families.iter_mut().filter(|x| x.user == user) {
+                    fam.alive = false;
+                }
+            }
+            7 => {
+                let user = USERS[next(USERS.len())];
+                let live = families
+                    .iter()
+                    .filter(|x| x.user == user && x.alive)
+                    .count();
+                let listed = fx
+                    .grants
+                    .list_grants(user)
+                    .await
+                    .map_err(store_err("list"))?
+                    .len();
+                check!(
+                    listed == live,
+                    "step {step}: {listed} grants of {user} listed, the model has {live}"
+                );
+                let fam = &families[f];
+                let active = fx
+                    .grants
+                    .introspect(&fam.current)
+                    .await
+                    .map_err(store_err("introspect"))?
+                    .active;
+                check!(
+                    active == fam.alive,
+                    "step {step}: the current refresh token introspects active={active}, the model says {}",
+                    fam.alive
+                );
+            }
+            _ => {}
+        }
+        // After every step: every access token of every family verifies exactly when the
+        // model says it should.
+        for (n, fam) in families.iter().enumerate() {
+            for (at, at_alive) in &fam.ats {
+                let should = fam.alive && *at_alive;
+                let valid = verifies(&fx, at).await?.is_some();
+                check!(
+                    valid == should,
+                    "step {step}: family {n}: an access token verifies={valid}, the model says {should}"
+                );
+            }
+        }
+    }
     Ok(Outcome::Passed)
 }
