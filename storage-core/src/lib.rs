@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod cache;
 mod crypto;
 mod error;
 mod fs;
@@ -46,6 +47,7 @@ mod record;
 mod store;
 mod url;
 
+pub use cache::{CacheOptions, CacheStats};
 pub use crypto::{KdfParams, KeySource};
 pub use error::{BoxError, Error, Result};
 pub use key::{

@@ -105,6 +105,12 @@ impl TokenManager {
     /// two processes could both spend one rotating refresh token and log the user out. A
     /// program that is the only user of such a store says so with
     /// [`TokenManager::assume_single_process`].
+    ///
+    /// The manager reads through a read cache ([`TokenStore::with_cache`]): the store's own
+    /// when it has one, else one with [`crate::CacheOptions::default`] (5 s max age); a token
+    /// within the refresh margin is always read from the store. Writes through other handles
+    /// than [`TokenManager::store`] are seen within the max age, at once near expiry; pass
+    /// `store.without_cache()` to read the store on every call.
     pub fn new(store: TokenStore) -> Result<Self, Error> {
         check_lease_safe(&store, false)?;
         Ok(Self::unchecked(store, false))
@@ -119,7 +125,7 @@ impl TokenManager {
 
     fn unchecked(store: TokenStore, single_process: bool) -> Self {
         TokenManager {
-            store,
+            store: store.cached_or_default(),
             leeway: Duration::from_secs(60),
             lease: LeaseOptions::default(),
             single_process,
@@ -165,9 +171,13 @@ impl TokenManager {
     {
         let store = &self.store;
         let login_required = || login_required(key);
-        let first = store.get(key).await?.ok_or_else(login_required)?;
+        // Through the cache: a hit is never within max(leeway, the cache's margin) of expiry.
+        let first = store
+            .get_within::<TokenRecord>(key.as_storage_key(), self.leeway)
+            .await?
+            .ok_or_else(login_required)?;
         if !first.value.is_expired(self.leeway) {
-            return Ok(first.value);
+            return Ok(first.value.clone());
         }
         let lease = match self.acquire_or_adopt(key).await? {
             Ok(lease) => lease,
@@ -196,7 +206,7 @@ impl TokenManager {
             match Lease::acquire(store, &name, &step).await {
                 Ok(lease) => return Ok(Ok(lease)),
                 Err(e) if e.is_retryable() && !left.is_zero() => {
-                    if let Some(current) = store.get(key).await?
+                    if let Some(current) = store.get_fresh(key).await?
                         && !current.value.is_expired(self.leeway)
                     {
                         return Ok(Err(current.value));
@@ -222,7 +232,7 @@ impl TokenManager {
         let Versioned {
             value: current,
             version,
-        } = store.get(key).await?.ok_or_else(login_required)?;
+        } = store.get_fresh(key).await?.ok_or_else(login_required)?;
         if !current.is_expired(self.leeway) {
             return Ok(current);
         }
@@ -243,7 +253,7 @@ impl TokenManager {
                     Err(e) if e.is_conflict() => {
                         // Someone wrote without the lease (a login, another tool): theirs is newer.
                         store
-                            .get(key)
+                            .get_fresh(key)
                             .await?
                             .map(|v| v.value)
                             .ok_or_else(login_required)

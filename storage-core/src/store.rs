@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::cache::{CacheOptions, CacheStats, Cacheable, Invalidating, ReadCache};
 use crate::error::{Error, Result};
 use crate::key::{ClientKey, KeyKind, StorageKey, TokenKey};
 use crate::raw::{
@@ -95,6 +96,9 @@ pub struct Unreadable {
 #[derive(Clone)]
 pub struct TokenStore {
     raw: Arc<dyn RawStore>,
+    /// The read cache, when [`TokenStore::with_cache`] turned it on (then `raw` is the
+    /// layer that drops entries on every write).
+    cache: Option<Arc<ReadCache>>,
 }
 
 impl fmt::Debug for TokenStore {
@@ -191,7 +195,7 @@ async fn get_typed<T: DeserializeOwned>(
 fn page<K>(
     entries: Vec<ListEntry>,
     query: &Query,
-    convert: impl Fn(&StorageKey) -> Option<K>,
+    convert: impl Fn(StorageKey) -> Option<K>,
 ) -> Page<K> {
     let mut keys = Vec::new();
     let mut unreadable = Vec::new();
@@ -219,7 +223,7 @@ fn page<K>(
         next = keys.last().map(|(e, _)| e.clone());
     }
     Page {
-        keys: keys.iter().filter_map(|(_, k)| convert(k)).collect(),
+        keys: keys.into_iter().filter_map(|(_, k)| convert(k)).collect(),
         next,
         unreadable,
     }
@@ -228,12 +232,161 @@ fn page<K>(
 impl TokenStore {
     /// A handle over a backend (or a backend wrapped in [`crate::layers`]).
     pub fn new(raw: impl RawStore) -> Self {
-        TokenStore { raw: Arc::new(raw) }
+        Self::from_arc(Arc::new(raw))
     }
 
     /// A handle over a backend that is already shared.
     pub fn from_arc(raw: Arc<dyn RawStore>) -> Self {
-        TokenStore { raw }
+        TokenStore { raw, cache: None }
+    }
+
+    /// The same store with a read cache (see [`crate::cache`] for what it guarantees):
+    /// token records and client registrations are kept parsed, per key, with their version,
+    /// and a read of a token that is not near expiry costs no I/O. Every write or delete
+    /// through the returned handle and its clones drops the key's entry; another process's
+    /// writes are seen within [`CacheOptions::max_age`], at once near expiry.
+    ///
+    /// ```
+    /// # async fn demo() -> token_store_core::Result<()> {
+    /// use std::time::Duration;
+    /// use token_store_core::{CacheOptions, Precondition, TokenKey, TokenRecord, TokenStore};
+    /// let store = TokenStore::in_memory().with_cache(CacheOptions::new());
+    /// let key = TokenKey::for_server("https://mcp.example.com/mcp");
+    /// let record = TokenRecord::new("at").expires_in(Duration::from_secs(3600));
+    /// store.put(&key, &record, Precondition::Any).await?;
+    /// store.get(&key).await?; // read from the store, kept
+    /// store.get(&key).await?; // from the cache
+    /// assert_eq!(store.cache_stats().unwrap().hits, 1);
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+    /// ```
+    pub fn with_cache(&self, options: CacheOptions) -> Self {
+        let cache = Arc::new(ReadCache::new(options));
+        TokenStore {
+            raw: Arc::new(Invalidating {
+                inner: self.raw.clone(),
+                cache: cache.clone(),
+            }),
+            cache: Some(cache),
+        }
+    }
+
+    /// The same store without a read cache. Writes through it still drop the entries of the
+    /// cached handle it was made from.
+    pub fn without_cache(&self) -> Self {
+        TokenStore {
+            raw: self.raw.clone(),
+            cache: None,
+        }
+    }
+
+    /// This handle, or a cached one when it has no cache yet ([`CacheOptions::default`]).
+    pub fn cached_or_default(&self) -> Self {
+        match self.cache {
+            Some(_) => self.clone(),
+            None => self.with_cache(CacheOptions::default()),
+        }
+    }
+
+    /// The read cache's options, when the handle has one.
+    pub fn cache_options(&self) -> Option<&CacheOptions> {
+        self.cache.as_deref().map(ReadCache::options)
+    }
+
+    /// The read cache's counters, when the handle has one.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_deref().map(ReadCache::stats)
+    }
+
+    /// Drops the cached entry of `key` (after a 401 from the resource server, say), so the
+    /// next read goes to the store. Without a cache it does nothing.
+    pub fn invalidate(&self, key: &TokenKey) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(key.as_storage_key());
+        }
+    }
+
+    /// Drops the cached entry of a client registration.
+    pub fn invalidate_client(&self, key: &ClientKey) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(key.as_storage_key());
+        }
+    }
+
+    /// Drops every cached entry.
+    pub fn invalidate_all(&self) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate_all();
+        }
+    }
+
+    /// A read through the cache: a fresh entry whose token expires after `margin` (never less
+    /// than the cache's own refresh margin), else the store.
+    pub(crate) async fn get_within<T: Cacheable + DeserializeOwned>(
+        &self,
+        key: &StorageKey,
+        margin: Duration,
+    ) -> Result<Option<Arc<Versioned<T>>>> {
+        let Some(cache) = &self.cache else {
+            return Ok(get_typed(&*self.raw, key).await?.map(Arc::new));
+        };
+        let margin = margin.max(cache.options().refresh_margin);
+        if let Some(hit) = cache.lookup::<T>(key, margin) {
+            return Ok(Some(hit));
+        }
+        self.read_through(cache, key).await
+    }
+
+    async fn read_through<T: Cacheable + DeserializeOwned>(
+        &self,
+        cache: &ReadCache,
+        key: &StorageKey,
+    ) -> Result<Option<Arc<Versioned<T>>>> {
+        let ticket = cache.ticket(key);
+        let found = match self.raw.read(key).await {
+            Ok(found) => found,
+            Err(e) => {
+                cache.fill::<T>(key, ticket, None);
+                return Err(e);
+            }
+        };
+        let Some(rec) = found else {
+            cache.fill::<T>(key, ticket, None);
+            return Ok(None);
+        };
+        let value = match decode(self.raw.backend(), key, &rec.value) {
+            Ok(value) => value,
+            Err(e) => {
+                cache.fill::<T>(key, ticket, None);
+                return Err(e);
+            }
+        };
+        let shared = Arc::new(Versioned {
+            value,
+            version: rec.version,
+        });
+        cache.fill(key, ticket, Some((&shared, rec.value.len())));
+        Ok(Some(shared))
+    }
+
+    /// Reads a token record from the store itself, bypassing the read cache (and refreshing
+    /// it): for reads that must see every other process's writes, such as the re-read under
+    /// a refresh lease. The same as [`TokenStore::get`] on a handle without a cache.
+    pub async fn get_fresh(&self, key: &TokenKey) -> Result<Option<Versioned<TokenRecord>>> {
+        let key = key.as_storage_key();
+        match &self.cache {
+            None => get_typed(&*self.raw, key).await,
+            Some(cache) => Ok(self
+                .read_through::<TokenRecord>(cache, key)
+                .await?
+                .map(Arc::unwrap_or_clone)),
+        }
+    }
+
+    /// [`TokenStore::get`] without copying a cached record: the shared value the cache holds
+    /// (for callers that only look, or keep their own conversion per version).
+    pub async fn get_shared(&self, key: &TokenKey) -> Result<Option<Arc<Versioned<TokenRecord>>>> {
+        self.get_within(key.as_storage_key(), Duration::ZERO).await
     }
 
     /// A fresh in-memory store: nothing persists. For tests and examples.
@@ -257,8 +410,18 @@ impl TokenStore {
     }
 
     /// Reads a token record and its version.
+    ///
+    /// With a read cache ([`TokenStore::with_cache`]) a token that is not near expiry may
+    /// come from the cache, at most [`CacheOptions::max_age`] old.
     pub async fn get(&self, key: &TokenKey) -> Result<Option<Versioned<TokenRecord>>> {
-        get_typed(&*self.raw, &key.storage_key()).await
+        let key = key.as_storage_key();
+        if self.cache.is_none() {
+            return get_typed(&*self.raw, key).await;
+        }
+        Ok(self
+            .get_within(key, Duration::ZERO)
+            .await?
+            .map(Arc::unwrap_or_clone))
     }
 
     /// Writes a token record under a precondition, with the default expiry: as long as the
@@ -285,21 +448,21 @@ impl TokenStore {
         record: &TokenRecord,
         options: &PutOptions,
     ) -> Result<Version> {
-        let storage_key = key.storage_key();
+        let storage_key = key.as_storage_key();
         storage_key.validate()?;
         let bytes = encode(record)?;
-        self.raw.write(&storage_key, &bytes, options).await
+        self.raw.write(storage_key, &bytes, options).await
     }
 
     /// Deletes a token record under a precondition; returns whether it existed.
     pub async fn delete(&self, key: &TokenKey, precondition: Precondition) -> Result<bool> {
-        self.raw.remove(&key.storage_key(), &precondition).await
+        self.raw.remove(key.as_storage_key(), &precondition).await
     }
 
     /// Lists token keys, a page at a time.
     pub async fn list(&self, query: &Query) -> Result<Page<TokenKey>> {
         let entries = self.raw.scan(KeyKind::Token, &query.filter).await?;
-        Ok(page(entries, query, TokenKey::from_storage_key))
+        Ok(page(entries, query, TokenKey::from_owned_storage_key))
     }
 
     /// Reads a client registration.
@@ -307,7 +470,14 @@ impl TokenStore {
         &self,
         key: &ClientKey,
     ) -> Result<Option<Versioned<ClientRegistration>>> {
-        get_typed(&*self.raw, &key.storage_key()).await
+        let key = key.as_storage_key();
+        if self.cache.is_none() {
+            return get_typed(&*self.raw, key).await;
+        }
+        Ok(self
+            .get_within(key, Duration::ZERO)
+            .await?
+            .map(Arc::unwrap_or_clone))
     }
 
     /// Writes a client registration under a precondition.
@@ -317,17 +487,17 @@ impl TokenStore {
         registration: &ClientRegistration,
         precondition: Precondition,
     ) -> Result<Version> {
-        let storage_key = key.storage_key();
+        let storage_key = key.as_storage_key();
         storage_key.validate()?;
         let bytes = encode(registration)?;
         self.raw
-            .write(&storage_key, &bytes, &PutOptions::new(precondition))
+            .write(storage_key, &bytes, &PutOptions::new(precondition))
             .await
     }
 
     /// Deletes a client registration; returns whether it existed.
     pub async fn delete_client(&self, key: &ClientKey, precondition: Precondition) -> Result<bool> {
-        self.raw.remove(&key.storage_key(), &precondition).await
+        self.raw.remove(key.as_storage_key(), &precondition).await
     }
 
     /// Lists client registration keys.
@@ -336,7 +506,7 @@ impl TokenStore {
         Ok(page(
             entries,
             &Query::default(),
-            ClientKey::from_storage_key,
+            ClientKey::from_owned_storage_key,
         ))
     }
 
