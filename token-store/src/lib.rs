@@ -256,8 +256,7 @@ pub async fn auto() -> Result<Selection> {
     }
 }
 
-/// The README's examples, compiled and run as doctests so they stay true (they use the
-/// rmcp adapter: `cargo test -p token-store --doc --features rmcp`, as CI runs it).
+/// The README's examples, compiled and run as doctests so they stay true.
 #[doc = include_str!("../../README.md")]
-#[cfg(all(doctest, feature = "rmcp"))]
+#[cfg(doctest)]
 pub struct ReadmeDoctests;
