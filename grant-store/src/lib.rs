@@ -26,7 +26,7 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
 //! ```
 //!
-//! `examples/mcp_auth_server.rs` is a complete MCP server that is its own authorization
+//! `examples/mcp_auth_server/` is a complete MCP server that is its own authorization
 //! server (metadata, `/register`, `/authorize` with a login form, `/token`, `/revoke`,
 //! `/introspect`, one protected tool), on SQLite by default or on a Redis shared by replicas.
 //!
