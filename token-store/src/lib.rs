@@ -256,7 +256,8 @@ pub async fn auto() -> Result<Selection> {
     }
 }
 
-/// The README's examples, compiled and run as doctests so they stay true.
+/// The README's examples, compiled and run as doctests so they stay true (they use the
+/// rmcp adapter: `cargo test -p token-store --doc --features rmcp`, as CI runs it).
 #[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "rmcp"))]
 pub struct ReadmeDoctests;
