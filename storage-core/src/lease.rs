@@ -19,8 +19,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{self, Action};
 use crate::error::{Error, Result};
 use crate::key::{KeyKind, StorageKey};
+use crate::metrics;
 use crate::raw::{Capabilities, Precondition, PutOptions, Version};
 use crate::record::unix_now;
 use crate::store::TokenStore;
@@ -159,6 +161,24 @@ impl Lease {
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
     /// ```
     pub async fn acquire(store: &TokenStore, name: &str, options: &LeaseOptions) -> Result<Lease> {
+        let waited = metrics::Stopwatch::start();
+        let result = Self::take(store, name, options).await;
+        let outcome = match &result {
+            Ok(_) => metrics::LeaseWait::Acquired,
+            Err(e) if e.is_retryable() => metrics::LeaseWait::Timeout,
+            Err(_) => metrics::LeaseWait::Error,
+        };
+        metrics::lease_wait(store, outcome, waited);
+        result
+    }
+
+    /// [`Lease::acquire`] without recording the wait: for callers that wait in several
+    /// steps and record the whole wait themselves ([`crate::TokenManager`]).
+    pub(crate) async fn take(
+        store: &TokenStore,
+        name: &str,
+        options: &LeaseOptions,
+    ) -> Result<Lease> {
         check_lease_safe(store, options.single_process)?;
         if options.ttl > MAX_LEASE_TTL {
             return Err(Error::config(format!(
@@ -194,9 +214,15 @@ impl Lease {
                 }
             };
             if let Some(precondition) = attempt {
+                let takeover = matches!(precondition, Precondition::IfVersion(_));
                 let options = PutOptions::new(precondition).with_ttl(Some(options.ttl));
                 match raw.write(&key, &bytes, &options).await {
                     Ok(version) => {
+                        if takeover {
+                            // The holder died (or wrote garbage): worth an alert if frequent.
+                            metrics::lease_takeover(store);
+                            audit::emit(Action::LeaseTakenOver, &**raw, &key, Some(&version));
+                        }
                         return Ok(Lease {
                             store: store.clone(),
                             key,

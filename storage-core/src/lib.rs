@@ -30,8 +30,14 @@
 //! # Features
 //!
 //! - `oauth2`: conversions between [`TokenRecord`] and the `oauth2` crate's token responses.
+//! - `metrics`: counts and latencies through the `metrics` facade ([`metrics`],
+//!   `layers::Metrics`); off by default, and then nothing of it is compiled in.
+//!
+//! Audit events (one per change of stored credentials, never a key or secret in the clear)
+//! are `tracing` events of the target `token_store::audit`: see [`audit`].
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod backend;
 pub mod cache;
 mod crypto;
@@ -42,6 +48,7 @@ pub mod layers;
 mod lease;
 mod manager;
 mod memory;
+pub mod metrics;
 mod raw;
 mod record;
 mod store;

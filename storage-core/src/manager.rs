@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::error::{BoxError, Error};
 use crate::key::TokenKey;
 use crate::lease::{Lease, LeaseOptions, check_lease_safe};
+use crate::metrics::{self, LeaseWait, RefreshOutcome};
 use crate::raw::{Precondition, Version};
 use crate::record::{TokenRecord, Versioned};
 use crate::store::TokenStore;
@@ -179,14 +180,38 @@ impl TokenManager {
         if !first.value.is_expired(self.leeway) {
             return Ok(first.value.clone());
         }
-        let lease = match self.acquire_or_adopt(key).await? {
-            Ok(lease) => lease,
-            Err(adopted) => return Ok(adopted),
+        let waited = metrics::Stopwatch::start();
+        let acquired = self.acquire_or_adopt(key).await;
+        let waited_for = match &acquired {
+            Ok(Ok(_)) => LeaseWait::Acquired,
+            Ok(Err(_)) => LeaseWait::Adopted,
+            Err(e) if e.is_retryable() => LeaseWait::Timeout,
+            Err(_) => LeaseWait::Error,
+        };
+        metrics::lease_wait(store, waited_for, waited);
+        let lease = match acquired {
+            Ok(Ok(lease)) => lease,
+            Ok(Err(adopted)) => {
+                metrics::record_refresh(store, RefreshOutcome::Adopted);
+                return Ok(adopted);
+            }
+            Err(e) => {
+                metrics::record_refresh(store, RefreshOutcome::Error);
+                return Err(e.into());
+            }
         };
         let result = self.refresh_locked(key, refresh).await;
         // A failed release only delays the next refresher until the lease expires.
         let _ = lease.release().await;
-        result
+        let outcome = match &result {
+            Ok((_, outcome)) => *outcome,
+            Err(ManagerError::LoginRequired { .. }) => RefreshOutcome::LoginRequired,
+            Err(ManagerError::RefreshRejected { .. }) => RefreshOutcome::Rejected,
+            Err(ManagerError::RefreshFailed { .. }) => RefreshOutcome::Transient,
+            Err(ManagerError::Store(_)) => RefreshOutcome::Error,
+        };
+        metrics::record_refresh(store, outcome);
+        result.map(|(token, _)| token)
     }
 
     /// Takes the refresh lease in short steps, re-reading between them: when the holder has
@@ -203,7 +228,8 @@ impl TokenManager {
                 single_process: self.single_process || self.lease.single_process,
                 ..self.lease.clone()
             };
-            match Lease::acquire(store, &name, &step).await {
+            // Lease::take: the whole wait is recorded once, by the caller.
+            match Lease::take(store, &name, &step).await {
                 Ok(lease) => return Ok(Ok(lease)),
                 Err(e) if e.is_retryable() && !left.is_zero() => {
                     if let Some(current) = store.get_fresh(key).await?
@@ -221,7 +247,7 @@ impl TokenManager {
         &self,
         key: &TokenKey,
         refresh: F,
-    ) -> Result<TokenRecord, ManagerError>
+    ) -> Result<(TokenRecord, RefreshOutcome), ManagerError>
     where
         F: FnOnce(TokenRecord) -> Fut,
         Fut: Future<Output = Result<TokenRecord, RefreshError>>,
@@ -234,7 +260,7 @@ impl TokenManager {
             version,
         } = store.get_fresh(key).await?.ok_or_else(login_required)?;
         if !current.is_expired(self.leeway) {
-            return Ok(current);
+            return Ok((current, RefreshOutcome::Adopted));
         }
         if current.refresh_token.is_none() {
             return Err(login_required());
@@ -246,16 +272,16 @@ impl TokenManager {
                     fresh.refresh_token = current.refresh_token.clone();
                 }
                 match store
-                    .put(key, &fresh, Precondition::IfVersion(version))
+                    .put_refreshed(key, &fresh, Precondition::IfVersion(version))
                     .await
                 {
-                    Ok(_) => Ok(fresh),
+                    Ok(_) => Ok((fresh, RefreshOutcome::Refreshed)),
                     Err(e) if e.is_conflict() => {
                         // Someone wrote without the lease (a login, another tool): theirs is newer.
                         store
                             .get_fresh(key)
                             .await?
-                            .map(|v| v.value)
+                            .map(|v| (v.value, RefreshOutcome::Adopted))
                             .ok_or_else(login_required)
                     }
                     Err(e) => Err(e.into()),
@@ -263,7 +289,10 @@ impl TokenManager {
             }
             Err(RefreshError::Rejected(reason)) => {
                 // Only the version whose refresh token was rejected goes; a newer one stays.
-                match store.delete(key, Precondition::IfVersion(version)).await {
+                match store
+                    .delete_revoked(key, Precondition::IfVersion(version))
+                    .await
+                {
                     Ok(_) => {}
                     Err(e) if e.is_conflict() => {}
                     Err(e) => return Err(e.into()),

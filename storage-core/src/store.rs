@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::audit::{self, Action};
 use crate::cache::{CacheOptions, CacheStats, Cacheable, Invalidating, ReadCache};
 use crate::error::{Error, Result};
 use crate::key::{ClientKey, KeyKind, StorageKey, TokenKey};
@@ -148,6 +149,17 @@ pub fn json_error_summary(e: &serde_json::Error) -> String {
         serde_json::error::Category::Eof => "unexpected end of input",
     };
     format!("{kind} at line {}, column {}", e.line(), e.column())
+}
+
+/// A token's default write options: it lives as long as its refresh token may, when the
+/// server said so, otherwise until deleted.
+fn default_put_options(record: &TokenRecord, precondition: Precondition) -> PutOptions {
+    let ttl = record
+        .refresh_token
+        .as_ref()
+        .and(record.refresh_expires_at)
+        .map(|at| Duration::from_secs_f64((at - unix_now()).max(1.0)));
+    PutOptions::new(precondition).with_ttl(ttl)
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<zeroize::Zeroizing<Vec<u8>>> {
@@ -432,13 +444,9 @@ impl TokenStore {
         record: &TokenRecord,
         precondition: Precondition,
     ) -> Result<Version> {
-        let ttl = record
-            .refresh_token
-            .as_ref()
-            .and(record.refresh_expires_at)
-            .map(|at| Duration::from_secs_f64((at - unix_now()).max(1.0)));
-        let options = PutOptions::new(precondition).with_ttl(ttl);
-        self.put_with(key, record, &options).await
+        let options = default_put_options(record, precondition);
+        self.write_token(key, record, &options, Action::Stored)
+            .await
     }
 
     /// Writes a token record with explicit options (precondition and TTL).
@@ -448,15 +456,64 @@ impl TokenStore {
         record: &TokenRecord,
         options: &PutOptions,
     ) -> Result<Version> {
+        self.write_token(key, record, options, Action::Stored).await
+    }
+
+    /// Writes the result of a refresh: [`TokenStore::put`], audited as `refreshed` instead of
+    /// `stored` ([`crate::audit`]). For refresh layers ([`crate::TokenManager`], the rmcp
+    /// adapter).
+    pub async fn put_refreshed(
+        &self,
+        key: &TokenKey,
+        record: &TokenRecord,
+        precondition: Precondition,
+    ) -> Result<Version> {
+        let options = default_put_options(record, precondition);
+        self.write_token(key, record, &options, Action::Refreshed)
+            .await
+    }
+
+    async fn write_token(
+        &self,
+        key: &TokenKey,
+        record: &TokenRecord,
+        options: &PutOptions,
+        action: Action,
+    ) -> Result<Version> {
         let storage_key = key.as_storage_key();
         storage_key.validate()?;
         let bytes = encode(record)?;
-        self.raw.write(storage_key, &bytes, options).await
+        let result = self.raw.write(storage_key, &bytes, options).await;
+        audit::written(action, &*self.raw, storage_key, &result);
+        result
     }
 
     /// Deletes a token record under a precondition; returns whether it existed.
     pub async fn delete(&self, key: &TokenKey, precondition: Precondition) -> Result<bool> {
-        self.raw.remove(key.as_storage_key(), &precondition).await
+        self.remove_audited(key.as_storage_key(), precondition, Action::Deleted)
+            .await
+    }
+
+    /// Deletes a token record whose refresh token the authorization server rejected:
+    /// [`TokenStore::delete`], audited as `revoked` ([`crate::audit`]).
+    pub async fn delete_revoked(&self, key: &TokenKey, precondition: Precondition) -> Result<bool> {
+        self.remove_audited(key.as_storage_key(), precondition, Action::Revoked)
+            .await
+    }
+
+    async fn remove_audited(
+        &self,
+        key: &StorageKey,
+        precondition: Precondition,
+        action: Action,
+    ) -> Result<bool> {
+        let result = self.raw.remove(key, &precondition).await;
+        let expected = match &precondition {
+            Precondition::IfVersion(v) => Some(v),
+            _ => None,
+        };
+        audit::removed(action, &*self.raw, key, &result, expected);
+        result
     }
 
     /// Lists token keys, a page at a time.
@@ -490,14 +547,18 @@ impl TokenStore {
         let storage_key = key.as_storage_key();
         storage_key.validate()?;
         let bytes = encode(registration)?;
-        self.raw
+        let result = self
+            .raw
             .write(storage_key, &bytes, &PutOptions::new(precondition))
-            .await
+            .await;
+        audit::written(Action::Stored, &*self.raw, storage_key, &result);
+        result
     }
 
     /// Deletes a client registration; returns whether it existed.
     pub async fn delete_client(&self, key: &ClientKey, precondition: Precondition) -> Result<bool> {
-        self.raw.remove(key.as_storage_key(), &precondition).await
+        self.remove_audited(key.as_storage_key(), precondition, Action::Deleted)
+            .await
     }
 
     /// Lists client registration keys.

@@ -1,12 +1,17 @@
 //! Layers wrap a [`RawStore`](crate::RawStore) and are one themselves, so cross-cutting
 //! concerns are written once for every backend (as in OpenDAL and tower):
 //! [`Encrypted`] keeps only ciphertext in the backend, [`Timeout`] bounds every call,
-//! [`Traced`] logs every call without its value.
+//! [`Traced`] logs every call without its value, `Metrics` (feature `metrics`) counts and
+//! times every call.
 
 mod encrypted;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod timeout;
 mod traced;
 
+#[cfg(feature = "metrics")]
+pub use self::metrics::Metrics;
 pub use crate::crypto::KdfParams;
 pub use encrypted::Encrypted;
 pub use timeout::Timeout;
