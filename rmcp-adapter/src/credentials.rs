@@ -67,6 +67,13 @@ fn lock(state: &Mutex<GuardState>) -> MutexGuard<'_, GuardState> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+type Memo = Option<(Version, StoredCredentials)>;
+
+fn lock_memo(memo: &Mutex<Memo>) -> MutexGuard<'_, Memo> {
+    // Replaced whole, so consistent after any panic.
+    memo.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What rmcp holds across load, token request and save: the store-held lease.
 struct RefreshGuard {
     // Dropped after `drop` below runs; `Lease`'s own drop releases it in the background.
@@ -122,6 +129,8 @@ pub struct RmcpCredentialStore {
     client_key: ClientKey,
     lease: LeaseOptions,
     guard: Arc<Mutex<GuardState>>,
+    /// The last `load` answer per record version, so a cache hit converts nothing.
+    loaded: Arc<Mutex<Option<(Version, StoredCredentials)>>>,
 }
 
 impl fmt::Debug for RmcpCredentialStore {
@@ -159,12 +168,42 @@ impl RmcpCredentialStore {
         let issuer = key.authorization_server().unwrap_or(key.resource());
         let client_key = ClientKey::new(issuer).with_application("rmcp");
         RmcpCredentialStore {
-            store,
+            store: store.cached_or_default(),
             key,
             client_key,
             lease,
             guard: Arc::default(),
+            loaded: Arc::default(),
         }
+    }
+
+    /// Reads through the store's read cache with `options` instead of the default one.
+    ///
+    /// By default the adapter reads through the store's cache, or else one with
+    /// [`CacheOptions::default`](token_store_core::CacheOptions): `load()` (which rmcp calls
+    /// before every request) then costs no I/O while the access token has more than the
+    /// refresh margin (60 s) left, and is at most the max age (5 s) old. Near expiry, under
+    /// the refresh guard and in `on_refresh_token_rejected` the store itself is read, so a
+    /// refresh another process made is adopted before this one would start its own. `save`,
+    /// `clear` and `on_refresh_token_rejected` drop the entry; after a 401 from the MCP
+    /// server call [`invalidate`](Self::invalidate).
+    pub fn with_cache(mut self, options: token_store_core::CacheOptions) -> Self {
+        self.store = self.store.without_cache().with_cache(options);
+        self
+    }
+
+    /// Reads the store on every `load` (no read cache).
+    pub fn without_cache(mut self) -> Self {
+        self.store = self.store.without_cache();
+        self
+    }
+
+    /// Drops what the read cache holds for these credentials, so the next `load` reads the
+    /// store: call it when the MCP server answered 401 (rmcp reports that as
+    /// `AuthError::AuthorizationRequired` without telling the credential store).
+    pub fn invalidate(&self) {
+        self.store.invalidate(&self.key);
+        self.store.invalidate_client(&self.client_key);
     }
 
     /// Keep the client registration under `client_key`.
@@ -216,6 +255,18 @@ impl RmcpCredentialStore {
         &self.store
     }
 
+    /// The stored registration read from the store itself, for read-modify-write.
+    async fn client_registration_fresh(
+        &self,
+    ) -> token_store_core::Result<Option<ClientRegistration>> {
+        Ok(self
+            .store
+            .without_cache()
+            .get_client(&self.client_key)
+            .await?
+            .map(|v| v.value))
+    }
+
     /// The stored client registration (client id and, for a confidential client, its secret).
     pub async fn client_registration(
         &self,
@@ -234,7 +285,7 @@ impl RmcpCredentialStore {
     ) -> token_store_core::Result<()> {
         let mut registration = registration.clone();
         // Keep rmcp's tokenless-credentials marker for the same client.
-        if let Some(old) = self.client_registration().await?
+        if let Some(old) = self.client_registration_fresh().await?
             && old.client_id == registration.client_id
         {
             for field in [TOKENLESS, TOKENLESS_ISSUER] {
@@ -259,7 +310,7 @@ impl RmcpCredentialStore {
         client_id: &str,
         secret: &str,
     ) -> token_store_core::Result<()> {
-        let registration = match self.client_registration().await? {
+        let registration = match self.client_registration_fresh().await? {
             Some(old) if old.client_id == client_id => old.with_secret(secret),
             _ => ClientRegistration::new(client_id).with_secret(secret),
         };
@@ -272,7 +323,7 @@ impl RmcpCredentialStore {
         &self,
         config: &OAuthClientConfig,
     ) -> token_store_core::Result<()> {
-        let mut registration = match self.client_registration().await? {
+        let mut registration = match self.client_registration_fresh().await? {
             Some(old) if old.client_id == config.client_id => old,
             _ => ClientRegistration::new(config.client_id.clone()),
         };
@@ -413,7 +464,10 @@ impl RmcpCredentialStore {
         client_id: Option<&str>,
         issuer: Option<&str>,
     ) -> Result<(), AuthError> {
-        let old = self.client_registration().await.map_err(store_error)?;
+        let old = self
+            .client_registration_fresh()
+            .await
+            .map_err(store_error)?;
         let mut registration = match (old, client_id) {
             (Some(old), Some(id)) if old.client_id == id => old,
             (Some(old), None) if old.extra.contains_key(TOKENLESS) => old,
@@ -444,12 +498,28 @@ impl RmcpCredentialStore {
 #[async_trait]
 impl CredentialStore for RmcpCredentialStore {
     async fn load(&self) -> Result<Option<StoredCredentials>, AuthError> {
-        let found = self.typed().get(&self.key).await.map_err(store_error)?;
+        let guarded = lock(&self.guard).held;
+        let found = if guarded {
+            // Under the refresh guard the save that follows is a CAS on what this reads: it
+            // must be the store's current record, never a cached one.
+            self.typed()
+                .get_fresh(&self.key)
+                .await
+                .map(|f| f.map(Arc::new))
+        } else {
+            self.typed().get_shared(&self.key).await
+        }
+        .map_err(store_error)?;
         let Some(found) = found else {
             self.note_loaded(None, None);
             return self.load_tokenless().await;
         };
         self.note_loaded(Some(found.version.clone()), Some(&found.value));
+        if let Some(memo) = lock_memo(&self.loaded).as_ref()
+            && memo.0 == found.version
+        {
+            return Ok(Some(memo.1.clone()));
+        }
         let fallback = match found.value.client_id {
             Some(_) => None,
             // A record written by another tool: the registration knows the client.
@@ -459,10 +529,12 @@ impl CredentialStore for RmcpCredentialStore {
                 .map_err(store_error)?
                 .map(|r| r.client_id),
         };
-        Ok(Some(convert::from_record(
-            &found.value,
-            fallback.as_deref(),
-        )))
+        let credentials = convert::from_record(&found.value, fallback.as_deref());
+        if fallback.is_none() {
+            // Keyed by version: a version is never reused for another value of the key.
+            *lock_memo(&self.loaded) = Some((found.version.clone(), credentials.clone()));
+        }
+        Ok(Some(credentials))
     }
 
     async fn save(&self, credentials: StoredCredentials) -> Result<(), AuthError> {
@@ -523,7 +595,15 @@ impl CredentialStore for RmcpCredentialStore {
         else {
             return Ok(());
         };
-        let Some(current) = self.typed().get(&self.key).await.map_err(store_error)? else {
+        // The rejection says what this process holds is dead: nothing cached about it stays,
+        // and the decision below is made on the store's current record.
+        self.invalidate();
+        let Some(current) = self
+            .typed()
+            .get_fresh(&self.key)
+            .await
+            .map_err(store_error)?
+        else {
             return Ok(());
         };
         let still_rejected = current

@@ -103,8 +103,22 @@
 //!
 //! This crate makes no HTTP requests itself; it needs rmcp's `auth` and `client` features
 //! only. An application talking to HTTPS authorization servers enables a TLS feature of
-//! rmcp (e.g. `reqwest`, rustls) as usual. `load` is one store read (rmcp calls it before
-//! every MCP request); nothing is cached, so a refresh by another process is seen at once.
+//! rmcp (e.g. `reqwest`, rustls) as usual.
+//!
+//! # The read cache
+//!
+//! rmcp calls `load` before every MCP request. The adapter reads through the store's read
+//! cache ([`TokenStore::with_cache`](token_store_core::TokenStore::with_cache); the default
+//! [`CacheOptions`](token_store_core::CacheOptions) unless the store brings its own), so
+//! that call costs no I/O and no JSON while the access token has more than the refresh
+//! margin (60 s, above rmcp's 30 s) left, and what it returns is at most the max age (5 s)
+//! old. A token near expiry is always read from the store: a refresh done by another
+//! process or host is adopted before rmcp would start its own. The guarded load of a
+//! refresh and `on_refresh_token_rejected` read the store itself; `save`, `clear` and
+//! `on_refresh_token_rejected` drop the entry. rmcp does not tell the credential store
+//! about a 401 from the MCP server: call
+//! [`RmcpCredentialStore::invalidate`] there. [`RmcpCredentialStore::without_cache`] reads
+//! the store on every `load`.
 //!
 //! # What is stored
 //!
@@ -123,6 +137,8 @@
 //! `AuthState`s under the CSRF value's digest.
 #![warn(missing_docs)]
 
+#[cfg(test)]
+mod cache_tests;
 mod coalesce;
 mod convert;
 mod credentials;

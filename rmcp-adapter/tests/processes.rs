@@ -126,7 +126,13 @@ fn error_kind(e: &ManagerError) -> &'static str {
 }
 
 async fn worker_main(role: String) {
-    let store = common::open_store(&env("RMCP_E2E_STORE")).await;
+    // The harness makes a token expire by rewriting it from another process, not by letting
+    // time pass; the read cache (on by default in the manager and the adapter) may serve the
+    // previous record for up to its max age. A round starts 100 ms after the rewrite, so a
+    // 50 ms max age keeps the cache in the path and the harness's expiry visible.
+    let store = common::open_store(&env("RMCP_E2E_STORE"))
+        .await
+        .with_cache(token_store_core::CacheOptions::new().with_max_age(Duration::from_millis(50)));
     let token_url = env("RMCP_E2E_TOKEN_URL");
     let manager = TokenManager::new(store.clone())
         .unwrap()
