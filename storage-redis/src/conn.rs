@@ -196,7 +196,7 @@ fn sentinel_client(topology: &Topology, certs: Option<TlsCertificates>) -> Resul
         return Err(Error::config("not a Sentinel configuration"));
     };
     let mut builder = SentinelClientBuilder::new(
-        sentinel_addrs(sentinels)?,
+        sentinel_addrs(sentinels, *tls)?,
         master,
         SentinelServerType::Master,
     )
@@ -206,6 +206,11 @@ fn sentinel_client(topology: &Topology, certs: Option<TlsCertificates>) -> Resul
         builder = builder
             .set_client_to_redis_tls_mode(TlsMode::Secure)
             .set_client_to_sentinel_tls_mode(TlsMode::Secure);
+        // The sentinels are TLS servers too, with the same private CA (and client
+        // certificate, for mutual TLS) as the master they name.
+        if let Some(certs) = &certs {
+            builder = builder.set_client_to_sentinel_certificates(certs.clone());
+        }
     }
     if let Some(certs) = certs {
         builder = builder.set_client_to_redis_certificates(certs);
@@ -234,8 +239,9 @@ async fn open_sentinel(config: &RedisConfig, client: SentinelClient) -> Result<C
     Ok(conn)
 }
 
-/// The sentinels' `host:port` addresses.
-fn sentinel_addrs(sentinels: &[String]) -> Result<Vec<ConnectionAddr>> {
+/// The sentinels' `host:port` addresses; TLS ones for `rediss+sentinel://` (the client
+/// refuses a TLS mode on a plain TCP address).
+fn sentinel_addrs(sentinels: &[String], tls: bool) -> Result<Vec<ConnectionAddr>> {
     sentinels
         .iter()
         .map(|s| {
@@ -244,6 +250,16 @@ fn sentinel_addrs(sentinels: &[String]) -> Result<Vec<ConnectionAddr>> {
                 .into_connection_info()
                 .map_err(|e| bad_config(&format!("bad sentinel address {}", redact(s)), e))?;
             match info.addr() {
+                ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. }
+                    if tls =>
+                {
+                    Ok(ConnectionAddr::TcpTls {
+                        host: host.clone(),
+                        port: *port,
+                        insecure: false,
+                        tls_params: None,
+                    })
+                }
                 ConnectionAddr::Tcp(host, port) => Ok(ConnectionAddr::Tcp(host.clone(), *port)),
                 _ => Err(Error::config(format!(
                     "sentinel address {} is not host:port",
