@@ -11,7 +11,10 @@
 //!   is adopted before this process would start its own.
 //! - **Bounded staleness.** An entry is served for at most [`CacheOptions::max_age`] after it
 //!   was read from the store (default 5 s): a write by another process or host (a new login,
-//!   a `clear`) is seen within that time, and at once when the record is near expiry.
+//!   a `clear`) is seen within that time, and at once when the record is near expiry. Nor is
+//!   it served past the record's TTL when the backend reports it (memory, file, SQLite,
+//!   PostgreSQL); on Redis, which enforces TTLs without reporting them on a read, a record
+//!   written with an explicit short TTL can be served up to the max age past it.
 //! - **Writes by this handle are seen at once.** Every write or delete through the handle
 //!   (typed or through [`TokenStore::raw`](crate::TokenStore::raw)), whatever its outcome
 //!   (a compare-and-swap conflict included), drops the key's entry, and a read that raced
@@ -181,6 +184,26 @@ struct Inner {
 /// stripe did not move meanwhile.
 const STRIPES: usize = 64;
 
+/// What a read found, for [`ReadCache::fill`].
+pub(crate) struct Found<'a, T> {
+    pub(crate) value: &'a Arc<Versioned<T>>,
+    /// The stored size of the record.
+    pub(crate) bytes: usize,
+    /// When the backend will drop the record (its TTL), when it reports it.
+    pub(crate) record_expires: Option<std::time::SystemTime>,
+}
+
+impl<'a, T> Found<'a, T> {
+    #[cfg(test)]
+    fn new(value: &'a Arc<Versioned<T>>, bytes: usize) -> Self {
+        Found {
+            value,
+            bytes,
+            record_expires: None,
+        }
+    }
+}
+
 /// What a read notes before going to the store, to insert only if no write intervened.
 pub(crate) struct Ticket {
     stripe: usize,
@@ -289,7 +312,7 @@ impl ReadCache {
         &self,
         key: &StorageKey,
         ticket: Ticket,
-        found: Option<(&Arc<Versioned<T>>, usize)>,
+        found: Option<Found<'_, T>>,
     ) {
         let mut inner = self.write_lock();
         if self.epochs[ticket.stripe].load(Ordering::Acquire) != ticket.epoch {
@@ -297,7 +320,12 @@ impl ReadCache {
             remove(&mut inner, key);
             return;
         }
-        let Some((value, bytes)) = found else {
+        let Some(Found {
+            value,
+            bytes,
+            record_expires,
+        }) = found
+        else {
             remove(&mut inner, key);
             return;
         };
@@ -314,6 +342,14 @@ impl ReadCache {
                 now
             }
         });
+        // Never past the record's own TTL, when the backend reports it.
+        let mut fresh_until = now + self.options.max_age;
+        if let Some(at) = record_expires {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            fresh_until = fresh_until.min(now + left);
+        }
         remove(&mut inner, key);
         let seq = inner.next_seq;
         inner.next_seq += 1;
@@ -322,7 +358,7 @@ impl ReadCache {
             key.clone(),
             Entry {
                 value: T::wrap(value.clone()),
-                fresh_until: now + self.options.max_age,
+                fresh_until,
                 expires,
                 bytes,
                 seq,
@@ -619,10 +655,10 @@ mod tests {
         });
         let ticket = cache.ticket(k);
         cache.invalidate(k); // the write lands while the read is in flight
-        cache.fill(k, ticket, Some((&value, 10)));
+        cache.fill(k, ticket, Some(Found::new(&value, 10)));
         assert!(cache.lookup::<TokenRecord>(k, Duration::ZERO).is_none());
         let ticket = cache.ticket(k);
-        cache.fill(k, ticket, Some((&value, 10)));
+        cache.fill(k, ticket, Some(Found::new(&value, 10)));
         assert!(cache.lookup::<TokenRecord>(k, Duration::ZERO).is_some());
     }
 
@@ -640,7 +676,7 @@ mod tests {
             // The same key refilled over and over must not grow the eviction queue.
             for _ in 0..100 {
                 let ticket = cache.ticket(k.as_storage_key());
-                cache.fill(k.as_storage_key(), ticket, Some((&value, 100)));
+                cache.fill(k.as_storage_key(), ticket, Some(Found::new(&value, 100)));
             }
         }
         let stats = cache.stats();
@@ -654,7 +690,11 @@ mod tests {
         assert!(cache.read_lock().order.len() <= 2 * 2 + 64);
         // A record larger than the whole budget is never held.
         let ticket = cache.ticket(keys[0].as_storage_key());
-        cache.fill(keys[0].as_storage_key(), ticket, Some((&value, 251)));
+        cache.fill(
+            keys[0].as_storage_key(),
+            ticket,
+            Some(Found::new(&value, 251)),
+        );
         assert!(!held(&keys[0]));
     }
 

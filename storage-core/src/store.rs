@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::audit::{self, Action};
-use crate::cache::{CacheOptions, CacheStats, Cacheable, Invalidating, ReadCache};
+use crate::cache::{CacheOptions, CacheStats, Cacheable, Found, Invalidating, ReadCache};
 use crate::error::{Error, Result};
 use crate::key::{ClientKey, KeyKind, StorageKey, TokenKey};
 use crate::raw::{
@@ -377,7 +377,15 @@ impl TokenStore {
             value,
             version: rec.version,
         });
-        cache.fill(key, ticket, Some((&shared, rec.value.len())));
+        cache.fill(
+            key,
+            ticket,
+            Some(Found {
+                value: &shared,
+                bytes: rec.value.len(),
+                record_expires: rec.expires_at,
+            }),
+        );
         Ok(Some(shared))
     }
 

@@ -72,6 +72,22 @@ async fn conformance_sqlite() {
     run("sqlite", plain_factory(root())).await.assert_ok();
 }
 
+/// The whole suite through the read cache of the handle (`TokenStore::with_cache`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_sqlite_cached() {
+    let factory = plain_factory(root());
+    run("sqlite+cache", move || {
+        let instance = factory();
+        async move {
+            Ok(instance
+                .await?
+                .cached(token_store_core::CacheOptions::new()))
+        }
+    })
+    .await
+    .assert_ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_sqlite_encrypted() {
     run("sqlite+encrypted", encrypted_factory(root()))

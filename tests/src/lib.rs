@@ -86,17 +86,29 @@ pub struct Instance {
     pub store: Arc<dyn RawStore>,
     /// How to open the same data again, for persistent backends.
     pub reopen: Option<Reopen>,
+    /// The typed handle the cases use (with a read cache after [`Instance::cached`]).
+    typed: TokenStore,
 }
 
 impl Instance {
     /// The store as the typed handle users hold.
     pub fn token_store(&self) -> TokenStore {
-        TokenStore::from_arc(self.store.clone())
+        self.typed.clone()
+    }
+
+    /// The same store with every typed call going through one read cache
+    /// ([`TokenStore::with_cache`]); byte-level calls of the cases go through the layer that
+    /// drops cached entries on writes, as `TokenStore::raw` does for users.
+    pub fn cached(mut self, options: token_store_core::CacheOptions) -> Self {
+        self.typed = self.typed.with_cache(options);
+        self.store = self.typed.raw().clone();
+        self
     }
 
     /// A store that cannot be reopened (persistence cases do not apply).
     pub fn new(store: Arc<dyn RawStore>) -> Self {
         Instance {
+            typed: TokenStore::from_arc(store.clone()),
             store,
             reopen: None,
         }
@@ -109,6 +121,7 @@ impl Instance {
         Fut: Future<Output = Result<Arc<dyn RawStore>>> + Send + 'static,
     {
         Instance {
+            typed: TokenStore::from_arc(store.clone()),
             store,
             reopen: Some(Arc::new(move || Box::pin(reopen()))),
         }

@@ -29,6 +29,17 @@ async fn conformance_memory() {
     .assert_ok();
 }
 
+/// The whole suite through the read cache of the handle (`TokenStore::with_cache`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_memory_cached() {
+    run("memory+cache", || async {
+        Ok(Instance::new(Arc::new(MemoryStore::new()))
+            .cached(token_store_core::CacheOptions::new()))
+    })
+    .await
+    .assert_ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_memory_encrypted() {
     run("memory+encrypted", || async {
