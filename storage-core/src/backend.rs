@@ -13,6 +13,60 @@ use crate::error::{Error, Result};
 use crate::key::StorageKey;
 use crate::raw::{Precondition, Version};
 
+/// A new record version for backends that keep versions as integers: a random positive
+/// `i64` (63 bits from the OS generator), never `not` (the version a compare-and-swap
+/// replaces). A record deleted and created again gets an old version back only by a 2⁻⁶³
+/// chance, so a stale compare-and-swap fails (no ABA) without a counter every writer would
+/// contend on.
+pub fn random_version_number(backend: &'static str, not: Option<i64>) -> Result<i64> {
+    loop {
+        let mut bytes = [0u8; 8];
+        fill_random(&mut bytes).map_err(|e| {
+            Error::backend(
+                backend,
+                "the system random number generator failed",
+                Some(Box::new(e)),
+            )
+        })?;
+        let v = i64::from_le_bytes(bytes) & i64::MAX;
+        if v != 0 && Some(v) != not {
+            return Ok(v);
+        }
+    }
+}
+
+/// The `with_key` and `with_timeout` builders of a backend config that holds its shared
+/// options in a `common: CommonOptions` field, so every backend's config offers them alike.
+///
+/// ```
+/// use token_store_core::layers::CommonOptions;
+/// #[derive(Clone, Debug, Default)]
+/// pub struct MyConfig { common: CommonOptions }
+/// token_store_core::common_option_builders!(MyConfig);
+/// let config = MyConfig::default().with_timeout(std::time::Duration::from_secs(2));
+/// assert_eq!(config.common.timeout, Some(std::time::Duration::from_secs(2)));
+/// ```
+#[macro_export]
+macro_rules! common_option_builders {
+    ($config:ty) => {
+        impl $config {
+            /// The same config with values encrypted under `key` (token-store's own
+            /// encryption layer; the file store's own encryption).
+            pub fn with_key(mut self, key: $crate::KeySource) -> Self {
+                self.common = self.common.with_key(key);
+                self
+            }
+
+            /// The same config with a per-call time limit: a call that takes longer fails
+            /// with `Error::Unavailable` (a write it started may still complete).
+            pub fn with_timeout(mut self, timeout: ::std::time::Duration) -> Self {
+                self.common = self.common.with_timeout(timeout);
+                self
+            }
+        }
+    };
+}
+
 /// Private files and directories: created 0600 / 0700, written atomically and durably.
 pub mod fs {
     pub use crate::fs::*;

@@ -176,6 +176,11 @@ impl ListFilter {
         self
     }
 
+    /// The resource to narrow keys of `kind` by: only token keys have a resource part.
+    pub fn resource_for(&self, kind: KeyKind) -> Option<&str> {
+        self.resource.as_deref().filter(|_| kind == KeyKind::Token)
+    }
+
     /// Whether a key passes.
     pub fn matches(&self, key: &StorageKey) -> bool {
         let parts = key.parts();

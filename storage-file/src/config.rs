@@ -1,7 +1,6 @@
 //! How to open a file store: [`FileConfig`], built by hand or read from a `file://` URL.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use token_store_core::layers::CommonOptions;
 use token_store_core::{BackendKind, Error, KdfParams, KeySource, Result, StoreUrl};
@@ -75,19 +74,6 @@ impl FileConfig {
         })
     }
 
-    /// The same config with the store keyed by `key`.
-    pub fn with_key(mut self, key: KeySource) -> Self {
-        self.common = self.common.with_key(key);
-        self
-    }
-
-    /// The same config with a per-call time limit: a call that takes longer fails with
-    /// [`Error::Unavailable`] (its write may still complete: the work is not interrupted).
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.common = self.common.with_timeout(timeout);
-        self
-    }
-
     /// The same config with other Argon2id parameters for new passphrase keys (refused at
     /// open unless [`KdfParams::check`] accepts them).
     pub fn with_kdf_params(mut self, params: KdfParams) -> Self {
@@ -114,3 +100,5 @@ impl FileConfig {
         format!("file://{}", self.dir.display())
     }
 }
+
+token_store_core::common_option_builders!(FileConfig);

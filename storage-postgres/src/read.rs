@@ -70,11 +70,7 @@ impl PostgresStore {
         filter: &ListFilter,
     ) -> Result<Vec<ListEntry>> {
         let kind_name = kind.as_str();
-        // The resource filter applies to tokens only (see `ListFilter::matches`).
-        let resource = filter
-            .resource
-            .as_deref()
-            .filter(|_| kind == KeyKind::Token);
+        let resource = filter.resource_for(kind);
         let user = filter.user_key.as_deref();
         let sql = &self.inner.sql;
         let e = |err| pg(self.name(), &format!("cannot list {kind_name} keys"), err);

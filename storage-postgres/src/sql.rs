@@ -4,7 +4,7 @@
 use std::fmt;
 
 use sha2::{Digest, Sha256};
-use token_store_core::{Error, Result, StorageKey};
+use token_store_core::{Result, StorageKey};
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use crate::error::BACKEND;
@@ -125,23 +125,11 @@ pub(crate) fn key_id(key: &StorageKey) -> [u8; 32] {
     Sha256::digest(encoded.as_bytes()).into()
 }
 
-/// A new version: a random positive `i64` (63 bits), never `not` (the version a CAS
-/// replaces). A record deleted and created again gets an old version back only by a 2^-63
-/// chance, so a stale CAS fails (no ABA) without a counter row every writer would contend on.
+/// A new version that is never `not` (core's [`random_version_number`]).
+///
+/// [`random_version_number`]: token_store_core::backend::random_version_number
 pub(crate) fn new_version(not: Option<i64>) -> Result<i64> {
-    loop {
-        let bits = getrandom::u64().map_err(|e| {
-            Error::backend(
-                BACKEND,
-                "the system random number generator failed",
-                Some(Box::new(e)),
-            )
-        })?;
-        let v = i64::try_from(bits >> 1).unwrap_or(i64::MAX);
-        if v != 0 && Some(v) != not {
-            return Ok(v);
-        }
-    }
+    token_store_core::backend::random_version_number(BACKEND, not)
 }
 
 /// A TTL in milliseconds, for `now() + $n * interval '1 millisecond'`.

@@ -183,19 +183,9 @@ impl SqliteConfig {
         self.sweep_interval = interval;
         self
     }
-
-    /// The same configuration with values encrypted under `key` (the `Encrypted` layer).
-    pub fn with_key(mut self, key: KeySource) -> Self {
-        self.common = self.common.with_key(key);
-        self
-    }
-
-    /// The same configuration with a per-call time limit (the `Timeout` layer).
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.common = self.common.with_timeout(timeout);
-        self
-    }
 }
 
 #[cfg(test)]
 mod tests;
+
+token_store_core::common_option_builders!(SqliteConfig);

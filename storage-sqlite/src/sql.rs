@@ -90,24 +90,11 @@ fn system_time(ms: i64) -> Option<SystemTime> {
         .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
 }
 
-/// A new version: a random positive `i64` (63 bits), never `not` (the version a CAS
-/// replaces). Versions are not counted: a counter row would be a second page written by
-/// every commit. A record deleted and created again gets an old version back only by a
-/// 2^-63 chance, so a stale CAS fails (no ABA).
+/// A new version that is never `not` (core's [`random_version_number`]).
+///
+/// [`random_version_number`]: token_store_core::backend::random_version_number
 pub(crate) fn new_version(not: Option<i64>) -> Result<i64> {
-    loop {
-        let bits = getrandom::u64().map_err(|e| {
-            Error::backend(
-                BACKEND,
-                "the system random number generator failed",
-                Some(Box::new(e)),
-            )
-        })?;
-        let v = i64::try_from(bits >> 1).unwrap_or(i64::MAX);
-        if v != 0 && Some(v) != not {
-            return Ok(v);
-        }
-    }
+    token_store_core::backend::random_version_number(BACKEND, not)
 }
 
 /// The live row at `key`, read in one statement (its own read transaction).
@@ -172,11 +159,7 @@ pub(crate) fn scan_rows(
 ) -> Result<(Vec<ListEntry>, Option<i64>)> {
     let now = now_ms();
     let kind_name = kind.as_str();
-    // The resource filter applies to tokens only (see `ListFilter::matches`).
-    let resource = filter
-        .resource
-        .as_deref()
-        .filter(|_| kind == KeyKind::Token);
+    let resource = filter.resource_for(kind);
     let user = filter.user_key.as_deref();
     type Row = (String, String, String, String, Option<i64>);
     let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {

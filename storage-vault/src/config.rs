@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use token_store_core::layers::CommonOptions;
-use token_store_core::{Error, KeySource, Result, StoreUrl};
+use token_store_core::{Error, Result, StoreUrl};
 
 /// The KV v2 mount used when the URL names none.
 pub const DEFAULT_MOUNT: &str = "secret";
@@ -201,20 +201,6 @@ impl VaultConfig {
         self
     }
 
-    /// The same configuration with another per-call time limit (the core `Timeout` layer;
-    /// each HTTP request, the AppRole login at open included, is bounded by it too).
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.common = self.common.with_timeout(timeout);
-        self
-    }
-
-    /// The same configuration with values encrypted under `key` (the core `Encrypted` layer):
-    /// Vault then holds only ciphertext its operators cannot read.
-    pub fn with_key(mut self, key: KeySource) -> Self {
-        self.common = self.common.with_key(key);
-        self
-    }
-
     /// Reads a `vault://` / `vaults://` URL (the grammar is in the crate docs), taking what it
     /// leaves out from the process environment (`VAULT_ADDR`, `VAULT_TOKEN`,
     /// `VAULT_NAMESPACE`, `VAULT_CACERT`, `VAULT_ROLE_ID`, `VAULT_SECRET_ID`, or the `BAO_*`
@@ -313,3 +299,5 @@ fn clean_path(what: &str, raw: &str, may_be_empty: bool) -> Result<String> {
 
 #[cfg(test)]
 mod tests;
+
+token_store_core::common_option_builders!(VaultConfig);

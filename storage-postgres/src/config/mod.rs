@@ -355,18 +355,6 @@ impl PostgresConfig {
         self.sweep_interval = interval;
         self
     }
-
-    /// The same configuration with values encrypted under `key` (the `Encrypted` layer).
-    pub fn with_key(mut self, key: KeySource) -> Self {
-        self.common = self.common.with_key(key);
-        self
-    }
-
-    /// The same configuration with another per-call time limit (the `Timeout` layer).
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.common = self.common.with_timeout(timeout);
-        self
-    }
 }
 
 /// Schema and table names are interpolated into statements (quoted): only lower-case ASCII
@@ -386,3 +374,5 @@ fn check_identifier(what: &str, name: &str, max: usize) -> Result<()> {
     }
     Ok(())
 }
+
+token_store_core::common_option_builders!(PostgresConfig);
