@@ -1,7 +1,7 @@
 //! # token-store
 //!
 //! Safe OAuth token storage for MCP clients and servers: one store handle ([`TokenStore`]) over
-//! the OS keychain, an encrypted file, SQLite, Redis and Vault, chosen by URL ([`open`]) or by
+//! the OS keychain, an encrypted file, SQLite, PostgreSQL, Redis and Vault, chosen by URL ([`open`]) or by
 //! what the host offers ([`auto`]), with compare-and-swap so that rotating refresh tokens never
 //! race each other into a logout.
 //!
@@ -25,19 +25,20 @@
 //!
 //! The same handle goes to every other API: [`TokenManager`] (one refresh per expiry across
 //! every process sharing the store), [`Lease`], and with the `rmcp` feature the rmcp
-//! `CredentialStore` / `StateStore` adapters in [`rmcp`].
+//! `CredentialStore` / `StateStore` adapters in `token_store::rmcp`.
 //!
 //! # Features
 //!
 //! | feature | default | what it adds |
 //! | --- | --- | --- |
-//! | `file` | yes | `file://` encrypted file store ([`file`]), the embedded default of [`auto`] |
-//! | `sqlite` | yes | `sqlite://` ([`sqlite`]) |
-//! | `redis` | yes | `redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://` ([`redis`]) |
-//! | `vault` | yes | `vault://`, `vaults://` Vault / OpenBao KV v2 ([`vault`]) |
-//! | `keychain` | yes | `keychain:` OS keychains ([`keychain`]) |
+//! | `file` | yes | `file://` encrypted file store (`token_store::file`), the embedded default of [`auto`] |
+//! | `sqlite` | yes | `sqlite://` (`token_store::sqlite`) |
+//! | `redis` | yes | `redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://` (`token_store::redis`) |
+//! | `vault` | yes | `vault://`, `vaults://` Vault / OpenBao KV v2 (`token_store::vault`) |
+//! | `keychain` | yes | `keychain:` OS keychains (`token_store::keychain`) |
+//! | `postgres` | no | `postgres://`, `postgresql://` (`token_store::postgres`): a server's database, not a client's default |
 //! | `oauth2` | no | [`TokenRecord`] conversions to and from `oauth2` token responses |
-//! | `rmcp` | no | rmcp adapters ([`rmcp`]); implies `oauth2` |
+//! | `rmcp` | no | rmcp adapters (`token_store::rmcp`); implies `oauth2` |
 //! | `grants` | no | an authorization server's grant store for MCP servers that issue tokens (`token_store::grants`) |
 //!
 //! A URL naming a backend whose feature is off fails with an [`Error::Config`] that says
