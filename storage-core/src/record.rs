@@ -116,7 +116,10 @@ pub fn to_unix(t: SystemTime) -> f64 {
 ///
 /// `Debug` shows no secret: tokens print as `[REDACTED]`, and of the free-form `metadata` and
 /// `extra` maps only the field names (a provider may return a vendor token in an extra field).
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Deserialisation is written by hand (below): serde's derived `flatten` buffers every field
+/// of the record before sorting them out, which made reading a record cost twice its parse.
+#[derive(Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct TokenRecord {
     /// The access token.
@@ -160,6 +163,166 @@ pub struct TokenRecord {
     /// Fields this version does not know, kept so that writing a record back loses nothing.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// Reads a `TokenRecord` in one pass: known fields into their places, every other field
+/// into `extra`, with the defaults and the duplicate-field error of the derived form.
+impl<'de> Deserialize<'de> for TokenRecord {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RecordVisitor)
+    }
+}
+
+struct RecordVisitor;
+
+/// A record's field name: known names without allocating, others kept for `extra`.
+enum Field {
+    AccessToken,
+    RefreshToken,
+    Scopes,
+    ExpiresAt,
+    TokenType,
+    Resource,
+    AuthorizationServer,
+    ObtainedAt,
+    Metadata,
+    IdToken,
+    ClientId,
+    RefreshExpiresAt,
+    TokenStoreSchema,
+    Other(String),
+}
+
+impl Field {
+    fn known(name: &str) -> Option<Field> {
+        Some(match name {
+            "access_token" => Field::AccessToken,
+            "refresh_token" => Field::RefreshToken,
+            "scopes" => Field::Scopes,
+            "expires_at" => Field::ExpiresAt,
+            "token_type" => Field::TokenType,
+            "resource" => Field::Resource,
+            "authorization_server" => Field::AuthorizationServer,
+            "obtained_at" => Field::ObtainedAt,
+            "metadata" => Field::Metadata,
+            "id_token" => Field::IdToken,
+            "client_id" => Field::ClientId,
+            "refresh_expires_at" => Field::RefreshExpiresAt,
+            "token_store_schema" => Field::TokenStoreSchema,
+            _ => return None,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl serde::de::Visitor<'_> for FieldVisitor {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Field, E> {
+                Ok(Field::known(name).unwrap_or_else(|| Field::Other(name.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, name: String) -> Result<Field, E> {
+                Ok(Field::known(&name).unwrap_or(Field::Other(name)))
+            }
+        }
+        deserializer.deserialize_identifier(FieldVisitor)
+    }
+}
+
+/// Fails on a known field seen twice, as derived deserialisers do.
+fn set_once<T, E: serde::de::Error>(
+    slot: &mut Option<T>,
+    value: T,
+    name: &'static str,
+) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::duplicate_field(name));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+impl<'de> serde::de::Visitor<'de> for RecordVisitor {
+    type Value = TokenRecord;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a token record")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<TokenRecord, A::Error> {
+        let mut access_token: Option<Secret> = None;
+        let mut refresh_token: Option<Option<Secret>> = None;
+        let mut scopes: Option<Vec<String>> = None;
+        let mut expires_at: Option<Option<f64>> = None;
+        let mut token_type: Option<String> = None;
+        let mut resource: Option<Option<String>> = None;
+        let mut authorization_server: Option<Option<String>> = None;
+        let mut obtained_at: Option<f64> = None;
+        let mut metadata: Option<Map<String, Value>> = None;
+        let mut id_token: Option<Option<Secret>> = None;
+        let mut client_id: Option<Option<String>> = None;
+        let mut refresh_expires_at: Option<Option<f64>> = None;
+        let mut token_store_schema: Option<Option<u32>> = None;
+        let mut extra = Map::new();
+        while let Some(field) = map.next_key::<Field>()? {
+            match field {
+                Field::AccessToken => {
+                    set_once(&mut access_token, map.next_value()?, "access_token")?
+                }
+                Field::RefreshToken => {
+                    set_once(&mut refresh_token, map.next_value()?, "refresh_token")?
+                }
+                Field::Scopes => set_once(&mut scopes, map.next_value()?, "scopes")?,
+                Field::ExpiresAt => set_once(&mut expires_at, map.next_value()?, "expires_at")?,
+                Field::TokenType => set_once(&mut token_type, map.next_value()?, "token_type")?,
+                Field::Resource => set_once(&mut resource, map.next_value()?, "resource")?,
+                Field::AuthorizationServer => set_once(
+                    &mut authorization_server,
+                    map.next_value()?,
+                    "authorization_server",
+                )?,
+                Field::ObtainedAt => set_once(&mut obtained_at, map.next_value()?, "obtained_at")?,
+                Field::Metadata => set_once(&mut metadata, map.next_value()?, "metadata")?,
+                Field::IdToken => set_once(&mut id_token, map.next_value()?, "id_token")?,
+                Field::ClientId => set_once(&mut client_id, map.next_value()?, "client_id")?,
+                Field::RefreshExpiresAt => set_once(
+                    &mut refresh_expires_at,
+                    map.next_value()?,
+                    "refresh_expires_at",
+                )?,
+                Field::TokenStoreSchema => set_once(
+                    &mut token_store_schema,
+                    map.next_value()?,
+                    "token_store_schema",
+                )?,
+                Field::Other(name) => {
+                    let value: Value = map.next_value()?;
+                    extra.insert(name, value);
+                }
+            }
+        }
+        Ok(TokenRecord {
+            access_token: access_token
+                .ok_or_else(|| serde::de::Error::missing_field("access_token"))?,
+            refresh_token: refresh_token.flatten(),
+            scopes: scopes.unwrap_or_default(),
+            expires_at: expires_at.flatten(),
+            token_type: token_type.unwrap_or_else(default_token_type),
+            resource: resource.flatten(),
+            authorization_server: authorization_server.flatten(),
+            obtained_at: obtained_at.unwrap_or_else(unix_now),
+            metadata: metadata.unwrap_or_default(),
+            id_token: id_token.flatten(),
+            client_id: client_id.flatten(),
+            refresh_expires_at: refresh_expires_at.flatten(),
+            token_store_schema: token_store_schema.flatten(),
+            extra,
+        })
+    }
 }
 
 impl TokenRecord {
@@ -484,6 +647,85 @@ mod tests {
         assert!(debug.contains("[REDACTED]"));
         let json = serde_json::to_string(&record).unwrap();
         assert!(json.contains("access-SECRET-123") && json.contains("refresh-SECRET-456"));
+    }
+
+    /// The derived form the hand-written deserialiser replaced: the reference.
+    #[derive(Deserialize)]
+    struct Derived {
+        access_token: Secret,
+        #[serde(default)]
+        refresh_token: Option<Secret>,
+        #[serde(default)]
+        scopes: Vec<String>,
+        #[serde(default)]
+        expires_at: Option<f64>,
+        #[serde(default = "default_token_type")]
+        token_type: String,
+        #[serde(default)]
+        resource: Option<String>,
+        #[serde(default)]
+        authorization_server: Option<String>,
+        #[serde(default = "unix_now")]
+        obtained_at: f64,
+        #[serde(default)]
+        metadata: Map<String, Value>,
+        #[serde(default)]
+        id_token: Option<Secret>,
+        #[serde(default)]
+        client_id: Option<String>,
+        #[serde(default)]
+        refresh_expires_at: Option<f64>,
+        #[serde(default)]
+        token_store_schema: Option<u32>,
+        #[serde(flatten)]
+        extra: Map<String, Value>,
+    }
+
+    #[test]
+    fn the_hand_written_decoder_reads_what_the_derived_one_read() {
+        let inputs = [
+            r#"{"access_token":"a"}"#,
+            r#"{"access_token":"a","refresh_token":null,"scopes":["x","y"],"expires_at":17,"token_type":"mac","resource":"r","authorization_server":null,"obtained_at":5,"metadata":{"k":[1,{"z":null}]},"id_token":"i","client_id":"c","refresh_expires_at":9.5,"token_store_schema":1,"other":{"n":1},"more":"s"}"#,
+            r#"{"x\u0041":1,"access_token":"a\n","obtained_at":1.25,"expires_at":null}"#,
+            r#"{"refresh_token":"r"}"#,
+            r#"{"access_token":"a","access_token":"b"}"#,
+            r#"{"access_token":"a","scopes":"not a list"}"#,
+            r#"{"access_token":"a","token_type":null}"#,
+            r#"{"access_token":"a","token_store_schema":-1}"#,
+            r#"["access_token"]"#,
+        ];
+        for input in inputs {
+            let ours = serde_json::from_str::<TokenRecord>(input);
+            let derived = serde_json::from_str::<Derived>(input);
+            match (ours, derived) {
+                (Ok(o), Ok(d)) => {
+                    let d = TokenRecord {
+                        access_token: d.access_token,
+                        refresh_token: d.refresh_token,
+                        scopes: d.scopes,
+                        expires_at: d.expires_at,
+                        token_type: d.token_type,
+                        resource: d.resource,
+                        authorization_server: d.authorization_server,
+                        obtained_at: if input.contains("obtained_at") {
+                            d.obtained_at
+                        } else {
+                            o.obtained_at
+                        },
+                        metadata: d.metadata,
+                        id_token: d.id_token,
+                        client_id: d.client_id,
+                        refresh_expires_at: d.refresh_expires_at,
+                        token_store_schema: d.token_store_schema,
+                        extra: d.extra,
+                    };
+                    assert!(o == d, "{input}: {o:?} != {d:?}");
+                    assert!(o.obtained_at > 0.0);
+                }
+                (Err(_), Err(_)) => {}
+                (o, d) => panic!("{input}: ours {:?}, derived {:?}", o.is_ok(), d.is_ok()),
+            }
+        }
     }
 
     #[test]
