@@ -51,7 +51,7 @@ if [ -n "$heavy" ]; then
   exit 1
 fi
 echo "== README examples (with the rmcp feature they use)" >&2
-cargo test -q -p token-store --doc --features rmcp >&2
+cargo test -q -p token-store --doc --features rmcp,grants >&2
 echo "== cargo package (every published crate)" >&2
 cargo package -q --workspace --no-verify --allow-dirty --exclude token-store-conformance >/dev/null
 echo "== a user crate outside the workspace (examples/user-crate)" >&2

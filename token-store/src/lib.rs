@@ -257,8 +257,9 @@ pub async fn auto() -> Result<Selection> {
     }
 }
 
-/// The README's examples, compiled and run as doctests so they stay true (they use the
-/// rmcp adapter: `cargo test -p token-store --doc --features rmcp`, as CI runs it).
+/// The README's examples, compiled and run as doctests so they stay true (they use the rmcp
+/// adapter and the grant store: `cargo test -p token-store --doc --features rmcp,grants`, as
+/// CI runs it).
 #[doc = include_str!("../../README.md")]
-#[cfg(all(doctest, feature = "rmcp"))]
+#[cfg(all(doctest, feature = "rmcp", feature = "grants"))]
 pub struct ReadmeDoctests;
