@@ -11,6 +11,7 @@ use rmcp::transport::auth::{
 };
 use serde_json::Value;
 use token_store_core::backend::unix_now;
+use token_store_core::metrics::{self, RefreshOutcome};
 use token_store_core::{
     ClientKey, ClientRegistration, Error, Lease, LeaseOptions, Precondition, TokenKey,
     TokenManager, TokenRecord, TokenStore, Version,
@@ -50,6 +51,8 @@ struct GuardState {
     seen_at_acquire: Option<Option<Version>>,
     /// The guarded refresh was answered from the store; its save writes nothing.
     coalesced: bool,
+    /// How the guarded refresh ended, once known; counted when the guard is dropped.
+    outcome: Option<RefreshOutcome>,
 }
 
 impl GuardState {
@@ -59,6 +62,20 @@ impl GuardState {
         self.base_record = None;
         self.seen_at_acquire = None;
         self.coalesced = false;
+        self.outcome = None;
+    }
+
+    /// How the guarded refresh ended: as noted, else from what its load saw. rmcp drops the
+    /// guard without a save or a rejection when it has nothing to refresh with (login
+    /// required) or when the token request failed for another reason (transient).
+    fn outcome(&self) -> RefreshOutcome {
+        if let Some(outcome) = self.outcome {
+            return outcome;
+        }
+        match &self.base_record {
+            Some(record) if record.refresh_token.is_some() => RefreshOutcome::Transient,
+            _ => RefreshOutcome::LoginRequired,
+        }
     }
 }
 
@@ -80,12 +97,15 @@ struct RefreshGuard {
     _lease: Lease,
     state: Arc<Mutex<GuardState>>,
     generation: u64,
+    /// For counting the refresh's outcome.
+    store: TokenStore,
 }
 
 impl Drop for RefreshGuard {
     fn drop(&mut self) {
         let mut state = lock(&self.state);
         if state.generation == self.generation {
+            metrics::record_refresh(&self.store, state.outcome());
             state.reset();
         }
     }
@@ -403,6 +423,7 @@ impl RmcpCredentialStore {
         let mut response = convert::from_record(record, None).token_response?;
         response.set_expires_in(Some(&Duration::from_secs(remaining.floor() as u64)));
         state.coalesced = true;
+        state.outcome = Some(RefreshOutcome::Adopted);
         Some(response)
     }
 
@@ -414,6 +435,14 @@ impl RmcpCredentialStore {
             (true, Some(Some(v))) => (true, Precondition::IfVersion(v.clone())),
             (true, Some(None)) => (true, Precondition::IfAbsent),
             _ => (false, Precondition::Any),
+        }
+    }
+
+    /// Notes how the guarded refresh ended, if a guard is held.
+    fn note_outcome(&self, outcome: RefreshOutcome) {
+        let mut state = lock(&self.guard);
+        if state.held {
+            state.outcome = Some(outcome);
         }
     }
 
@@ -509,7 +538,10 @@ impl CredentialStore for RmcpCredentialStore {
         } else {
             self.typed().get_shared(&self.key).await
         }
-        .map_err(store_error)?;
+        .map_err(|e| {
+            self.note_outcome(RefreshOutcome::Error);
+            store_error(e)
+        })?;
         let Some(found) = found else {
             self.note_loaded(None, None);
             return self.load_tokenless().await;
@@ -559,19 +591,31 @@ impl CredentialStore for RmcpCredentialStore {
                 .await;
         };
         record.resource = Some(self.key.resource().to_owned());
-        match self.typed().put(&self.key, &record, precondition).await {
+        let saved = if guarded {
+            // Under the guard rmcp saves only the result of its refresh.
+            self.typed()
+                .put_refreshed(&self.key, &record, precondition)
+                .await
+        } else {
+            self.typed().put(&self.key, &record, precondition).await
+        };
+        let (outcome, result) = match saved {
             Ok(version) => {
                 self.note_saved(Some(version));
-                Ok(())
+                (RefreshOutcome::Refreshed, Ok(()))
             }
             Err(e) if e.is_conflict() && guarded => {
                 // Under the guard only a writer that bypassed it (a new login elsewhere) can
                 // have written: its tokens are newer than the ones this refresh replaced.
                 tracing::warn!(key = %self.key, "credentials changed by a writer that bypassed the refresh guard; keeping them");
-                Ok(())
+                (RefreshOutcome::Adopted, Ok(()))
             }
-            Err(e) => Err(store_error(e)),
+            Err(e) => (RefreshOutcome::Error, Err(store_error(e))),
+        };
+        if guarded {
+            self.note_outcome(outcome);
         }
+        result
     }
 
     async fn clear(&self) -> Result<(), AuthError> {
@@ -598,6 +642,7 @@ impl CredentialStore for RmcpCredentialStore {
         // The rejection says what this process holds is dead: nothing cached about it stays,
         // and the decision below is made on the store's current record.
         self.invalidate();
+        self.note_outcome(RefreshOutcome::Rejected);
         let Some(current) = self
             .typed()
             .get_fresh(&self.key)
@@ -617,7 +662,7 @@ impl CredentialStore for RmcpCredentialStore {
         }
         match self
             .typed()
-            .delete(&self.key, Precondition::IfVersion(current.version))
+            .delete_revoked(&self.key, Precondition::IfVersion(current.version))
             .await
         {
             Ok(_) => {
@@ -637,7 +682,11 @@ impl CredentialStore for RmcpCredentialStore {
             &self.lease,
         )
         .await
-        .map_err(store_error)?;
+        .map_err(|e| {
+            // Not taken in time (or the store failed): this refresh ends here.
+            metrics::record_refresh(&self.store, RefreshOutcome::Error);
+            store_error(e)
+        })?;
         let generation = {
             let mut state = lock(&self.guard);
             state.reset();
@@ -650,6 +699,7 @@ impl CredentialStore for RmcpCredentialStore {
             _lease: lease,
             state: self.guard.clone(),
             generation,
+            store: self.store.clone(),
         })))
     }
 }

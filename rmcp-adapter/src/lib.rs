@@ -120,6 +120,20 @@
 //! [`RmcpCredentialStore::invalidate`] there. [`RmcpCredentialStore::without_cache`] reads
 //! the store on every `load`.
 //!
+//! # Metrics and audit events
+//!
+//! With the feature `metrics` (token-store-core's, forwarded), each guarded refresh is
+//! counted once in `token_store_refreshes_total` by outcome, as
+//! [`TokenManager`](token_store_core::TokenManager) counts its own: `refreshed` (saved under
+//! the guard), `adopted` (answered from the store by the coalescing client, or another
+//! writer's newer record kept), `rejected` (`invalid_grant`), `transient` (rmcp dropped the
+//! guard after loading a refresh token, without a save: its token request failed),
+//! `login_required` (nothing to refresh with), `error` (the store failed, or the guard's
+//! lease was not taken in time). Lease waits and takeovers are recorded by
+//! [`Lease`](token_store_core::Lease). The guarded save is audited as `refreshed`, the
+//! removal of a rejected refresh token's record as `revoked` (see
+//! [`token_store_core::audit`]). Names and labels: `docs/metrics.md`.
+//!
 //! # What is stored
 //!
 //! One `TokenRecord` per key: access and refresh token, `expires_at = token_received_at +
@@ -142,6 +156,8 @@ mod cache_tests;
 mod coalesce;
 mod convert;
 mod credentials;
+#[cfg(test)]
+mod metrics_tests;
 mod state;
 
 pub use coalesce::CoalescingHttpClient;
