@@ -5,18 +5,24 @@
 //! secrets ([`crate::secrets::CANARY`]) and for any secret the backend test adds (passphrases,
 //! service tokens).
 //!
+//! It also exercises every audited change (`token_store::audit`: stored, refreshed, deleted,
+//! revoked, conflict_lost, lease_taken_over) and checks that the captured audit events exist
+//! and name no key part the stores saw (users, URLs, lease names): only a fingerprint.
+//!
 //! The capturing subscriber is global, so run a leak check from its own test binary (one
 //! test file per backend): everything else in that process is captured too.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use token_store_core::layers::Traced;
 use token_store_core::{
-    Capabilities, ListEntry, ListFilter, Precondition, PutOptions, RawRecord, RawStore, Result,
-    StorageKey, TokenKey, Version,
+    Capabilities, ClientKey, ClientRegistration, KeyKind, Lease, LeaseOptions, ListEntry,
+    ListFilter, Precondition, PutOptions, RawRecord, RawStore, RefreshError, Result, StorageKey,
+    TokenKey, TokenManager, TokenRecord, Version, audit,
 };
 
 use crate::{BoxFuture, Factory, Instance};
@@ -95,6 +101,24 @@ pub struct Recording<R> {
     inner: R,
 }
 
+/// Every key part the recorded stores saw (user ids, URLs, lease names...): none may appear
+/// in an audit event.
+fn key_parts() -> &'static Mutex<BTreeSet<String>> {
+    static PARTS: OnceLock<Mutex<BTreeSet<String>>> = OnceLock::new();
+    PARTS.get_or_init(Default::default)
+}
+
+fn note_key(key: &StorageKey) {
+    let mut parts = key_parts().lock().unwrap_or_else(|e| e.into_inner());
+    for part in key.parts() {
+        if !parts.contains(part) {
+            parts.insert(part.clone());
+        }
+    }
+    // Percent-encoded, as a key's Display would show it.
+    parts.insert(key.encode());
+}
+
 fn record<T: std::fmt::Debug>(op: &str, key: &str, result: &Result<T>) {
     let c = capture();
     let mut line = format!("call {op} {key}: ");
@@ -131,16 +155,19 @@ impl<R: RawStore> RawStore for Recording<R> {
         self.inner.capabilities()
     }
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
+        note_key(key);
         let r = self.inner.read(key).await;
         record("read", &key.to_string(), &r);
         r
     }
     async fn write(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
+        note_key(key);
         let r = self.inner.write(key, value, options).await;
         record("write", &format!("{key} {options:?}"), &r);
         r
     }
     async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
+        note_key(key);
         let r = self.inner.remove(key, precondition).await;
         record("remove", &format!("{key} {precondition:?}"), &r);
         r
@@ -186,6 +213,137 @@ async fn vendor_fields(instance: &Instance, capture: &Capture) {
         serde_json::Value::String(crate::secrets::secret("client-extra")),
     );
     capture.line(&format!("vendor client: {client:?}"));
+}
+
+/// Every audited change once, on keys whose parts are easy to recognise, with tokens made by
+/// [`crate::secrets::secret`]: stored, refreshed (by [`TokenManager`]), conflict_lost,
+/// revoked (a rejected refresh token), stored and deleted (a client registration), and a
+/// lease taken over from a dead holder. Results and errors go into the capture too.
+async fn audit_trail(instance: &Instance, capture: &Capture) {
+    use crate::secrets::secret;
+    let key = TokenKey::new(
+        "audit-user-leakcheck",
+        "https://audit-resource.leakcheck.example/mcp",
+        Some("https://audit-issuer.leakcheck.example"),
+        ["audit-scope-leakcheck"],
+    );
+    let expiring = |tag: &str| {
+        TokenRecord::new(secret(format!("audit-at-{tag}")))
+            .with_refresh_token(secret(format!("audit-rt-{tag}")))
+            .expires_in(Duration::ZERO)
+    };
+    // A test in one process: the store's CAS scope does not matter here.
+    let manager = TokenManager::assume_single_process(instance.token_store());
+    // Writes through the manager's handle, so its read cache sees them at once.
+    let store = manager.store().clone();
+    let stored = store.put(&key, &expiring("0"), Precondition::Any).await;
+    capture.line(&format!("audit stored: {stored:?}"));
+    let refreshed = manager
+        .valid_token(&key, |old| async move {
+            capture_line(&format!("audit refreshing: {old:?}"));
+            Ok(TokenRecord::new(secret("audit-at-1"))
+                .with_refresh_token(secret("audit-rt-1"))
+                .expires_in(Duration::from_secs(3600)))
+        })
+        .await;
+    capture.line(&format!("audit refreshed: {refreshed:?}"));
+    let lost = store
+        .put(
+            &key,
+            &expiring("lost"),
+            Precondition::IfVersion(Version::new("audit-stale")),
+        )
+        .await;
+    capture.line(&format!("audit conflict: {lost:?}"));
+    let _ = store.put(&key, &expiring("2"), Precondition::Any).await;
+    let revoked = manager
+        .valid_token(&key, |_| async {
+            Err(RefreshError::Rejected("invalid_grant".into()))
+        })
+        .await;
+    capture.line(&format!("audit revoked: {revoked:?}"));
+    let client = ClientKey::new("https://audit-issuer.leakcheck.example")
+        .with_application("audit-app-leakcheck");
+    let mut registration = ClientRegistration::new("audit-client-leakcheck");
+    registration.client_secret = Some(secret("audit-client-secret").into());
+    let put = store
+        .put_client(&client, &registration, Precondition::Any)
+        .await;
+    let deleted = store.delete_client(&client, Precondition::Any).await;
+    capture.line(&format!("audit client: {put:?} {deleted:?}"));
+    // A holder that died left an unreadable lease record: the next taker replaces it.
+    let name = "refresh:audit-lease-leakcheck";
+    match StorageKey::single(KeyKind::Lease, name) {
+        Ok(lease_key) => {
+            let _ = instance
+                .store
+                .write(&lease_key, b"{\"owner\": 1}", &PutOptions::default())
+                .await;
+        }
+        Err(e) => capture.line(&format!("audit lease key: {e}")),
+    }
+    let options = LeaseOptions::new(Duration::from_secs(10), Duration::from_secs(5));
+    match Lease::acquire(&store, name, &options).await {
+        Ok(lease) => {
+            let released = lease.release().await;
+            capture.line(&format!("audit lease released: {released:?}"));
+        }
+        Err(e) => capture.line(&format!("audit lease: {e} / {e:?}")),
+    }
+}
+
+fn capture_line(text: &str) {
+    capture().line(text);
+}
+
+/// The audit events of `text` (target `token_store::audit`): there must be some, every
+/// action must show, and no key part the stores saw may appear in one (keys name users and
+/// URLs; an event carries only a fingerprint). Returns how many there were.
+fn check_audit(backend: &str, text: &str) -> usize {
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(audit::TARGET)).collect();
+    assert!(
+        !lines.is_empty(),
+        "leak[{backend}]: no audit events ({}) were captured",
+        audit::TARGET
+    );
+    for action in [
+        "stored",
+        "refreshed",
+        "deleted",
+        "revoked",
+        "conflict_lost",
+        "lease_taken_over",
+    ] {
+        let field = format!("action=\"{action}\"");
+        assert!(
+            lines.iter().any(|l| l.contains(&field)),
+            "leak[{backend}]: no audit event with {field}"
+        );
+    }
+    let parts = key_parts()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    // Short parts ("u", "read") and digests (state and lease names) would match by accident.
+    let telling: Vec<&String> = parts
+        .iter()
+        .filter(|p| p.len() >= 5 && !p.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    assert!(
+        telling.iter().any(|p| p.contains("audit-user-leakcheck"))
+            && telling.iter().any(|p| p.contains("mcp.example.com")),
+        "leak[{backend}]: the recorded key parts miss the suite's keys: {telling:?}"
+    );
+    for line in &lines {
+        assert!(line.contains("key_fp="), "leak[{backend}]: {line}");
+        for part in &telling {
+            assert!(
+                !line.contains(part.as_str()),
+                "leak[{backend}]: a key part ({part:?}) in the audit event: {line}"
+            );
+        }
+    }
+    lines.len()
 }
 
 /// Store URLs carrying secrets (a password with `@` in it, an AppRole `secret_id`, a token, a
@@ -304,6 +462,7 @@ pub async fn leak_check(backend: &str, factory: impl Factory, extra: Vec<String>
                 .await;
             capture.line(&format!("conflict: {conflict:?} / {:?}", instance.store));
             vendor_fields(&instance, &capture).await;
+            audit_trail(&instance, &capture).await;
         }
         Err(e) => capture.line(&format!("factory failed: {e}")),
     }
@@ -329,6 +488,7 @@ pub async fn leak_check(backend: &str, factory: impl Factory, extra: Vec<String>
             searched,
         );
     }
+    let audit_events = check_audit(backend, searched);
     let leaks = crate::secrets::find_leaks(searched, &extra);
     // Not `assert_ok`: that would count this run in the conformance table a second time.
     assert!(
@@ -347,6 +507,7 @@ pub async fn leak_check(backend: &str, factory: impl Factory, extra: Vec<String>
             ("cases", out.cases.to_string()),
             ("captured_bytes", out.captured.to_string()),
             ("secrets_searched", (1 + extra.len()).to_string()),
+            ("audit_events", audit_events.to_string()),
             ("leaks", out.leaks.len().to_string()),
             ("secs", format!("{:.1}", started.elapsed().as_secs_f64())),
         ],
