@@ -58,6 +58,10 @@ echo "== a user crate outside the workspace (examples/user-crate)" >&2
 user_dir=$(mktemp -d)
 CARGO_TARGET_DIR="$PWD/target" cargo run -q --manifest-path examples/user-crate/Cargo.toml -- "$user_dir" >&2
 rm -rf "$user_dir"
+# Coverage-guided fuzzing of the decoders, a few seconds per target (fuzz/ is outside the
+# workspace: its instrumented build never slows the tests).
+echo "== fuzz (scripts/fuzz.sh --ci)" >&2
+scripts/fuzz.sh --ci >&2
 echo "== cargo test" >&2
 # keyutils tests need a session keyring of their own; `keyctl session -` gives the test run a
 # fresh anonymous one and passes the exit status through.
