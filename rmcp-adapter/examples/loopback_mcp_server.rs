@@ -2,14 +2,19 @@
 //! RFC 9728 resource metadata, RFC 8414 authorization server metadata, dynamic client
 //! registration (issuing a client secret, so the client must keep it), an authorization
 //! endpoint that approves at once (a script can play the browser), PKCE, short-lived access
-//! tokens and rotating refresh tokens whose reuse revokes the token family. The MCP endpoint
-//! (rmcp's streamable HTTP server, one `echo` tool) wants a valid bearer token.
+//! tokens and rotating refresh tokens whose reuse revokes the token family, and RFC 7009 token
+//! revocation (advertised as `revocation_endpoint` in the RFC 8414 metadata): revoking a
+//! refresh token revokes its whole family and the family's access tokens, revoking an access
+//! token invalidates that token. The MCP endpoint (rmcp's streamable HTTP server, one `echo`
+//! tool) wants a valid bearer token.
 //!
 //! ```text
 //! cargo run -p token-store-rmcp --example loopback_mcp_server -- [PORT] [ACCESS_TOKEN_TTL_SECS]
 //! ```
 //!
-//! Every OAuth event is logged to stderr, with running counts.
+//! PORT 0 picks a free port. The first line on stderr names the address actually bound
+//! (`[server] MCP endpoint http://127.0.0.1:PORT/mcp ...`), so a test can start the server as
+//! a child process and read it. Every OAuth event is logged to stderr, with running counts.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -57,6 +62,8 @@ impl ServerHandler for Echo {
 }
 
 struct Family {
+    /// The client the family was issued to: only it may revoke the family's tokens.
+    client: String,
     current_refresh: String,
     revoked: bool,
 }
@@ -66,7 +73,8 @@ struct Oauth {
     clients: HashMap<String, Option<String>>,
     /// code -> (client id, PKCE challenge)
     codes: HashMap<String, (String, String)>,
-    access: HashMap<String, Instant>,
+    /// access token -> (expiry, family)
+    access: HashMap<String, (Instant, usize)>,
     refresh_index: HashMap<String, usize>,
     families: Vec<Family>,
     counts: HashMap<&'static str, usize>,
@@ -158,17 +166,22 @@ impl Server {
     fn issue(&self, o: &mut Oauth, family: usize) -> Value {
         let access = format!("at-{}", random());
         let refresh = format!("rt-{}", random());
-        o.access.insert(access.clone(), Instant::now() + self.ttl);
+        o.access
+            .insert(access.clone(), (Instant::now() + self.ttl, family));
         o.families[family].current_refresh = refresh.clone();
         o.refresh_index.insert(refresh.clone(), family);
         json!({"access_token": access, "token_type": "Bearer", "expires_in": self.ttl.as_secs(),
                "refresh_token": refresh, "scope": "mcp"})
     }
 
-    fn token(&self, headers: &hyper::HeaderMap, body: &str) -> Response<Body> {
-        let f = form(body);
-        let mut o = self.oauth.lock().unwrap_or_else(|e| e.into_inner());
-        // Client authentication: Basic or form fields, as registered.
+    /// Client authentication (Basic or form fields, as registered): the client id, or
+    /// `None` (logged and counted) when the client must get `invalid_client`.
+    fn authenticate(
+        o: &mut Oauth,
+        headers: &hyper::HeaderMap,
+        f: &HashMap<String, String>,
+        endpoint: &str,
+    ) -> Option<String> {
         let (mut id, mut secret) = (f.get("client_id").cloned(), f.get("client_secret").cloned());
         if let Some(basic) = headers
             .get("authorization")
@@ -188,13 +201,24 @@ impl Server {
             .as_ref()
             .and_then(|id| o.clients.get(id))
             .is_some_and(|registered| registered.is_none() || *registered == secret);
-        if !authenticated {
-            let n = o.count("invalid_client");
-            eprintln!(
-                "[server] token request with missing or wrong client secret -> invalid_client (#{n})"
-            );
-            return respond(StatusCode::UNAUTHORIZED, json!({"error": "invalid_client"}));
+        match id {
+            Some(id) if authenticated => Some(id),
+            _ => {
+                let n = o.count("invalid_client");
+                eprintln!(
+                    "[server] {endpoint} request with missing or wrong client secret -> invalid_client (#{n})"
+                );
+                None
+            }
         }
+    }
+
+    fn token(&self, headers: &hyper::HeaderMap, body: &str) -> Response<Body> {
+        let f = form(body);
+        let mut o = self.oauth.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(id) = Self::authenticate(&mut o, headers, &f, "token") else {
+            return respond(StatusCode::UNAUTHORIZED, json!({"error": "invalid_client"}));
+        };
         let invalid = |o: &mut Oauth, why: &str| {
             let n = o.count("invalid_grant");
             eprintln!("[server] {why} -> invalid_grant (#{n})");
@@ -210,13 +234,14 @@ impl Server {
                     return invalid(&mut o, "unknown or used code");
                 };
                 let verifier = f.get("code_verifier").cloned().unwrap_or_default();
-                if Some(&client) != id.as_ref()
+                if client != id
                     || base64url(&sha2::Sha256::digest(verifier.as_bytes())) != challenge
                 {
                     return invalid(&mut o, "PKCE verification failed");
                 }
                 let family = o.families.len();
                 o.families.push(Family {
+                    client: id,
                     current_refresh: String::new(),
                     revoked: false,
                 });
@@ -229,6 +254,9 @@ impl Server {
                 let Some(&family) = o.refresh_index.get(&rt) else {
                     return invalid(&mut o, "unknown refresh token");
                 };
+                if o.families[family].client != id {
+                    return invalid(&mut o, "refresh token of another client");
+                }
                 if o.families[family].revoked {
                     return invalid(&mut o, "refresh token of a revoked family");
                 }
@@ -245,6 +273,52 @@ impl Server {
                 json!({"error": "unsupported_grant_type"}),
             ),
         }
+    }
+
+    /// RFC 7009: an unknown or already invalid token is not an error (200); a token issued
+    /// to another client is refused; a refresh token revokes its family and the family's
+    /// access tokens.
+    fn revoke(&self, headers: &hyper::HeaderMap, body: &str) -> Response<Body> {
+        let f = form(body);
+        let mut o = self.oauth.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(id) = Self::authenticate(&mut o, headers, &f, "revocation") else {
+            return respond(StatusCode::UNAUTHORIZED, json!({"error": "invalid_client"}));
+        };
+        let Some(token) = f.get("token").cloned() else {
+            return respond(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "invalid_request", "error_description": "no token"}),
+            );
+        };
+        // The hint only orders the lookups (RFC 7009 section 2.1); both kinds are searched.
+        let as_refresh = o.refresh_index.get(&token).copied();
+        let as_access = o.access.get(&token).map(|(_, family)| *family);
+        let (family, kind) = match (as_refresh, as_access) {
+            (Some(family), _) => (family, "refresh"),
+            (None, Some(family)) => (family, "access"),
+            (None, None) => {
+                let n = o.count("revocation_unknown");
+                eprintln!("[server] revocation of an unknown token: nothing to do (#{n})");
+                return respond(StatusCode::OK, json!({}));
+            }
+        };
+        if o.families[family].client != id {
+            let n = o.count("revocation_refused");
+            eprintln!("[server] revocation of another client's token -> refused (#{n})");
+            return respond(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "unauthorized_client", "error_description": "the token was issued to another client"}),
+            );
+        }
+        if kind == "refresh" {
+            o.families[family].revoked = true;
+            o.access.retain(|_, (_, f)| *f != family);
+        } else {
+            o.access.remove(&token);
+        }
+        let n = o.count("revocation");
+        eprintln!("[server] {kind} token revoked (#{n})");
+        respond(StatusCode::OK, json!({}))
     }
 
     async fn route(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
@@ -266,7 +340,9 @@ impl Server {
                        "token_endpoint": format!("{base}/token"), "registration_endpoint": format!("{base}/register"),
                        "response_types_supported": ["code"], "grant_types_supported": ["authorization_code", "refresh_token"],
                        "code_challenge_methods_supported": ["S256"], "scopes_supported": ["mcp"],
-                       "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"]}),
+                       "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+                       "revocation_endpoint": format!("{base}/revoke"),
+                       "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"]}),
                 )
             }
             "/register" => {
@@ -314,7 +390,7 @@ impl Server {
                     .body(Full::new(Bytes::new()).boxed())
                     .unwrap_or_default()
             }
-            "/token" => {
+            "/token" | "/revoke" => {
                 let headers = req.headers().clone();
                 let body = req
                     .into_body()
@@ -322,7 +398,12 @@ impl Server {
                     .await
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
-                self.token(&headers, &String::from_utf8_lossy(&body))
+                let body = String::from_utf8_lossy(&body);
+                if path == "/token" {
+                    self.token(&headers, &body)
+                } else {
+                    self.revoke(&headers, &body)
+                }
             }
             "/mcp" => {
                 let token = req
@@ -336,7 +417,9 @@ impl Server {
                     token
                         .as_ref()
                         .and_then(|t| o.access.get(t))
-                        .is_some_and(|until| *until > Instant::now())
+                        .is_some_and(|(until, family)| {
+                            *until > Instant::now() && !o.families[*family].revoked
+                        })
                 };
                 if !valid {
                     eprintln!("[server] MCP request without a valid access token -> 401");
@@ -362,7 +445,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let port: u16 = args.next().map(|p| p.parse()).transpose()?.unwrap_or(8931);
     let ttl = Duration::from_secs(args.next().map(|t| t.parse()).transpose()?.unwrap_or(60));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    let base = format!("http://127.0.0.1:{port}");
+    // The port actually bound: PORT 0 asks the system for a free one.
+    let base = format!("http://{}", listener.local_addr()?);
     let mcp = StreamableHttpService::new(
         || Ok(Echo),
         Arc::new(LocalSessionManager::default()),
