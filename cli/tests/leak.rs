@@ -1,7 +1,12 @@
-//! `tokenstore` never prints a token, refresh token, ID token or passphrase unless asked with
-//! `--reveal`: every command (put, get, list, migrate, doctor, delete) and its error paths
-//! (bad input that quotes a token, a wrong passphrase, an unreachable store with a password
-//! in its URL), with `--verbose` logging on, is searched for the secrets it handled.
+//! `tokenstore` never prints a token, refresh token, ID token, client secret or passphrase
+//! unless asked with `--reveal`: every command (put, get, list, status, migrate, export,
+//! import, logout with revocation, doctor, delete) and its error paths (bad input that quotes
+//! a token, a wrong passphrase, a wrong bundle passphrase, an issuer that refuses a
+//! revocation and echoes the token, an unreachable issuer, an unreachable store with a
+//! password in its URL), with `--verbose` logging on, is searched for the secrets it handled.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 use std::io::Write;
 use std::path::Path;
@@ -18,6 +23,7 @@ struct Run {
     passphrase: String,
     /// Everything every command printed, for the final search.
     seen: String,
+    cases: usize,
 }
 
 impl Run {
@@ -26,6 +32,7 @@ impl Run {
             home: tempfile::tempdir().unwrap(),
             passphrase: secret("cli-passphrase"),
             seen: String::new(),
+            cases: 0,
         }
     }
 
@@ -35,11 +42,22 @@ impl Run {
         stdin: Option<&str>,
         passphrase: Option<&str>,
     ) -> Output {
+        self.tokenstore_env(args, stdin, passphrase, &[])
+    }
+
+    fn tokenstore_env(
+        &mut self,
+        args: &[&str],
+        stdin: Option<&str>,
+        passphrase: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Output {
         let home = self.home.path();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenstore"));
         cmd.arg("--verbose")
             .args(args)
             .env_remove("TOKEN_STORE_URL")
+            .env_remove("OAUTH_REDIS_URL")
             .env_remove("TOKEN_STORE_KEY_FILE")
             .env("HOME", home)
             .env("XDG_DATA_HOME", home.join("data"))
@@ -47,6 +65,7 @@ impl Run {
             .env_remove("DBUS_SESSION_BUS_ADDRESS")
             .env("XDG_RUNTIME_DIR", home.join("no-runtime"))
             .env("RUST_LOG", "trace")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -76,6 +95,7 @@ impl Run {
             String::from_utf8_lossy(&out.stderr)
         );
         self.seen.push_str(&text);
+        self.cases += 1;
         out
     }
 
@@ -127,24 +147,35 @@ fn tokenstore_prints_no_secret_without_reveal() {
     );
     let server = ["--server", "https://mcp.example.com/mcp"];
     let s = ["--store", store.as_str()];
+    let ok = |o: &Output, what: &str| assert!(o.status.success(), "{what}: {}", text(o));
 
     let put = run.tokenstore(
         &[&s[..], &["put"], &server[..]].concat(),
         Some(&response),
         Some(&pass),
     );
-    assert!(put.status.success(), "put: {}", text(&put));
+    ok(&put, "put");
     let get = run.tokenstore(&[&s[..], &["get"], &server[..]].concat(), None, Some(&pass));
-    assert!(get.status.success(), "get: {}", text(&get));
+    ok(&get, "get");
+    let get_json = run.tokenstore(
+        &[&s[..], &["--json", "get"], &server[..]].concat(),
+        None,
+        Some(&pass),
+    );
+    ok(&get_json, "get --json");
     let list = run.tokenstore(&[&s[..], &["list"]].concat(), None, Some(&pass));
-    assert!(list.status.success(), "list: {}", text(&list));
+    ok(&list, "list");
+    let status = run.tokenstore(&[&s[..], &["status"]].concat(), None, Some(&pass));
+    ok(&status, "status");
+    let status_json = run.tokenstore(&[&s[..], &["--json", "status"]].concat(), None, Some(&pass));
+    ok(&status_json, "status --json");
     let to = format!("sqlite://{}", run.home.path().join("to.db").display());
     let migrate = run.tokenstore(
         &[&s[..], &["migrate", "--to", to.as_str()]].concat(),
         None,
         Some(&pass),
     );
-    assert!(migrate.status.success(), "migrate: {}", text(&migrate));
+    ok(&migrate, "migrate");
     let get_to = run.tokenstore(
         &[
             "--store",
@@ -156,13 +187,128 @@ fn tokenstore_prints_no_secret_without_reveal() {
         None,
         None,
     );
-    assert!(
-        get_to.status.success(),
-        "get from the copy: {}",
-        text(&get_to)
-    );
+    ok(&get_to, "get from the copy");
     let doctor = run.tokenstore(&[&s[..], &["doctor"]].concat(), None, Some(&pass));
-    assert!(doctor.status.success(), "doctor: {}", text(&doctor));
+    ok(&doctor, "doctor");
+
+    // Export and import under a bundle passphrase, and a wrong one.
+    let bundle_pass = secret("bundle-passphrase");
+    let bundle = run.home.path().join("tokens.bundle");
+    let b = bundle.to_str().unwrap().to_owned();
+    let export = run.tokenstore_env(
+        &[
+            &s[..],
+            &["export", "-o", &b, "--passphrase-env", "BUNDLE_PASS"],
+        ]
+        .concat(),
+        None,
+        Some(&pass),
+        &[("BUNDLE_PASS", &bundle_pass)],
+    );
+    ok(&export, "export");
+    let imported = format!("sqlite://{}", run.home.path().join("imported.db").display());
+    let import = run.tokenstore_env(
+        &[
+            "--store",
+            &imported,
+            "import",
+            "-i",
+            &b,
+            "--passphrase-env",
+            "BUNDLE_PASS",
+        ],
+        None,
+        None,
+        &[("BUNDLE_PASS", &bundle_pass)],
+    );
+    ok(&import, "import");
+    let wrong_bundle_pass = secret("wrong-bundle-passphrase");
+    let denied = run.tokenstore_env(
+        &[
+            "--store",
+            &imported,
+            "import",
+            "-i",
+            &b,
+            "--passphrase-env",
+            "BUNDLE_PASS",
+        ],
+        None,
+        None,
+        &[("BUNDLE_PASS", &wrong_bundle_pass)],
+    );
+    assert!(
+        !denied.status.success(),
+        "a wrong bundle passphrase opened it: {}",
+        text(&denied)
+    );
+
+    // Logout with revocation: an unreachable issuer, an issuer that refuses and echoes the
+    // token back, then one that revokes (with a client secret).
+    let logout = [
+        "--store",
+        imported.as_str(),
+        "logout",
+        "--server",
+        "https://mcp.example.com/mcp",
+        "--revoke",
+    ];
+    let down = run.tokenstore(
+        &[
+            &logout[..],
+            &[
+                "--revocation-endpoint",
+                "http://127.0.0.1:1/revoke",
+                "--timeout",
+                "2",
+            ],
+        ]
+        .concat(),
+        None,
+        None,
+    );
+    assert!(!down.status.success(), "{}", text(&down));
+    let (base, refusing) = common::http_responder(vec![(
+        400,
+        format!(r#"{{"error":"invalid_grant","error_description":"token {refresh} is not ours"}}"#),
+    )]);
+    let endpoint = format!("{base}/revoke");
+    let refused = run.tokenstore(
+        &[&logout[..], &["--revocation-endpoint", &endpoint]].concat(),
+        None,
+        None,
+    );
+    assert_eq!(refused.status.code(), Some(9), "{}", text(&refused));
+    assert!(
+        refusing.join().unwrap()[0].contains(&refresh),
+        "the refresh token was not sent"
+    );
+    let client_secret = secret("client-secret");
+    let (base, revoking) = common::http_responder(vec![(200, "{}".into()), (200, "{}".into())]);
+    let endpoint = format!("{base}/revoke");
+    let revoked = run.tokenstore_env(
+        &[
+            &logout[..],
+            &[
+                "--revocation-endpoint",
+                &endpoint,
+                "--client-id",
+                "cli-test",
+                "--client-secret-env",
+                "CLIENT_SECRET",
+            ],
+        ]
+        .concat(),
+        None,
+        None,
+        &[("CLIENT_SECRET", &client_secret)],
+    );
+    ok(&revoked, "logout --revoke");
+    let bodies = revoking.join().unwrap();
+    assert!(
+        bodies[0].contains(&refresh) && bodies[1].contains(&access),
+        "{bodies:?}"
+    );
 
     // Error paths that hold a secret in their input or configuration.
     let bad_json = format!(r#"{{"access_token": "{access}", "refresh_token": "{refresh}" oops"#);
@@ -184,6 +330,18 @@ fn tokenstore_prints_no_secret_without_reveal() {
         "wrongly typed JSON accepted: {}",
         text(&bad)
     );
+    let misplaced = format!(r#"{{"access_token": "a", "expires_in": "{refresh}"}}"#);
+    let bad = run.tokenstore(
+        &[&s[..], &["--json", "put"], &server[..]].concat(),
+        Some(&misplaced),
+        Some(&pass),
+    );
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "a token in expires_in accepted: {}",
+        text(&bad)
+    );
     let wrong = secret("wrong-passphrase");
     let denied = run.tokenstore(
         &[&s[..], &["get"], &server[..]].concat(),
@@ -199,6 +357,8 @@ fn tokenstore_prints_no_secret_without_reveal() {
     let url = format!("redis://user:{redis_password}@127.0.0.1:1/");
     let down = run.tokenstore(&["--store", url.as_str(), "list"], None, None);
     assert!(!down.status.success());
+    let down = run.tokenstore(&["--store", url.as_str(), "--json", "status"], None, None);
+    assert!(!down.status.success());
     let env_url = format!("{store}?passphrase_env=TOKEN_STORE_PASSPHRASE");
     let via_env = run.tokenstore(&["--store", env_url.as_str(), "list"], None, Some(&wrong));
     assert!(!via_env.status.success());
@@ -208,7 +368,7 @@ fn tokenstore_prints_no_secret_without_reveal() {
         None,
         Some(&pass),
     );
-    assert!(delete.status.success(), "delete: {}", text(&delete));
+    ok(&delete, "delete");
 
     let secrets = [
         access.as_str(),
@@ -217,6 +377,9 @@ fn tokenstore_prints_no_secret_without_reveal() {
         pass.as_str(),
         wrong.as_str(),
         redis_password.as_str(),
+        bundle_pass.as_str(),
+        wrong_bundle_pass.as_str(),
+        client_secret.as_str(),
     ];
     let found = leaks(&run.seen, &secrets);
     assert!(
@@ -228,6 +391,10 @@ fn tokenstore_prints_no_secret_without_reveal() {
     assert!(
         run.seen.contains("DEBUG"),
         "--verbose logged nothing: the check would prove little"
+    );
+    assert!(
+        run.seen.contains("revoking a token"),
+        "the revocation was not logged: the check would prove little"
     );
 
     // The positive control: --reveal does show them (so the search above would see them).
@@ -254,12 +421,12 @@ fn tokenstore_prints_no_secret_without_reveal() {
     if std::env::var_os("TOKEN_STORE_LEAK_SHOW").is_some() {
         println!("{}", run.seen);
     }
-    write_report(&run.seen, found.len());
+    write_report(&run.seen, run.cases, secrets.len(), found.len());
 }
 
-fn write_report(seen: &str, leaks: usize) {
+fn write_report(seen: &str, cases: usize, searched: usize, leaks: usize) {
     let line = format!(
-        "torture leak backend=tokenstore-cli cases=11 captured_bytes={} secrets_searched=7 leaks={leaks}",
+        "torture leak backend=tokenstore-cli cases={cases} captured_bytes={} secrets_searched={searched} leaks={leaks}",
         seen.len()
     );
     println!("{line}");
