@@ -81,11 +81,11 @@ pub(crate) enum Command {
     ///
     /// Tokens and secrets are shown redacted unless --reveal. A missing record exits 3.
     Get {
-        #[command(flatten, next_help_heading = "Record")]
-        key: KeyArgs,
         /// Show tokens and secrets in full.
         #[arg(long)]
         reveal: bool,
+        #[command(flatten, next_help_heading = "Record")]
+        key: KeyArgs,
     },
     /// Store a token record read as JSON from stdin or --file.
     ///
@@ -95,14 +95,14 @@ pub(crate) enum Command {
     /// scope tokens; unknown fields are kept as they are. Nothing is written when it is
     /// refused (exit 2). The record's resource and authorization_server are set from the key.
     Put {
-        #[command(flatten, next_help_heading = "Record")]
-        key: KeyArgs,
         /// Read the JSON from this file instead of stdin.
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
         /// Only create: fail (exit 4) if a record exists.
         #[arg(long)]
         create: bool,
+        #[command(flatten, next_help_heading = "Record")]
+        key: KeyArgs,
     },
     /// Delete one token record (or client registration, with --key).
     ///

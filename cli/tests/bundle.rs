@@ -165,6 +165,7 @@ async fn export_import_round_trips_between_every_pair_of_stores() {
                 None,
             );
             out.exits(0);
+            assert_eq!(out.stderr(), "", "no progress bar into a pipe");
             let doc = out.json();
             assert_eq!(
                 (doc["created"].as_u64(), doc["failed"].as_u64()),

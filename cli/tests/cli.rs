@@ -608,7 +608,10 @@ fn migrate_copies_verifies_and_is_idempotent() {
             .ok();
     }
     let args = on(&from, &["migrate", "--to", &to]);
-    let first = tool.run(&args, None).ok();
+    let run = tool.run(&args, None);
+    // stderr is not a terminal here: no progress bar, nothing at all.
+    assert_eq!(run.stderr(), "", "progress drawn into a pipe");
+    let first = run.ok();
     assert!(
         first.contains("migrated 3 records (0 already up to date)"),
         "{first}"
