@@ -22,7 +22,8 @@ use crate::exit::{CliResult, Code, Failure};
 use crate::out::{Report, envelope, error_document};
 
 fn main() -> ExitCode {
-    let json_requested = std::env::args().any(|a| a == "--json");
+    // `args_os`: an argument that is not UTF-8 must reach clap's error, not panic here.
+    let json_requested = std::env::args_os().any(|a| a == "--json");
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
