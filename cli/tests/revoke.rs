@@ -17,11 +17,23 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use token_store::{ClientKey, ClientRegistration, Precondition, TokenKey, TokenRecord};
 
-/// Builds the example (a no-op when it is fresh) and returns its path, beside this test's
-/// `tokenstore` binary in the same target directory and profile.
+/// The example's binary, beside this test's `tokenstore` in the same target directory and
+/// profile. `cargo test --workspace` (CI) has built it with everything else; when it is
+/// missing or older than its source (`cargo test -p token-store-cli` alone), it is built here.
+/// A binary at least as new as its source is used as it is: a `cargo build -p` from here
+/// would resolve features for the rmcp crate alone and could rebuild half the workspace.
 fn loopback_binary() -> PathBuf {
     let tokenstore = PathBuf::from(env!("CARGO_BIN_EXE_tokenstore"));
     let profile_dir = tokenstore.parent().unwrap().to_path_buf();
+    let binary = profile_dir.join("examples").join("loopback_mcp_server");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../rmcp-adapter/examples/loopback_mcp_server.rs");
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(built), Some(written)) = (modified(&binary), modified(&source))
+        && built >= written
+    {
+        return binary;
+    }
     let target_dir = profile_dir.parent().unwrap();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut build = Command::new(cargo);
@@ -44,7 +56,7 @@ fn loopback_binary() -> PathBuf {
         .status()
         .expect("run cargo build for the loopback server");
     assert!(status.success(), "building the loopback server failed");
-    profile_dir.join("examples").join("loopback_mcp_server")
+    binary
 }
 
 /// The loopback server as a child process; killed on drop.
