@@ -132,7 +132,7 @@ vault_call() {
 vault_provision() {
 	local a=$1 t=$2 prefix=$3 role=$4 rid=$5 sid=$6 srole=$7 srid=$8 ssid=$9 policy r name id secret
 	policy="path \"secret/data/$prefix/*\" { capabilities = [\"create\", \"read\", \"update\", \"delete\", \"patch\"] }
-path \"secret/metadata/$prefix/*\" { capabilities = [\"list\", \"read\", \"delete\"] }
+path \"secret/metadata/$prefix/*\" { capabilities = [\"list\", \"read\", \"update\", \"delete\"] }
 path \"secret/metadata/$prefix\" { capabilities = [\"list\"] }
 path \"secret/destroy/$prefix/*\" { capabilities = [\"update\"] }
 path \"auth/token/renew-self\" { capabilities = [\"update\"] }

@@ -19,6 +19,9 @@ pub const DEFAULT_PREFIX: &str = "token-store";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The AppRole auth mount used when the URL names none.
 pub const DEFAULT_APPROLE_MOUNT: &str = "approle";
+/// How old a deleted key's tombstone must be before it may be reclaimed (see the crate docs,
+/// "Reclaiming deleted keys").
+pub const DEFAULT_RECLAIM_AFTER: Duration = Duration::from_secs(3600);
 
 /// How the store authenticates.
 ///
@@ -111,6 +114,14 @@ pub struct VaultConfig {
     /// The options every backend shares, applied as layers by [`open`](crate::open): the
     /// encryption key, and the per-call time limit ([`DEFAULT_TIMEOUT`] unless changed).
     pub common: CommonOptions,
+    /// The youngest tombstone any reclamation may remove ([`DEFAULT_RECLAIM_AFTER`]); also
+    /// bounds how long a write may take between its read and its `cas` write (half of it).
+    /// Every client of one prefix must use the same value, or a larger one (crate docs,
+    /// "Reclaiming deleted keys").
+    pub reclaim_after: Duration,
+    /// Whether listings reclaim the old tombstones they come across (a few per listing; on by
+    /// default). [`VaultStore::reclaim`](crate::VaultStore::reclaim) works either way.
+    pub reclaim_in_listings: bool,
 }
 
 impl fmt::Debug for VaultConfig {
@@ -126,6 +137,8 @@ impl fmt::Debug for VaultConfig {
             .field("auth", &self.auth)
             .field("key", &self.common.key)
             .field("timeout", &self.common.timeout)
+            .field("reclaim_after", &self.reclaim_after)
+            .field("reclaim_in_listings", &self.reclaim_in_listings)
             .finish()
     }
 }
@@ -174,6 +187,8 @@ impl VaultConfig {
             ca_cert: None,
             auth,
             common: CommonOptions::new().with_timeout(DEFAULT_TIMEOUT),
+            reclaim_after: DEFAULT_RECLAIM_AFTER,
+            reclaim_in_listings: true,
         })
     }
 
@@ -198,6 +213,22 @@ impl VaultConfig {
     /// The same configuration trusting only the CA certificates in `pem_file`.
     pub fn with_ca_cert(mut self, pem_file: Option<PathBuf>) -> Self {
         self.ca_cert = pem_file;
+        self
+    }
+
+    /// The same configuration with another minimum age for reclaiming tombstones (more than
+    /// zero; every client of the prefix must agree, see the crate docs).
+    pub fn with_reclaim_after(mut self, age: Duration) -> Result<Self> {
+        if age.is_zero() {
+            return Err(Error::config("reclaim_after must be more than zero"));
+        }
+        self.reclaim_after = age;
+        Ok(self)
+    }
+
+    /// The same configuration with listings reclaiming old tombstones, or not.
+    pub fn with_reclaim_in_listings(mut self, on: bool) -> Self {
+        self.reclaim_in_listings = on;
         self
     }
 

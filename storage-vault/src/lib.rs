@@ -47,6 +47,8 @@
 //! | `role_id=R`, `secret_id_env=VAR` / `secret_id=S` | `VAULT_ROLE_ID`, `VAULT_SECRET_ID` (`BAO_*`) | AppRole login instead of a token |
 //! | `approle_mount=M` | `approle` | where AppRole is mounted |
 //! | `key_file=F` / `passphrase_file=F` / `passphrase_env=VAR` | – | wrap the store in token-store's encryption layer |
+//! | `reclaim_after_ms=N` | 3600000 (1 h) | the youngest tombstone reclamation removes (N > 0; the same for every client of the prefix, see "Reclaiming deleted keys") |
+//! | `reclaim_in_listings=BOOL` | `true` | whether listings reclaim the old tombstones they meet |
 //!
 //! Credentials, in order: `token_env=` (a token; refused together with AppRole parameters);
 //! AppRole when a role id is given (`role_id=`, else `VAULT_ROLE_ID`), with the secret id
@@ -156,9 +158,66 @@
 //!
 //! Deleted keys leave their metadata and a tombstone version (a few hundred bytes, no token
 //! material) in Vault, and LIST names them: a key written again reuses them, but every
-//! distinct key ever deleted, e.g. each PKCE state taken, stays until an operator removes it.
-//! During maintenance, with no client writing those keys, `bao kv metadata delete` on keys
-//! whose latest version is a tombstone reclaims them (a tombstone holds no token material).
+//! distinct key ever deleted, e.g. each PKCE state taken, would stay, and every listing
+//! (`purge_expired_states` among them) would read each one. Reclamation removes them.
+//!
+//! # Reclaiming deleted keys
+//!
+//! KV v2 removes a key's metadata only unconditionally (`DELETE <mount>/metadata/<key>`; OpenBao's
+//! `metadata_cas` guards metadata *updates* only, and data writes do not move it). Deleting after
+//! "the latest version is still our tombstone" (two requests) would wipe a create acknowledged
+//! in between: the bug the tombstones were introduced to fix. So a reclamation first makes
+//! every writer of the key wait, with requests Vault judges atomically, and deletes only then:
+//!
+//! 1. the key's latest version `t` is our tombstone, written at least
+//!    [`reclaim_after`](VaultConfig::reclaim_after) ago (1 h by default);
+//! 2. its metadata still says `t`; the reclamation sets the key's `cas_required`, so from now on
+//!    Vault refuses any write that does not name the version it replaces;
+//! 3. it writes a *marker* over the tombstone with `cas = t`, `{"tombstone": true, "reclaim":
+//!    true, ...}`. If anything was written since step 1 the `cas` fails and the reclamation
+//!    stops there (the writer won; `cas_required` is taken off again);
+//! 4. it checks the tombstone's age with Vault's own `created_time`s (the marker's minus the
+//!    tombstone's), so no client clock decides; too young, the marker becomes a plain
+//!    tombstone again;
+//! 5. it deletes the metadata, but only if at most 10 s passed since it sent the marker.
+//!
+//! Every writer reads before it writes over a deleted key (a create's `cas` 0 fails on a key
+//! with metadata; an unconditional write is refused by `cas_required`), and a writer that
+//! reads a marker younger than [`RECLAIM_LEASE`] (30 s, by the server's clock) does not write:
+//! it waits (2 ms doubling to 50 ms) until the key is gone, then creates it afresh with `cas`
+//! 0. So between the marker and the metadata delete no write can land on the key, and the
+//! delete can only remove the tombstone and the marker. A marker older than the lease was
+//! abandoned (its reclaimer died or gave up): writers then `cas`-write over it as over a
+//! tombstone and take `cas_required` off again. A write waiting on a marker fails with
+//! `Unavailable` (retryable) if its call's time limit runs out first.
+//!
+//! What this rests on, beyond Vault applying each request atomically:
+//!
+//! - **A request reaches Vault within 20 s of being sent** (the lease minus the 10 s within
+//!   which the metadata delete must be sent): otherwise a delete held up longer (say in a
+//!   Vault that was paused) could land after writers took over the marker. A reclamation whose
+//!   metadata delete was refused outright turns the marker back into a tombstone at once.
+//! - **No store call takes longer than half of `reclaim_after` between the read it judges by
+//!   and its `cas` write** (each write and delete checks and re-reads rather than send a `cas`
+//!   based on an older read). After a reclamation KV versions restart at 1; a writer's
+//!   version is `"<kv version>@<generation>"` and the generation is new with every creation,
+//!   so a stale `IfVersion` from before the reclamation is a conflict, never a success (the
+//!   ABA the generations exist for). What the generation cannot cover is one call's own read
+//!   and `cas` straddling a deletion, reclamation and re-creation up to the same KV version:
+//!   that needs the tombstone to age `reclaim_after` in between, which the rule excludes.
+//!   Every client of a prefix must therefore use the same `reclaim_after` (or a larger one).
+//!
+//! Who reclaims: listings do, lazily — a listing reads every listed key anyway, and reclaims up
+//! to 16 of the old tombstones it finds (so `purge_expired_states`, which lists the states,
+//! keeps the taken ones from piling up without any change to the typed layer); its failures
+//! are logged at `debug` and never fail the listing, and a policy that refuses them turns them
+//! off for the store. [`VaultStore::reclaim`] (every kind) and [`VaultStore::reclaim_kind`] are
+//! the explicit sweep, for a maintenance job or a server's periodic task. Each reclamation runs
+//! in a task of its own, so a caller's time limit cannot stop it between its marker and its
+//! delete. Reclaiming needs `update` and `delete` on `<mount>/metadata/<prefix>/*` (see the
+//! policy below); without them, tombstones stay as before. Measured on a dev server: with 200
+//! taken PKCE states, `purge_expired_states` took 257 ms before their tombstones were reclaimed
+//! and 5 ms after.
 //!
 //! An entry another writer left at one of our paths that does not decode (no `value`, not
 //! base64) reads as `Corrupt`; an unconditional write replaces it and an unconditional
@@ -173,11 +232,11 @@
 //! snapshot: keys created or deleted during a multi-folder listing may or may not appear.
 //!
 //! Operation costs in requests: read 1; unconditional write 1; create 1 (3 over a
-//! tombstone: the refused `cas` 0, read, `cas` write); `IfVersion` write 2 (read + `cas`
+//! tombstone: the refused `cas` 0, read, `cas` write; over a reclaimed key, 1 again); `IfVersion` write 2 (read + `cas`
 //! write); delete 3 (read, `cas` tombstone, destroy; +1 metadata read for a history over
 //! 128 versions); delete of an absent key 1 (2 when it has metadata: the destroy that
 //! finishes an interrupted delete); list 1 per user folder (+1 without a user filter) + 1
-//! read per listed key, 8 in flight. Those reads are what a listing costs: LIST names
+//! read per listed key, 8 in flight (+4 per old tombstone it reclaims, at most 16). Those reads are what a listing costs: LIST names
 //! tombstones too, and only the data tells them from records (more in flight did not help:
 //! on a small server the reads are bound by its CPU). [`open`] costs the AppRole login (1,
 //! none with a token) and the encryption layer's read of its header (1; with a key and no
@@ -202,7 +261,8 @@
 //! HTTP status and Vault's own error text (e.g. "Vault is sealed"), never a token or value.
 //! A 404 that carries error text (a wrong mount: "no handler for route"; a wrong namespace:
 //! "namespace not found") → `Config`, never an empty store. Undecodable stored data →
-//! `Corrupt`; a bad URL → `Config` (validated before use, no panics). An answer larger than
+//! `Corrupt`; a bad URL → `Config` (validated before use, no panics). A write that meets a
+//! reclamation in progress waits for it; if its time limit runs out first → `Unavailable`. An answer larger than
 //! 1 MiB (16 MiB for LIST) is not read further and fails with `Backend`: the largest KV read
 //! is ~350 KiB, so more is a broken server or proxy, and reading it whole would let it make
 //! the client allocate without bound.
@@ -215,9 +275,10 @@
 //! path "secret/data/token-store/*" {
 //!   capabilities = ["create", "read", "update"]
 //! }
-//! # list: listing; read: which versions a delete destroys (keys with a long history)
+//! # list: listing; read: which versions a delete destroys (keys with a long history);
+//! # update + delete: reclaiming deleted keys (optional: without them tombstones stay)
 //! path "secret/metadata/token-store/*" {
-//!   capabilities = ["list", "read"]
+//!   capabilities = ["list", "read", "update", "delete"]
 //! }
 //! # a delete destroys the older versions of the deleted key
 //! path "secret/destroy/token-store/*" {
@@ -263,9 +324,10 @@ mod store;
 use token_store_core::{Result, StoreUrl, TokenStore};
 
 pub use config::{
-    Auth, DEFAULT_APPROLE_MOUNT, DEFAULT_MOUNT, DEFAULT_PREFIX, DEFAULT_TIMEOUT, VaultConfig,
+    Auth, DEFAULT_APPROLE_MOUNT, DEFAULT_MOUNT, DEFAULT_PREFIX, DEFAULT_RECLAIM_AFTER,
+    DEFAULT_TIMEOUT, VaultConfig,
 };
-pub use store::{MAX_VALUE_SIZE, VaultStore};
+pub use store::{MAX_VALUE_SIZE, RECLAIM_LEASE, ReclaimReport, VaultStore};
 
 /// Opens the store `config` describes, under its layers: the per-call time limit, and the
 /// encryption layer when it has a key. With AppRole it logs in first.

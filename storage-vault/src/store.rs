@@ -5,6 +5,7 @@ mod cas;
 mod delete;
 mod layout;
 mod list;
+mod reclaim;
 mod record;
 
 use std::fmt;
@@ -23,6 +24,8 @@ use crate::client::{BACKEND, VaultHttp, status_error};
 use crate::config::VaultConfig;
 use layout::{key_path, wire};
 use record::{Current, corrupt, make_version};
+
+pub use reclaim::{RECLAIM_LEASE, ReclaimReport};
 
 /// The largest value accepted: base64 makes it 342 KiB inside the JSON data map, which fits
 /// every Vault storage backend's entry limit (Consul's 512 KiB is the smallest).
@@ -51,6 +54,8 @@ struct Inner {
     /// Set once Vault refused a write without `cas` ("check-and-set parameter required":
     /// `cas_required` on the mount or a key): unconditional writes then read first.
     cas_required: AtomicBool,
+    /// Set once the policy refused a reclamation: listings stop trying.
+    reclaim_denied: AtomicBool,
 }
 
 impl fmt::Debug for VaultStore {
@@ -83,6 +88,7 @@ impl VaultStore {
                 http,
                 config: config.clone(),
                 cas_required: AtomicBool::new(false),
+                reclaim_denied: AtomicBool::new(false),
             }),
         })
     }

@@ -22,6 +22,8 @@ pub(crate) const LIST_ANSWER_LIMIT: usize = 16 << 20;
 pub(crate) struct Reply {
     pub status: StatusCode,
     pub body: Value,
+    /// The server's clock when it answered (its `Date` header, whole seconds), if it sent one.
+    pub date: Option<std::time::SystemTime>,
 }
 
 impl Reply {
@@ -63,6 +65,11 @@ impl Transport {
             .await
             .map_err(|e| transport_error(&method, path, e))?;
         let status = resp.status();
+        let date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|d| d.to_str().ok())
+            .and_then(|d| httpdate::parse_http_date(d).ok());
         let bytes = read_bounded(resp, &method, path, limit).await?;
         let body = if bytes.trim_ascii().is_empty() {
             Value::Null
@@ -73,7 +80,7 @@ impl Transport {
                 json!({ "errors": [excerpt] })
             })
         };
-        Ok(Reply { status, body })
+        Ok(Reply { status, body, date })
     }
 }
 

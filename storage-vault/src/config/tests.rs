@@ -308,3 +308,38 @@ fn fields_set_by_hand_are_checked_at_open() {
     }
     assert!(matches!(c.validate(), Err(Error::Config { .. })));
 }
+
+#[test]
+fn reclamation_settings() {
+    let env = [("VAULT_TOKEN", "t")];
+    let c = parse("vault://h", &env).unwrap();
+    assert_eq!(
+        (c.reclaim_after, c.reclaim_in_listings),
+        (DEFAULT_RECLAIM_AFTER, true)
+    );
+    let c = parse(
+        "vault://h?reclaim_after_ms=90000&reclaim_in_listings=false",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        (c.reclaim_after, c.reclaim_in_listings),
+        (Duration::from_secs(90), false)
+    );
+    for (url, named) in [
+        ("vault://h?reclaim_after_ms=0", "reclaim_after_ms"),
+        ("vault://h?reclaim_after_ms=soon", "reclaim_after_ms"),
+        ("vault://h?reclaim_in_listings=maybe", "reclaim_in_listings"),
+    ] {
+        let message = config_error(url, &env);
+        assert!(message.contains(named), "{url}: {message}");
+    }
+    let c = VaultConfig::new("http://h:1", Auth::token("t")).unwrap();
+    assert!(c.clone().with_reclaim_after(Duration::ZERO).is_err());
+    let c = c
+        .with_reclaim_after(Duration::from_secs(5))
+        .unwrap()
+        .with_reclaim_in_listings(false);
+    assert_eq!(c.reclaim_after, Duration::from_secs(5));
+    assert!(!c.reclaim_in_listings);
+}

@@ -9,8 +9,8 @@ use token_store_core::layers::CommonOptions;
 use token_store_core::{BackendKind, Error, QueryParams, Result, StoreUrl};
 
 use super::{
-    Auth, DEFAULT_APPROLE_MOUNT, DEFAULT_MOUNT, DEFAULT_PREFIX, DEFAULT_TIMEOUT, VaultConfig,
-    clean_path, parse_address,
+    Auth, DEFAULT_APPROLE_MOUNT, DEFAULT_MOUNT, DEFAULT_PREFIX, DEFAULT_RECLAIM_AFTER,
+    DEFAULT_TIMEOUT, VaultConfig, clean_path, parse_address,
 };
 
 /// Vault's port, where the URL names none.
@@ -43,6 +43,15 @@ pub(super) fn read(url: &StoreUrl, env: &Env) -> Result<VaultConfig> {
     let mut common = params.common;
     common.timeout.get_or_insert(DEFAULT_TIMEOUT);
     let prefix = params.prefix.as_deref().unwrap_or(DEFAULT_PREFIX);
+    let reclaim_after = match params.reclaim_after {
+        Some(d) if d.is_zero() => {
+            return Err(Error::config(format!(
+                "{url}: `reclaim_after_ms` must be more than 0"
+            )));
+        }
+        Some(d) => d,
+        None => DEFAULT_RECLAIM_AFTER,
+    };
     Ok(VaultConfig {
         address,
         mount,
@@ -56,6 +65,8 @@ pub(super) fn read(url: &StoreUrl, env: &Env) -> Result<VaultConfig> {
         }),
         auth,
         common,
+        reclaim_after,
+        reclaim_in_listings: params.reclaim_in_listings.unwrap_or(true),
     })
 }
 
@@ -129,6 +140,8 @@ struct Params {
     namespace: Option<String>,
     ca: Option<PathBuf>,
     credentials: Credentials,
+    reclaim_after: Option<std::time::Duration>,
+    reclaim_in_listings: Option<bool>,
 }
 
 impl Params {
@@ -140,6 +153,8 @@ impl Params {
             namespace: p.string("namespace")?,
             ca: p.path("ca")?,
             credentials: Credentials::read(&mut p)?,
+            reclaim_after: p.millis("reclaim_after_ms")?,
+            reclaim_in_listings: p.bool("reclaim_in_listings")?,
         };
         if url.param("token").is_some() {
             // Not an option that was forgotten: a token in a URL ends up in logs and shell

@@ -2,6 +2,7 @@
 //! "Versions and compare-and-swap").
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -9,7 +10,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use token_store_core::{Error, Precondition, Result, StorageKey, Version};
 
-use super::record::{Current, corrupt, make_version, new_generation};
+use super::reclaim::{Backoff, abandoned};
+use super::record::{Current, Tomb, corrupt, make_version, new_generation};
 use super::{MAX_ATTEMPTS, VaultStore};
 use crate::client::{BACKEND, status_error};
 
@@ -68,15 +70,58 @@ impl VaultStore {
         pre: &Precondition,
     ) -> Result<Version> {
         let encoded = B64.encode(value);
-        if let Some(version) = self.write_one_shot(key, &encoded, pre).await? {
-            return Ok(version);
-        }
-        for _ in 0..MAX_ATTEMPTS {
+        let mut refused_plain = match self.write_one_shot(key, &encoded, pre).await? {
+            OneShot::Written(version) => return Ok(version),
+            OneShot::RefusedPlain => true,
+            OneShot::Undecided => false,
+        };
+        let mut attempts = 0;
+        let mut backoff = Backoff::new();
+        while attempts < MAX_ATTEMPTS {
+            let read_at = Instant::now();
             let current = self.current(key).await?;
+            let reclaiming = match &current {
+                Current::Absent {
+                    tomb:
+                        Tomb::Reclaiming {
+                            age,
+                            restore_cas_required,
+                            ..
+                        },
+                    ..
+                } => Some((*age, *restore_cas_required)),
+                _ => None,
+            };
+            if std::mem::take(&mut refused_plain) {
+                // Vault wants `cas` on every write here: the mount or the key says so, and the
+                // store reads first from now on; unless this is a deleted key a reclamation
+                // has just made require it (reclaim.rs), for the moment only.
+                let reclaim_set_it = matches!(
+                    current,
+                    Current::Absent {
+                        tomb: Tomb::Tombstone { .. } | Tomb::Reclaiming { .. },
+                        ..
+                    }
+                );
+                if !reclaim_set_it {
+                    self.inner.cas_required.store(true, Ordering::Relaxed);
+                }
+            }
+            if let Some((age, _)) = reclaiming
+                && matches!(pre, Precondition::Any | Precondition::IfAbsent)
+                && !abandoned(age)
+            {
+                // A reclamation is between its marker and its metadata delete: anything
+                // written now would be deleted with the key. Its delete follows within
+                // milliseconds; a marker older than the lease was abandoned and is taken over.
+                backoff.pause().await;
+                continue;
+            }
+            attempts += 1;
             let (cas, generation) = match (&current, pre) {
                 // Only with `cas_required`: a new generation, as the plain write.
                 (Current::Present { n, .. }, Precondition::Any) => (*n, new_generation()?),
-                (Current::Absent { cas }, Precondition::Any | Precondition::IfAbsent) => {
+                (Current::Absent { cas, .. }, Precondition::Any | Precondition::IfAbsent) => {
                     (*cas, new_generation()?)
                 }
                 // Replaced like an absent record: nothing of it can be a version anyone holds.
@@ -89,8 +134,17 @@ impl VaultStore {
                 }
                 _ => return Err(Self::conflict(key, &current)),
             };
+            if !self.fresh_enough(read_at) {
+                // Too long since the read for its version to be trusted across a possible
+                // reclamation (crate docs, "Reclaiming deleted keys"): read again.
+                continue;
+            }
             let data = json!({ "value": encoded, "generation": generation });
             if let Some(n) = self.post_data(key, Some(cas), data).await? {
+                if let Some((_, true)) = reclaiming {
+                    // We took over an abandoned reclamation: the key needs no `cas` any more.
+                    self.restore_cas_required(key).await;
+                }
                 return Ok(make_version(n, &generation));
             }
             // Someone wrote between our read and our write: judge the precondition again.
@@ -112,20 +166,30 @@ impl VaultStore {
         key: &StorageKey,
         encoded: &str,
         pre: &Precondition,
-    ) -> Result<Option<Version>> {
+    ) -> Result<OneShot> {
         let cas = match pre {
             Precondition::Any if !self.inner.cas_required.load(Ordering::Relaxed) => None,
             Precondition::IfAbsent => Some(0),
-            _ => return Ok(None),
+            _ => return Ok(OneShot::Undecided),
         };
         let generation = new_generation()?;
         let data = json!({ "value": encoded, "generation": generation });
         if let Some(n) = self.post_data(key, cas, data).await? {
-            return Ok(Some(make_version(n, &generation)));
+            return Ok(OneShot::Written(make_version(n, &generation)));
         }
-        if cas.is_none() {
-            self.inner.cas_required.store(true, Ordering::Relaxed);
-        }
-        Ok(None)
+        Ok(if cas.is_none() {
+            OneShot::RefusedPlain
+        } else {
+            OneShot::Undecided
+        })
     }
+}
+
+/// What the one-request attempt of a write did.
+enum OneShot {
+    Written(Version),
+    /// Not tried, or a create refused (the key has a version): read and judge.
+    Undecided,
+    /// A plain write refused: Vault wants `cas` here (`cas_required`).
+    RefusedPlain,
 }

@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use token_store_core::{Precondition, Result, StorageKey};
 
-use super::record::{Current, corrupt, new_generation};
+use super::record::{Current, Tomb, corrupt, new_generation};
 use super::{MAX_ATTEMPTS, VaultStore};
 use crate::client::status_error;
 
@@ -17,10 +17,12 @@ const BLIND_DESTROY_MAX: u64 = 128;
 impl VaultStore {
     pub(super) async fn remove_inner(&self, key: &StorageKey, pre: &Precondition) -> Result<bool> {
         for _ in 0..MAX_ATTEMPTS {
+            let read_at = std::time::Instant::now();
             let current = self.current(key).await?;
             let (n, generation) = match (&current, pre) {
-                (Current::Absent { cas }, Precondition::Any | Precondition::IfAbsent) => {
-                    if *cas > 0 {
+                (Current::Absent { cas, tomb }, Precondition::Any | Precondition::IfAbsent) => {
+                    // A key being reclaimed loses every version with its metadata anyway.
+                    if *cas > 0 && !matches!(tomb, Tomb::Reclaiming { .. }) {
                         // A delete interrupted before its destroy, or a soft delete by hand:
                         // finish the job on what is older than the latest version.
                         self.destroy_older(key, *cas).await?;
@@ -44,6 +46,9 @@ impl VaultStore {
             // here on, and a create after it cas-writes over it (a newer version). Nothing
             // later removes the key's metadata, which KV v2 can only do unconditionally and
             // would take a concurrent create with it.
+            if !self.fresh_enough(read_at) {
+                continue;
+            }
             let tombstone = json!({ "tombstone": true, "generation": generation });
             let Some(t) = self.post_data(key, Some(n), tombstone).await? else {
                 continue;

@@ -1,5 +1,8 @@
 //! Listing: LIST of the kind's folder (per user for tokens and clients), then one read per
-//! listed key, since LIST names deleted keys (tombstones) too.
+//! listed key, since LIST names deleted keys (tombstones) too. Old tombstones met on the way
+//! are reclaimed (a few per listing, see `reclaim.rs`).
+
+use std::sync::atomic::Ordering;
 
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use reqwest::{Method, StatusCode};
@@ -9,6 +12,7 @@ use token_store_core::{Error, KeyKind, ListEntry, ListFilter, Result, StorageKey
 
 use super::VaultStore;
 use super::layout::{key_at, segment, two_level, wire};
+use super::reclaim::{Candidate, RECLAIM_PER_LISTING};
 use super::record::Current;
 use crate::client::{BACKEND, LIST_ANSWER_LIMIT, status_error};
 
@@ -21,12 +25,48 @@ impl VaultStore {
         kind: KeyKind,
         filter: &ListFilter,
     ) -> Result<Vec<ListEntry>> {
+        let (keys, mut out) = self.listed_keys(kind, filter).await?;
+        // LIST names every key with metadata, deleted ones (tombstones) included: one read
+        // per key tells them apart, a few at a time.
+        let reclaim_age = self.inner.config.reclaim_after;
+        let classified: Vec<(StorageKey, bool, Option<Candidate>)> = stream::iter(keys)
+            .map(|key| async move {
+                let (listed, candidate) = self.classify(&key, reclaim_age).await?;
+                Ok::<_, Error>((key, listed, candidate))
+            })
+            .buffered(LIST_READS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let mut candidates = Vec::new();
+        for (key, listed, candidate) in classified {
+            if listed {
+                out.push(ListEntry::Key(key));
+            } else if let Some(c) = candidate {
+                candidates.push(c);
+            }
+        }
+        if self.inner.config.reclaim_in_listings
+            && !self.inner.reclaim_denied.load(Ordering::Relaxed)
+        {
+            candidates.truncate(RECLAIM_PER_LISTING);
+            self.reclaim_listed(candidates, reclaim_age).await;
+        }
+        Ok(out)
+    }
+
+    /// The keys LIST names for `kind` (within `filter`'s user, if any), tombstones included,
+    /// and entries at our paths that are no key of ours.
+    pub(super) async fn listed_keys(
+        &self,
+        kind: KeyKind,
+        filter: &ListFilter,
+    ) -> Result<(Vec<StorageKey>, Vec<ListEntry>)> {
         let kind_dir = kind.as_str();
-        let mut out = Vec::new();
+        let mut odd = Vec::new();
         let mut keys = Vec::new();
         let mut add = |dir: Option<&str>, leaf: &str| match key_at(kind, dir, leaf) {
             Some(key) => keys.push(key),
-            None => out.push(ListEntry::Unreadable {
+            None => odd.push(ListEntry::Unreadable {
                 location: match dir {
                     Some(d) => format!("{kind_dir}/{d}/{leaf}"),
                     None => format!("{kind_dir}/{leaf}"),
@@ -45,23 +85,7 @@ impl VaultStore {
                 add(None, &name);
             }
         }
-        // LIST names every key with metadata, deleted ones (tombstones) included: one read
-        // per key tells them apart, a few at a time.
-        let listed: Vec<(StorageKey, bool)> = stream::iter(keys)
-            .map(|key| async move {
-                let listed = self.is_listed(&key).await?;
-                Ok::<_, Error>((key, listed))
-            })
-            .buffered(LIST_READS_IN_FLIGHT)
-            .try_collect()
-            .await?;
-        out.extend(
-            listed
-                .into_iter()
-                .filter(|(_, listed)| *listed)
-                .map(|(key, _)| ListEntry::Key(key)),
-        );
-        Ok(out)
+        Ok((keys, odd))
     }
 
     /// The folders (one per first key part) a listing of a two-level kind visits: the
@@ -80,11 +104,19 @@ impl VaultStore {
 
     /// Whether a listed key holds something: a record, or data we cannot decode (listed, so
     /// it can be found and replaced); not a tombstone or a deleted or destroyed version.
-    async fn is_listed(&self, key: &StorageKey) -> Result<bool> {
+    /// A tombstone at least `reclaim_age` old (or an abandoned reclamation) comes back as a
+    /// candidate for reclaiming.
+    pub(super) async fn classify(
+        &self,
+        key: &StorageKey,
+        reclaim_age: std::time::Duration,
+    ) -> Result<(bool, Option<Candidate>)> {
         match self.current(key).await {
-            Ok(Current::Absent { .. }) => Ok(false),
-            Ok(Current::Present { .. } | Current::Undecodable { .. }) => Ok(true),
-            Err(Error::Corrupt { .. }) => Ok(true),
+            Ok(Current::Absent { cas, tomb }) => {
+                Ok((false, Candidate::of(key, cas, tomb, reclaim_age)))
+            }
+            Ok(Current::Present { .. } | Current::Undecodable { .. }) => Ok((true, None)),
+            Err(Error::Corrupt { .. }) => Ok((true, None)),
             Err(e) => Err(e),
         }
     }
