@@ -83,7 +83,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// The value of write number `n`: `n`, a body derived from `n` (16 B to ~12 KiB, capped at
 /// `max`), and a checksum of both.
-fn value(n: u64, max: usize) -> Vec<u8> {
+pub(crate) fn value(n: u64, max: usize) -> Vec<u8> {
     let len = (16 + (n.wrapping_mul(2_654_435_761) % 12_000) as usize).min(max.saturating_sub(16));
     let mut v = n.to_le_bytes().to_vec();
     v.extend(n.to_le_bytes().iter().cycle().take(len));
@@ -93,7 +93,7 @@ fn value(n: u64, max: usize) -> Vec<u8> {
 }
 
 /// The `n` of a whole value; an error naming what is wrong otherwise.
-fn check_value(v: &[u8], max: usize) -> std::result::Result<u64, String> {
+pub(crate) fn check_value(v: &[u8], max: usize) -> std::result::Result<u64, String> {
     if v.len() < 16 {
         return Err(format!("a {}-byte value is torn", v.len()));
     }
@@ -322,28 +322,77 @@ pub async fn run(
     rounds: usize,
     server: Option<ServerCrash>,
 ) -> CrashReport {
-    let parsed = StoreUrl::parse(url).unwrap_or_else(|e| panic!("url: {e}"));
-    // The first open creates the store (key files, headers, schema), never in a child.
-    let store = open(parsed.clone())
-        .await
-        .unwrap_or_else(|e| panic!("crash[{backend}]: the first open failed: {e}"));
-    let max = store.capabilities().max_value_size;
-    drop(store);
-    let mut rng = Rng::new();
-    let mut report = CrashReport::default();
-    let mut known: HashMap<u64, State> = (0..KEYS).map(|k| (k, None)).collect();
+    let mut crasher = Rounds::new(backend, url, open).await;
+    for _ in 0..rounds {
+        if !crasher.round(server.as_ref()).await {
+            break;
+        }
+    }
+    crasher.finish()
+}
+
+/// Crash rounds against one store, one at a time, with what they learned kept between them:
+/// for harnesses that interleave rounds with other work (the soak test kills a writer now and
+/// then while its own load runs on other keys of the same store). [`run`] is a loop over it.
+pub struct Rounds {
+    backend: String,
+    url: String,
+    parsed: StoreUrl,
+    open: Opener,
+    max: usize,
+    rng: Rng,
+    report: CrashReport,
+    known: HashMap<u64, State>,
     // In-flight operations of killed children that had not (yet) taken effect, per key: a
     // request the server already received may still be applied after the client died, until
     // a later acknowledged operation on that key supersedes it.
-    let mut pending: HashMap<u64, Vec<u64>> = HashMap::new();
-    let mut next_n = 0u64;
-    let started = Instant::now();
-    for round in 0..rounds {
-        let mut child = spawn(url, next_n);
-        let blind = round % 5 == 0;
+    pending: HashMap<u64, Vec<u64>>,
+    next_n: u64,
+    started: Instant,
+}
+
+impl Rounds {
+    /// Opens the store once (creating it: key files, headers, schema, never in a child).
+    /// Its crash keys (user `crash`) must be used by nothing else.
+    pub async fn new(backend: &str, url: &str, open: Opener) -> Self {
+        let parsed = StoreUrl::parse(url).unwrap_or_else(|e| panic!("url: {e}"));
+        let store = open(parsed.clone())
+            .await
+            .unwrap_or_else(|e| panic!("crash[{backend}]: the first open failed: {e}"));
+        let max = store.capabilities().max_value_size;
+        drop(store);
+        Rounds {
+            backend: backend.to_owned(),
+            url: url.to_owned(),
+            parsed,
+            open,
+            max,
+            rng: Rng::new(),
+            report: CrashReport::default(),
+            known: (0..KEYS).map(|k| (k, None)).collect(),
+            pending: HashMap::new(),
+            next_n: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// What the rounds so far saw.
+    pub fn report(&self) -> &CrashReport {
+        &self.report
+    }
+
+    /// One round: a child writes until it is killed (and the server with it on `server`'s
+    /// rounds), then the store is reopened and checked. `false` when the store did not open
+    /// again (recorded as a failure): further rounds make no sense.
+    pub async fn round(&mut self, server: Option<&ServerCrash>) -> bool {
+        let round = self.report.rounds;
+        let (open, max, backend) = (self.open, self.max, self.backend.clone());
+        let report = &mut self.report;
+        let mut child = spawn(&self.url, self.next_n);
+        let blind = round.is_multiple_of(5);
         if blind {
             // Early kills: while the child starts or opens the store.
-            std::thread::sleep(Duration::from_millis(rng.below(40)));
+            std::thread::sleep(Duration::from_millis(self.rng.below(40)));
         } else {
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
@@ -361,13 +410,11 @@ pub async fn run(
                     }
                 }
             }
-            std::thread::sleep(Duration::from_micros(rng.below(250_000)));
+            std::thread::sleep(Duration::from_micros(self.rng.below(250_000)));
         }
-        let server_round = server
-            .as_ref()
-            .is_some_and(|s| s.every > 0 && round % s.every == s.every - 1);
+        let server_round = server.is_some_and(|s| s.every > 0 && round % s.every == s.every - 1);
         let _ = child.child.kill(); // SIGKILL
-        if server_round && let Some(s) = &server {
+        if server_round && let Some(s) = server {
             (s.kill)();
             report.server_kills += 1;
         }
@@ -396,25 +443,27 @@ pub async fn run(
                 ));
             }
         }
-        if server_round && let Some(s) = &server {
+        if server_round && let Some(s) = server {
             (s.restart)();
         }
         report.acked += acks.len() as u64;
+        let known = &mut self.known;
+        let pending = &mut self.pending;
         let mut expected = known.clone();
         for &(n, wrote) in &acks {
             expected.insert(n % KEYS, wrote.then_some(n));
             pending.remove(&(n % KEYS));
         }
-        let inflight = acks.last().map_or(next_n, |(n, _)| n + 1);
-        next_n = inflight + 1;
+        let inflight = acks.last().map_or(self.next_n, |(n, _)| n + 1);
+        self.next_n = inflight + 1;
         pending.entry(inflight % KEYS).or_default().push(inflight);
 
-        let store = match reopen(open, &parsed).await {
+        let store = match reopen(open, &self.parsed).await {
             Ok(s) => s,
             Err(e) => {
                 report.unreadable += 1;
                 report.fail(format!("round {round}: the store does not open: {e}"));
-                break;
+                return false;
             }
         };
         let mut present = BTreeSet::new();
@@ -496,27 +545,36 @@ pub async fn run(
             }
         }
         report.rounds += 1;
+        true
     }
-    crate::summary::torture(
-        "crash",
-        backend,
-        &[
-            ("rounds", report.rounds.to_string()),
-            ("kills", report.rounds.to_string()),
-            ("server_kills", report.server_kills.to_string()),
-            ("acked", report.acked.to_string()),
-            ("lost", report.lost.to_string()),
-            ("torn", report.torn.to_string()),
-            ("unreadable", report.unreadable.to_string()),
-            ("bad_listings", report.bad_listings.to_string()),
-            ("stale_listed", report.stale_listed.to_string()),
-            ("inflight_landed", report.inflight_landed.to_string()),
-            ("landed_late", report.landed_late.to_string()),
-            ("child_failures", report.child_failures.to_string()),
-            ("secs", format!("{:.1}", started.elapsed().as_secs_f64())),
-        ],
-    );
-    report
+
+    /// Appends the `torture crash` line to the report and returns what all rounds saw.
+    pub fn finish(self) -> CrashReport {
+        let report = self.report;
+        crate::summary::torture(
+            "crash",
+            &self.backend,
+            &[
+                ("rounds", report.rounds.to_string()),
+                ("kills", report.rounds.to_string()),
+                ("server_kills", report.server_kills.to_string()),
+                ("acked", report.acked.to_string()),
+                ("lost", report.lost.to_string()),
+                ("torn", report.torn.to_string()),
+                ("unreadable", report.unreadable.to_string()),
+                ("bad_listings", report.bad_listings.to_string()),
+                ("stale_listed", report.stale_listed.to_string()),
+                ("inflight_landed", report.inflight_landed.to_string()),
+                ("landed_late", report.landed_late.to_string()),
+                ("child_failures", report.child_failures.to_string()),
+                (
+                    "secs",
+                    format!("{:.1}", self.started.elapsed().as_secs_f64()),
+                ),
+            ],
+        );
+        report
+    }
 }
 
 async fn reopen(open: Opener, url: &StoreUrl) -> Result<Arc<dyn RawStore>> {
@@ -535,7 +593,7 @@ async fn reopen(open: Opener, url: &StoreUrl) -> Result<Arc<dyn RawStore>> {
 }
 
 /// A small xorshift PRNG: kill moments need to vary, not to be unpredictable.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     fn new() -> Self {

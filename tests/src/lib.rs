@@ -28,6 +28,7 @@ mod model;
 pub mod processes;
 pub mod secrets;
 pub mod services;
+pub mod soak;
 pub mod summary;
 
 use std::fmt;
