@@ -1,6 +1,8 @@
+use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ::metrics::{Key, Label, Level, Metadata};
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
@@ -28,55 +30,171 @@ use crate::store::TokenStore;
 /// # Ok(()) }
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(demo()).unwrap();
 /// ```
-#[derive(Debug)]
 pub struct Metrics<R> {
     inner: R,
+    keys: Box<Keys>,
 }
+
+impl<R: fmt::Debug> fmt::Debug for Metrics<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Metrics").field(&self.inner).finish()
+    }
+}
+
+/// The `operation` label: one per `RawStore` call.
+#[derive(Clone, Copy)]
+enum Op {
+    Get,
+    Put,
+    Delete,
+    List,
+}
+
+impl Op {
+    const ALL: [Op; 4] = [Op::Get, Op::Put, Op::Delete, Op::List];
+
+    fn label(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::Put => "put",
+            Op::Delete => "delete",
+            Op::List => "list",
+        }
+    }
+}
+
+/// The `outcome` label.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Ok,
+    Miss,
+    Conflict,
+    Unavailable,
+    Corrupt,
+    Integrity,
+    Permission,
+    TooLarge,
+    Config,
+    Other,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 10] = [
+        Outcome::Ok,
+        Outcome::Miss,
+        Outcome::Conflict,
+        Outcome::Unavailable,
+        Outcome::Corrupt,
+        Outcome::Integrity,
+        Outcome::Permission,
+        Outcome::TooLarge,
+        Outcome::Config,
+        Outcome::Other,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Miss => "miss",
+            Outcome::Conflict => "conflict",
+            Outcome::Unavailable => "unavailable",
+            Outcome::Corrupt => "corrupt",
+            Outcome::Integrity => "integrity",
+            Outcome::Permission => "permission",
+            Outcome::TooLarge => "too_large",
+            Outcome::Config => "config",
+            Outcome::Other => "other",
+        }
+    }
+
+    /// The outcome of an error. Coarse on purpose: a value per error an operator would act
+    /// on differently, and no more.
+    fn of_error(e: &Error) -> Self {
+        match e {
+            Error::NotFound { .. } => Outcome::Miss,
+            Error::Conflict { .. } => Outcome::Conflict,
+            Error::Unavailable { .. } => Outcome::Unavailable,
+            Error::Corrupt { .. } => Outcome::Corrupt,
+            Error::Integrity { .. } => Outcome::Integrity,
+            Error::PermissionDenied { .. } | Error::Locked { .. } => Outcome::Permission,
+            Error::TooLarge { .. } => Outcome::TooLarge,
+            // A wrong key file or passphrase is a deployment mistake, like a bad URL.
+            Error::Config { .. } | Error::WrongKey { .. } => Outcome::Config,
+            _ => Outcome::Other,
+        }
+    }
+
+    fn of<T>(result: &Result<T>, found: impl FnOnce(&T) -> bool) -> Self {
+        match result {
+            Ok(v) if found(v) => Outcome::Ok,
+            Ok(_) => Outcome::Miss,
+            Err(e) => Outcome::of_error(e),
+        }
+    }
+}
+
+/// Every series' key, built (and hashed) once per layer: a call then costs the recorder's
+/// lookup only, with no label vector allocated and no key hashed per call. Keys, not
+/// handles: a handle would stay bound to whatever recorder was installed when it was made.
+struct Keys {
+    counters: [[Key; Outcome::ALL.len()]; Op::ALL.len()],
+    durations: [[Key; Outcome::ALL.len()]; Op::ALL.len()],
+}
+
+impl Keys {
+    fn new(backend: &'static str) -> Self {
+        let key = |name: &'static str, op: usize, outcome: usize| {
+            Key::from_parts(
+                name,
+                vec![
+                    Label::new("backend", backend),
+                    Label::new("operation", Op::ALL[op].label()),
+                    Label::new("outcome", Outcome::ALL[outcome].label()),
+                ],
+            )
+        };
+        Keys {
+            counters: std::array::from_fn(|op| {
+                std::array::from_fn(|outcome| key(OPERATIONS, op, outcome))
+            }),
+            durations: std::array::from_fn(|op| {
+                std::array::from_fn(|outcome| key(OPERATION_DURATION, op, outcome))
+            }),
+        }
+    }
+}
+
+/// What the `metrics` macros would attach: this module, at INFO.
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
 impl<R: RawStore> Metrics<R> {
     /// Wraps `inner`.
     pub fn new(inner: R) -> Self {
-        Metrics { inner }
+        let keys = Box::new(Keys::new(inner.backend()));
+        Metrics { inner, keys }
+    }
+
+    fn record(&self, op: Op, outcome: Outcome, started: Instant) {
+        let seconds = started.elapsed().as_secs_f64();
+        let (op, outcome) = (op as usize, outcome as usize);
+        ::metrics::with_recorder(|recorder| {
+            recorder
+                .register_counter(&self.keys.counters[op][outcome], &METADATA)
+                .increment(1);
+            recorder
+                .register_histogram(&self.keys.durations[op][outcome], &METADATA)
+                .record(seconds);
+        });
     }
 }
 
 impl Metrics<Arc<dyn RawStore>> {
     /// The same store with every call recorded: `token_store::open(url)`'s handle, say.
+    /// Wrap before adding a read cache ([`TokenStore::with_cache`]): the new handle is
+    /// built over the store's backend.
     pub fn wrap(store: TokenStore) -> TokenStore {
         TokenStore::new(Metrics::new(store.raw().clone()))
-    }
-}
-
-/// The `outcome` label of an error. Coarse on purpose: a label value per error variant an
-/// operator would act on differently, and no more.
-pub(crate) fn error_outcome(e: &Error) -> &'static str {
-    match e {
-        Error::NotFound { .. } => "miss",
-        Error::Conflict { .. } => "conflict",
-        Error::Unavailable { .. } => "unavailable",
-        Error::Corrupt { .. } => "corrupt",
-        Error::Integrity { .. } => "integrity",
-        Error::PermissionDenied { .. } | Error::Locked { .. } => "permission",
-        Error::TooLarge { .. } => "too_large",
-        // A wrong key file or passphrase is a deployment mistake, like a bad URL.
-        Error::Config { .. } | Error::WrongKey { .. } => "config",
-        _ => "other",
-    }
-}
-
-fn record(backend: &'static str, operation: &'static str, outcome: &'static str, started: Instant) {
-    let seconds = started.elapsed().as_secs_f64();
-    ::metrics::counter!(OPERATIONS, "backend" => backend, "operation" => operation, "outcome" => outcome)
-        .increment(1);
-    ::metrics::histogram!(OPERATION_DURATION, "backend" => backend, "operation" => operation, "outcome" => outcome)
-        .record(seconds);
-}
-
-fn outcome<T>(result: &Result<T>, found: impl FnOnce(&T) -> bool) -> &'static str {
-    match result {
-        Ok(v) if found(v) => "ok",
-        Ok(_) => "miss",
-        Err(e) => error_outcome(e),
     }
 }
 
@@ -91,25 +209,25 @@ impl<R: RawStore> RawStore for Metrics<R> {
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
         let t = Instant::now();
         let r = self.inner.read(key).await;
-        record(self.backend(), "get", outcome(&r, Option::is_some), t);
+        self.record(Op::Get, Outcome::of(&r, Option::is_some), t);
         r
     }
     async fn write(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
         let t = Instant::now();
         let r = self.inner.write(key, value, options).await;
-        record(self.backend(), "put", outcome(&r, |_| true), t);
+        self.record(Op::Put, Outcome::of(&r, |_| true), t);
         r
     }
     async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
         let t = Instant::now();
         let r = self.inner.remove(key, precondition).await;
-        record(self.backend(), "delete", outcome(&r, |removed| *removed), t);
+        self.record(Op::Delete, Outcome::of(&r, |removed| *removed), t);
         r
     }
     async fn scan(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
         let t = Instant::now();
         let r = self.inner.scan(kind, filter).await;
-        record(self.backend(), "list", outcome(&r, |_| true), t);
+        self.record(Op::List, Outcome::of(&r, |_| true), t);
         r
     }
 }
