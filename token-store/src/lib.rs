@@ -40,6 +40,11 @@
 //! | `oauth2` | no | [`TokenRecord`] conversions to and from `oauth2` token responses |
 //! | `rmcp` | no | rmcp adapters (`token_store::rmcp`); implies `oauth2` |
 //! | `grants` | no | an authorization server's grant store for MCP servers that issue tokens (`token_store::grants`) |
+//! | `metrics` | no | metrics through the `metrics` facade: `layers::Metrics`, refresh outcomes, lease waits and takeovers (`token_store::metrics`; names in `docs/metrics.md`) |
+//!
+//! Audit events, one per change of stored credentials (never a key or a secret in the
+//! clear), are `tracing` events of the target `token_store::audit` in every build: see
+//! [`audit`].
 //!
 //! A URL naming a backend whose feature is off fails with an [`Error::Config`] that says
 //! which feature to enable. The command-line tool is the separate `token-store-cli` crate
