@@ -40,7 +40,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps --workspace --exclude token-st
 # default of an MCP client pulls no tool dependencies.
 echo "== facade features one at a time" >&2
 cargo check -q -p token-store --no-default-features
-for feature in file sqlite redis vault keychain postgres oauth2 rmcp grants; do
+for feature in file sqlite redis vault keychain postgres oauth2 rmcp grants metrics; do
   cargo check -q -p token-store --no-default-features --features "$feature"
 done
 heavy=$(cargo tree -p token-store --no-default-features --features file -e normal --prefix none |
