@@ -314,6 +314,10 @@ impl ReadCache {
         ticket: Ticket,
         found: Option<Found<'_, T>>,
     ) {
+        // Nothing found and nothing held: no need for the write lock (a miss stays cheap).
+        if found.is_none() && !self.read_lock().map.contains_key(key) {
+            return;
+        }
         let mut inner = self.write_lock();
         if self.epochs[ticket.stripe].load(Ordering::Acquire) != ticket.epoch {
             // A write raced with the read: what was read may already be old.

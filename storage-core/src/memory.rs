@@ -109,14 +109,18 @@ impl RawStore for MemoryStore {
         check_precondition(BACKEND, key, &options.precondition, current)?;
         let version = self.next_version();
         let expires = options.ttl.map(|ttl| (now + ttl, SystemTime::now() + ttl));
-        records.insert(
-            key.clone(),
-            Entry {
-                value: SecretBytes::new(value.to_vec()),
-                version: version.clone(),
-                expires,
-            },
-        );
+        let entry = Entry {
+            value: SecretBytes::new(value.to_vec()),
+            version: version.clone(),
+            expires,
+        };
+        // Replacing in place keeps the stored key: no copy of its parts per overwrite.
+        match records.get_mut(key) {
+            Some(slot) => *slot = entry,
+            None => {
+                records.insert(key.clone(), entry);
+            }
+        }
         Ok(version)
     }
 

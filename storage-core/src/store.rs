@@ -163,7 +163,9 @@ fn default_put_options(record: &TokenRecord, precondition: Precondition) -> PutO
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<zeroize::Zeroizing<Vec<u8>>> {
-    let mut out = SecretBuf(zeroize::Zeroizing::new(Vec::with_capacity(512)));
+    // Room for a typical record (a 1 KB JWT and its fields: ~1.6 KB) at once: every
+    // outgrown buffer would be wiped and copied.
+    let mut out = SecretBuf(zeroize::Zeroizing::new(Vec::with_capacity(2048)));
     serde_json::to_writer(&mut out, value)
         .map_err(|e| Error::invalid_input(format!("record cannot be serialised: {e}")))?;
     Ok(out.0)
@@ -214,9 +216,12 @@ fn page<K>(
     for entry in entries {
         match entry {
             ListEntry::Key(k) if query.filter.matches(&k) => {
-                let encoded = k.encode();
-                if query.after.as_deref().is_none_or(|a| encoded.as_str() > a) {
-                    keys.push((encoded, k));
+                if query
+                    .after
+                    .as_deref()
+                    .is_none_or(|a| k.encode().as_str() > a)
+                {
+                    keys.push(k);
                 }
             }
             ListEntry::Key(_) => {}
@@ -225,17 +230,18 @@ fn page<K>(
             }
         }
     }
-    keys.sort_by(|a, b| a.0.cmp(&b.0));
-    keys.dedup_by(|a, b| a.0 == b.0);
+    // In the encoded order (cursors are encoded keys), without encoding every key.
+    keys.sort_by(StorageKey::cmp_encoded);
+    keys.dedup();
     let mut next = None;
     if let Some(limit) = query.limit
         && keys.len() > limit
     {
         keys.truncate(limit);
-        next = keys.last().map(|(e, _)| e.clone());
+        next = keys.last().map(StorageKey::encode);
     }
     Page {
-        keys: keys.into_iter().filter_map(|(_, k)| convert(k)).collect(),
+        keys: keys.into_iter().filter_map(convert).collect(),
         next,
         unreadable,
     }
