@@ -45,11 +45,12 @@ build() {
 	command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1 ||
 		{ log "ERROR: a C++ compiler is needed to build libFuzzer (apt-get install g++)"; exit 1; }
 	# --target: RUSTFLAGS then reach only the target's crates, not build scripts and proc macros
-	# (which would be instrumented without a libFuzzer to link against).
+	# (which would be instrumented without a libFuzzer to link against). Not --locked: the
+	# fuzz lock file follows core's dependencies, which change without anyone touching fuzz/.
 	RUSTFLAGS="-C passes=sancov-module -C llvm-args=-sanitizer-coverage-level=4 \
 -C llvm-args=-sanitizer-coverage-inline-8bit-counters -C llvm-args=-sanitizer-coverage-pc-table \
 -C llvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing ${RUSTFLAGS:-}" \
-		CARGO_INCREMENTAL=0 cargo build -q --release --locked --manifest-path fuzz/Cargo.toml \
+		CARGO_INCREMENTAL=0 cargo build -q --release --manifest-path fuzz/Cargo.toml \
 		--target "$HOST" --target-dir fuzz/target --bins
 	log "built ${#TARGETS[@]} targets in $((SECONDS - t0))s"
 }
