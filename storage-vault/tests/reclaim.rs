@@ -7,6 +7,7 @@
 //! - Creates and unconditional writes aimed at the moment of a reclamation, counted.
 //! - `purge_expired_states` before and after: taken states no longer accumulate.
 //! - An abandoned reclamation (a marker whose reclaimer died) is taken over after the lease.
+//! - A policy without the metadata `update`/`delete` reclamation needs: listings still work.
 
 // Test code (helpers included) states its expectations with unwrap/expect.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -433,4 +434,83 @@ async fn an_abandoned_reclamation_is_taken_over_after_the_lease() {
     println!(
         "an abandoned marker was written over {waited:?} after it was left (lease {RECLAIM_LEASE:?})"
     );
+}
+
+/// Under a policy without `update` and `delete` on the metadata (the least-privilege policy of
+/// before), listings still list, leaving old tombstones in place; the explicit sweep says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_reclaim_policy_listings_still_list() {
+    let Some(bao) = common::OwnBao::start().await else {
+        return;
+    };
+    let prefix = "token-store-noreclaim";
+    let policy = format!(
+        r#"path "secret/data/{prefix}/*" {{ capabilities = ["create", "read", "update"] }}
+path "secret/metadata/{prefix}/*" {{ capabilities = ["list", "read"] }}
+path "secret/destroy/{prefix}/*" {{ capabilities = ["update"] }}"#
+    );
+    for (path, body) in [
+        ("sys/auth/approle", serde_json::json!({"type": "approle"})),
+        (
+            "sys/policies/acl/noreclaim",
+            serde_json::json!({ "policy": policy }),
+        ),
+        (
+            "auth/approle/role/nr",
+            serde_json::json!({"token_policies": ["noreclaim"], "secret_id_ttl": "0"}),
+        ),
+        (
+            "auth/approle/role/nr/role-id",
+            serde_json::json!({"role_id": "nr-role"}),
+        ),
+        (
+            "auth/approle/role/nr/custom-secret-id",
+            serde_json::json!({"secret_id": "nr-secret"}),
+        ),
+    ] {
+        let status = bao.post(path, body).await;
+        assert!(status.is_success(), "{path}: {status}");
+    }
+    let config = |auth| {
+        VaultConfig::new(&bao.addr(), auth)
+            .unwrap()
+            .with_prefix(prefix)
+            .unwrap()
+            .with_reclaim_after(AGE)
+            .unwrap()
+    };
+    let limited = VaultStore::open(&config(Auth::approle("nr-role", "nr-secret")))
+        .await
+        .unwrap();
+    let typed = TokenStore::from_arc(Arc::new(limited.clone()));
+    for i in 0..5 {
+        let state = format!("s{i}");
+        typed
+            .save_state(&state, &AuthState::new("v"), Duration::from_secs(600))
+            .await
+            .unwrap();
+        assert!(typed.take_state(&state).await.unwrap().is_some());
+    }
+    tokio::time::sleep(AGE).await;
+    // The listing (a purge) meets five old tombstones it may not reclaim: it lists anyway.
+    assert_eq!(typed.purge_expired_states().await.unwrap(), 0);
+    assert_eq!(typed.purge_expired_states().await.unwrap(), 0);
+    match limited.reclaim_kind(KeyKind::State, Duration::ZERO).await {
+        Err(Error::PermissionDenied { .. }) => {}
+        other => panic!("reclaiming without the policy gave {other:?}"),
+    }
+    let root = VaultStore::open(&config(Auth::token(bao.token.clone())))
+        .await
+        .unwrap();
+    let left = root
+        .reclaim_kind(KeyKind::State, Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    assert_eq!(left.examined, 5, "{left:?}");
+    // With the policy (here the root token's), they go.
+    let swept = root
+        .reclaim_kind(KeyKind::State, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((swept.examined, swept.reclaimed), (5, 5), "{swept:?}");
 }
