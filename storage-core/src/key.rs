@@ -430,7 +430,7 @@ impl StorageKey {
             if a == b {
                 continue;
             }
-            let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+            let common = common_prefix(a, b);
             return match (a.get(common), b.get(common)) {
                 (Some(&x), Some(&y)) => cmp_encoded_byte(x, y),
                 // `a` ends first: what follows it (the separator, or the end of the key)
@@ -545,6 +545,21 @@ const UNRESERVED: [bool; 256] = {
     }
     t
 };
+
+/// The length of the longest common prefix, compared eight bytes at a time.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let words = a
+        .chunks_exact(8)
+        .zip(b.chunks_exact(8))
+        .take_while(|(x, y)| x == y)
+        .count();
+    let start = words * 8;
+    let rest = match (a.get(start..), b.get(start..)) {
+        (Some(x), Some(y)) => x.iter().zip(y).take_while(|(x, y)| x == y).count(),
+        _ => 0,
+    };
+    start + rest
+}
 
 /// The first character byte `b` encodes to: itself, or the `%` of its escape.
 fn first_encoded(b: u8) -> u8 {

@@ -231,7 +231,7 @@ fn page<K>(
         }
     }
     // In the encoded order (cursors are encoded keys), without encoding every key.
-    keys.sort_by(StorageKey::cmp_encoded);
+    keys.sort_unstable_by(StorageKey::cmp_encoded);
     keys.dedup();
     let mut next = None;
     if let Some(limit) = query.limit
