@@ -3,8 +3,8 @@
 //! configurations alternating batch by batch so drift hits them alike.
 //!
 //! ```text
-//! cargo run --release -p token-store-core --example observability_cost                      # feature off
-//! cargo run --release -p token-store-core --features metrics --example observability_cost   # feature on
+//! cargo run --release -p token-store-core --example observability_cost [ROUNDS]                     # feature off
+//! cargo run --release -p token-store-core --features metrics --example observability_cost [ROUNDS]  # feature on
 //! ```
 //!
 //! Without the feature only the plain store and the audit rows are measured; compare the
@@ -16,7 +16,16 @@ use std::time::{Duration, Instant};
 use token_store_core::{Precondition, TokenKey, TokenRecord, TokenStore};
 
 const BATCH: u32 = 2_000;
+/// Rounds by default; the first argument overrides it.
 const ROUNDS: usize = 101;
+
+fn rounds() -> usize {
+    std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(ROUNDS)
+        .max(2)
+}
 
 fn record() -> TokenRecord {
     // The size of a typical record: a JWT access token, an opaque refresh token, scopes.
@@ -60,7 +69,8 @@ fn measure(title: &str, configs: Vec<(&str, TokenStore, Setup<'_>)>) {
         .unwrap();
     let key = TokenKey::for_server("https://mcp.example.com/mcp");
     let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); configs.len()];
-    for round in 0..ROUNDS {
+    let rounds = rounds();
+    for round in 0..rounds {
         for (i, (_, store, setup)) in configs.iter().enumerate() {
             let out = std::cell::Cell::new((0.0, 0.0));
             setup(&|| out.set(batch(&rt, store, &key)));
@@ -72,7 +82,7 @@ fn measure(title: &str, configs: Vec<(&str, TokenStore, Setup<'_>)>) {
             }
         }
     }
-    println!("\n{title} ({} rounds of {BATCH} calls each)", ROUNDS - 1);
+    println!("\n{title} ({} rounds of {BATCH} calls each)", rounds - 1);
     println!("| configuration | put median (ns) | get median (ns) |");
     println!("| --- | ---: | ---: |");
     for ((name, ..), (put, get)) in configs.iter().zip(results) {

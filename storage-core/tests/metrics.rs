@@ -344,3 +344,41 @@ fn descriptions_name_every_documented_metric() {
             .is_some_and(|d| d.contains("Refreshes"))
     );
 }
+
+#[test]
+fn a_layer_follows_the_recorder_in_force() {
+    // A layer used before any recorder, then under two recorders in turn: each gets exactly
+    // its own calls (handles are registered per recorder, not once per layer).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = Metrics::wrap(TokenStore::in_memory());
+    let key = key();
+    let gets = |n: usize| {
+        runtime.block_on(async {
+            for _ in 0..n {
+                assert!(store.get(&key).await.unwrap().is_none());
+            }
+        })
+    };
+    gets(1);
+    let (a, b) = (DebuggingRecorder::new(), DebuggingRecorder::new());
+    let (snap_a, snap_b) = (a.snapshotter(), b.snapshotter());
+    metrics::with_local_recorder(&a, || gets(1));
+    metrics::with_local_recorder(&b, || gets(2));
+    metrics::with_local_recorder(&a, || gets(3));
+    let count = |snap: &metrics_util::debugging::Snapshotter| -> u64 {
+        snap.snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(k, ..)| k.key().name() == OPERATIONS)
+            .map(|(.., v)| match v {
+                DebugValue::Counter(n) => n,
+                _ => 0,
+            })
+            .sum()
+    };
+    assert_eq!(count(&snap_a), 4);
+    assert_eq!(count(&snap_b), 2);
+}

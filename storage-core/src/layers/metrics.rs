@@ -1,8 +1,8 @@
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Instant;
 
-use ::metrics::{Key, Label, Level, Metadata};
+use ::metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
@@ -20,6 +20,13 @@ use crate::store::TokenStore;
 /// `conflict`, `unavailable`, `corrupt`, `integrity`, `permission`, `too_large`, `config`,
 /// `other`). Never by key. Needs the crate feature `metrics`.
 ///
+/// Each series is registered with the recorder in force on its first call and its handles
+/// kept, so a call costs two atomic updates, not a registration (an exporter copies the key
+/// on each). A recorder installed later, or a thread-local one, gets handles of its own;
+/// recorders are told apart by address, so a layer that outlives a thread-local recorder and
+/// then meets another at the same address (a test making recorders in a loop) keeps the
+/// first one's handles.
+///
 /// Put it outermost, so the latency includes encryption and the outcome includes timeouts:
 ///
 /// ```
@@ -33,6 +40,7 @@ use crate::store::TokenStore;
 pub struct Metrics<R> {
     inner: R,
     keys: Box<Keys>,
+    handles: RwLock<Arc<Handles>>,
 }
 
 impl<R: fmt::Debug> fmt::Debug for Metrics<R> {
@@ -133,9 +141,8 @@ impl Outcome {
     }
 }
 
-/// Every series' key, built (and hashed) once per layer: a call then costs the recorder's
-/// lookup only, with no label vector allocated and no key hashed per call. Keys, not
-/// handles: a handle would stay bound to whatever recorder was installed when it was made.
+/// Every series' key, built (and hashed) once per layer, so no call allocates labels or
+/// hashes a key.
 struct Keys {
     counters: [[Key; Outcome::ALL.len()]; Op::ALL.len()],
     durations: [[Key; Outcome::ALL.len()]; Op::ALL.len()],
@@ -164,6 +171,24 @@ impl Keys {
     }
 }
 
+/// The handles of one recorder, each series registered on its first use (so only series
+/// that occur are exported). Registering per call would cost more than the memory store's
+/// whole call: exporters copy the key on every registration (Prometheus does).
+struct Handles {
+    /// The address of the recorder they belong to.
+    recorder: usize,
+    series: [[OnceLock<(Counter, Histogram)>; Outcome::ALL.len()]; Op::ALL.len()],
+}
+
+impl Handles {
+    fn new(recorder: usize) -> Self {
+        Handles {
+            recorder,
+            series: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
+        }
+    }
+}
+
 /// What the `metrics` macros would attach: this module, at INFO.
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
@@ -171,21 +196,46 @@ static METADATA: Metadata<'static> =
 impl<R: RawStore> Metrics<R> {
     /// Wraps `inner`.
     pub fn new(inner: R) -> Self {
-        let keys = Box::new(Keys::new(inner.backend()));
-        Metrics { inner, keys }
+        Metrics {
+            keys: Box::new(Keys::new(inner.backend())),
+            handles: RwLock::new(Arc::new(Handles::new(0))),
+            inner,
+        }
     }
 
     fn record(&self, op: Op, outcome: Outcome, started: Instant) {
         let seconds = started.elapsed().as_secs_f64();
         let (op, outcome) = (op as usize, outcome as usize);
         ::metrics::with_recorder(|recorder| {
-            recorder
-                .register_counter(&self.keys.counters[op][outcome], &METADATA)
-                .increment(1);
-            recorder
-                .register_histogram(&self.keys.durations[op][outcome], &METADATA)
-                .record(seconds);
+            // Handles stay bound to the recorder they came from: when another one is in
+            // force (installed later, or a thread's local recorder), register anew.
+            let id = (recorder as *const dyn Recorder).cast::<()>().addr();
+            let handles = self.handles_of(id);
+            let (counter, histogram) = handles.series[op][outcome].get_or_init(|| {
+                (
+                    recorder.register_counter(&self.keys.counters[op][outcome], &METADATA),
+                    recorder.register_histogram(&self.keys.durations[op][outcome], &METADATA),
+                )
+            });
+            counter.increment(1);
+            histogram.record(seconds);
         });
+    }
+
+    fn handles_of(&self, recorder: usize) -> Arc<Handles> {
+        let current = self
+            .handles
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if current.recorder == recorder {
+            return current;
+        }
+        let mut slot = self.handles.write().unwrap_or_else(PoisonError::into_inner);
+        if slot.recorder != recorder {
+            *slot = Arc::new(Handles::new(recorder));
+        }
+        slot.clone()
     }
 }
 
