@@ -27,8 +27,12 @@ pub mod backends;
 pub mod fixture;
 pub mod ops;
 #[cfg(feature = "runner")]
+pub mod probe;
+#[cfg(feature = "runner")]
 pub mod raw;
 pub mod report;
+#[cfg(feature = "runner")]
+pub mod rmcp_load;
 pub mod stats;
 
 pub use ops::{BResult, BenchError, Op, OpRow, Plan, Target, TypedTarget, measure, measure_store};

@@ -20,12 +20,13 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde::Serialize;
-use token_store_bench::backends::{ALL, Spec, open_store, spec};
+use token_store_bench::backends::{ALL, Spec, open_ours, open_store, spec};
 use token_store_bench::ops::{Throughput, fail, throughput};
+use token_store_bench::rmcp_load::RmcpLoad;
 use token_store_bench::stats::{fmt_rate, fmt_us};
 use token_store_bench::{
-    BResult, BackendOps, Memory, Op, OpRow, Plan, Summary, Target, TypedTarget, fixture, measure,
-    ops_table,
+    BResult, BackendOps, BenchError, Memory, Op, OpRow, Plan, Summary, Target, TypedTarget,
+    fixture, measure, ops_table,
 };
 use token_store_core::backend::KeyHeader;
 use token_store_core::{KdfParams, KeySource};
@@ -38,12 +39,29 @@ struct Args {
     /// redis-tls, vault, secret-service, keyutils.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Skip these sections (comma-separated): ops, concurrency, longrun, cold, scale.
+    /// Skip these sections (comma-separated): ops, rmcp, concurrency, longrun, cold, scale.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
-    /// Store sizes of the scale section (1 000 000 only for memory, sqlite and redis).
-    #[arg(long, value_delimiter = ',', default_values_t = vec![10, 10_000, 1_000_000])]
+    /// Store sizes of the scale section (the file store stops at 100 000).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![10, 100_000, 1_000_000])]
     sizes: Vec<usize>,
+    /// Also run the long run: `--long-run-ops` operations (99 gets to 1 CAS put, 16 tasks)
+    /// on memory, SQLite and Redis, resident memory sampled along the way. Off by default
+    /// (several minutes).
+    #[arg(long)]
+    long_run: bool,
+    /// Operations of the long run.
+    #[arg(long, default_value_t = 10_000_000)]
+    long_run_ops: usize,
+    /// Run one CPU-bound path `--iterations` times and exit, for instruction counts under
+    /// `valgrind --tool=callgrind` (see BENCHMARKS.md): json_decode, json_encode,
+    /// key_encode, key_decode, memory_get, memory_get_cached, memory_put, map_get, map_put,
+    /// memory_list, map_list.
+    #[arg(long)]
+    probe: Option<String>,
+    /// Iterations of `--probe`.
+    #[arg(long, default_value_t = 10_000)]
+    iterations: usize,
     /// Only these operations in the operations table (comma-separated): get_hit, get_miss,
     /// put, cas_put, delete, list. For profiling one of them.
     #[arg(long, value_delimiter = ',')]
@@ -117,6 +135,25 @@ struct ScaleRow {
     populate_secs: f64,
     get: Summary,
     put: Summary,
+    cas_put: Summary,
+}
+
+/// rmcp's `load()` through the adapter, cached and not, alternating blocks.
+#[derive(Serialize)]
+struct RmcpRow {
+    backend: String,
+    cached: Summary,
+    uncached: Summary,
+}
+
+/// Resident memory along the long run.
+#[derive(Serialize)]
+struct BigRun {
+    backend: String,
+    ops: usize,
+    secs: f64,
+    /// (operations done, memory) at each tenth of the run, the first before any.
+    samples: Vec<(usize, Memory)>,
 }
 
 /// The typed layer's JSON work per operation, measured alone.
@@ -166,6 +203,8 @@ struct Report {
     attribution: Vec<AttrRow>,
     codec: Codec,
     scale: Vec<ScaleRow>,
+    rmcp_load: Vec<RmcpRow>,
+    long_run: Vec<BigRun>,
     total_secs: f64,
 }
 
@@ -185,6 +224,9 @@ fn machine() -> String {
 
 fn main() -> BResult<()> {
     let args = Args::parse();
+    if let Some(probe) = &args.probe {
+        return token_store_bench::probe::run(probe, args.iterations);
+    }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     // Two workers on this two-core box, like the `tokenstore` CLI.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -209,6 +251,8 @@ async fn run(args: Args) -> BResult<()> {
         attribution: Vec::new(),
         codec: codec(),
         scale: Vec::new(),
+        rmcp_load: Vec::new(),
+        long_run: Vec::new(),
         total_secs: 0.0,
     };
     eprintln!(
@@ -286,6 +330,18 @@ async fn run(args: Args) -> BResult<()> {
         scale(&args, &run_id, tmp.path(), &mut report).await;
     }
 
+    if args.long_run {
+        for backend in ["memory", "sqlite", "redis"] {
+            if !args.wants(backend) {
+                continue;
+            }
+            match big_run(backend, &args, &run_id, tmp.path()).await {
+                Ok(r) => report.long_run.push(r),
+                Err(e) => eprintln!("long run {backend}: {e}"),
+            }
+        }
+    }
+
     report.total_secs = started.elapsed().as_secs_f64();
     println!("{}", ops_table(&report.ops));
     if let Some(dir) = args.json.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -309,7 +365,7 @@ fn plan(args: &Args) -> Plan {
 async fn bench_backend(args: &Args, spec: &Spec, run_id: &str, report: &mut Report) -> BResult<()> {
     let name = spec.name;
     eprintln!("== {name}");
-    let store = open_store(&spec.url).await?;
+    let store = open_ours(spec).await?;
     let url = StoreUrl::parse(&spec.url)?.redacted();
     let ours = Arc::new(TypedTarget::new(store.clone(), &format!("{run_id}-{name}")));
     ours.setup().await?;
@@ -333,8 +389,14 @@ async fn bench_backend(args: &Args, spec: &Spec, run_id: &str, report: &mut Repo
     }
     outcome?;
     cleaned.into_iter().collect::<BResult<Vec<()>>>()?;
+    if args.section("rmcp") && spec.name != "memory-uncached" {
+        match rmcp_load(args, spec, run_id).await {
+            Ok(row) => report.rmcp_load.push(row),
+            Err(e) => eprintln!("{name}: rmcp load failed: {e}"),
+        }
+    }
     // A new memory store is a new, empty store: there is nothing to open.
-    if args.section("cold") && spec.name != "memory" {
+    if args.section("cold") && !spec.name.starts_with("memory") {
         match cold_start(spec, &url).await {
             Ok(c) => report.cold_start.push(c),
             Err(e) => eprintln!("{name}: cold start failed: {e}"),
@@ -471,6 +533,32 @@ async fn bench_setup_done(
     Ok(())
 }
 
+/// rmcp's `load()` through the adapter with and without the read cache, on one store
+/// handle, alternating blocks.
+async fn rmcp_load(args: &Args, spec: &Spec, run_id: &str) -> BResult<RmcpRow> {
+    let store = open_store(&spec.url).await?;
+    let key = fixture::key(&format!("{run_id}-rmcp"), 0);
+    let cached = RmcpLoad::new(store.clone(), key.clone(), true)?;
+    let uncached = RmcpLoad::new(store, key, false)?;
+    cached.setup().await?;
+    let outcome = measure(Op::GetHit, &[&cached, &uncached], &plan(args)).await;
+    cached.cleanup().await?;
+    let s = outcome?;
+    let (Some(Some(c)), Some(Some(u))) = (s.first().copied(), s.get(1).copied()) else {
+        return Err(fail("no samples"));
+    };
+    eprintln!(
+        "  rmcp load(): cached p50 {}, uncached p50 {}",
+        fmt_us(c.p50_us),
+        fmt_us(u.p50_us)
+    );
+    Ok(RmcpRow {
+        backend: spec.name.to_owned(),
+        cached: c,
+        uncached: u,
+    })
+}
+
 /// `redis-benchmark -P 1 -c N -t get|set -d <record size>` against the same server.
 async fn redis_benchmark(host: &str, port: u16, clients: usize, test: &str) -> BResult<Throughput> {
     let requests = if clients == 1 { 20_000 } else { 100_000 };
@@ -535,6 +623,79 @@ async fn long_run(name: &str, ours: &Arc<TypedTarget>) -> BResult<LongRun> {
         secs: t.elapsed().as_secs_f64(),
         before,
         after,
+    })
+}
+
+/// The long run: `args.long_run_ops` operations from 16 tasks, 99 gets to 1 CAS put over
+/// 1000 records, resident memory at every tenth. Redis runs in a private server.
+async fn big_run(backend: &str, args: &Args, run_id: &str, tmp: &Path) -> BResult<BigRun> {
+    eprintln!("== long run: {backend}, {} operations", args.long_run_ops);
+    let mut server = None;
+    let store = match backend {
+        "memory" => open_store("memory:").await?,
+        "sqlite" => {
+            let path = tmp.join("long-sqlite").join("tokens.db");
+            open_store(&format!("sqlite://{}", path.display())).await?
+        }
+        _ => {
+            let s = PrivateRedis::start().await?;
+            let store = open_store(&format!("{}?prefix={run_id}-long", s.url())).await?;
+            server = Some(s);
+            store
+        }
+    };
+    // A multiple of TASKS, so every task owns as many records.
+    const RECORDS: usize = 1024;
+    const TASKS: usize = 16;
+    let keys: Arc<Vec<TokenKey>> = Arc::new((0..RECORDS).map(scale_key).collect());
+    let record = Arc::new(fixture::record(1));
+    for key in keys.iter() {
+        store.put(key, &record, Precondition::Any).await?;
+    }
+    let total = args.long_run_ops;
+    let tenth = (total / 10).max(1);
+    let mut samples = vec![(0, Memory::now())];
+    let started = Instant::now();
+    let mut done = 0;
+    while done < total {
+        let step = tenth.min(total - done);
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..TASKS {
+            let (store, keys, record) = (store.clone(), keys.clone(), record.clone());
+            let count = step / TASKS + usize::from(t < step % TASKS);
+            tasks.spawn(async move {
+                for n in 0..count {
+                    // Each task owns the records k ≡ t (mod TASKS): its CAS never conflicts.
+                    let k = (t + TASKS * (done + n)) % RECORDS;
+                    let key = &keys[k - k % TASKS + t];
+                    let got = store.get(key).await?.ok_or_else(|| fail("missing"))?;
+                    if n % 100 == 99 {
+                        store
+                            .put(key, &record, Precondition::IfVersion(got.version))
+                            .await?;
+                    }
+                }
+                Ok::<_, BenchError>(())
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+        done += step;
+        samples.push((done, Memory::now()));
+        eprintln!(
+            "  {done:>9} ops: RSS {} KiB",
+            samples.last().map_or(0, |s| s.1.rss_kib)
+        );
+    }
+    let secs = started.elapsed().as_secs_f64();
+    drop(store);
+    drop(server);
+    Ok(BigRun {
+        backend: backend.to_owned(),
+        ops: total,
+        secs,
+        samples,
     })
 }
 
@@ -634,7 +795,7 @@ fn sample_keys(n: usize, count: usize) -> Vec<TokenKey> {
         .collect()
 }
 
-async fn scale_measure(store: &TokenStore, n: usize) -> BResult<(Summary, Summary)> {
+async fn scale_measure(store: &TokenStore, n: usize) -> BResult<(Summary, Summary, Summary)> {
     let keys = sample_keys(n, 2000);
     let record = fixture::record(1);
     let budget = Duration::from_secs(1);
@@ -661,7 +822,29 @@ async fn scale_measure(store: &TokenStore, n: usize) -> BResult<(Summary, Summar
             break;
         }
     }
-    Ok((Summary::of(&mut gets), Summary::of(&mut puts)))
+    // CAS puts: the version read (untimed) just before, as a refresh does.
+    let mut cas = Vec::new();
+    let t = Instant::now();
+    for key in keys.iter().cycle() {
+        let version = store
+            .get(key)
+            .await?
+            .ok_or_else(|| fail("scale: missing record"))?
+            .version;
+        let s = Instant::now();
+        store
+            .put(key, &record, Precondition::IfVersion(version))
+            .await?;
+        cas.push(s.elapsed());
+        if cas.len() >= keys.len() || (t.elapsed() > budget && cas.len() >= 100) {
+            break;
+        }
+    }
+    Ok((
+        Summary::of(&mut gets),
+        Summary::of(&mut puts),
+        Summary::of(&mut cas),
+    ))
 }
 
 /// Writes records `from..to` through the store's own byte-level API, `batch` at a time
@@ -842,9 +1025,10 @@ async fn scale_backend(
             (open_store(&url).await?, None)
         }
     };
-    // The file store lists a million files for nothing; 10 000 show its growth.
+    // A million files would take minutes to write for nothing: the file store touches one
+    // file per call, and 100 000 show its growth.
     let cap = if backend == "file" {
-        10_000
+        100_000
     } else {
         usize::MAX
     };
@@ -869,13 +1053,14 @@ async fn scale_backend(
         }
         let populate_secs = t.elapsed().as_secs_f64();
         have = n;
-        let (get, put) = scale_measure(&store, n).await?;
+        let (get, put, cas_put) = scale_measure(&store, n).await?;
         eprintln!(
-            "  {n:>9} records (populated in {populate_secs:.1} s): get p50 {} p99 {}, put p50 {} p99 {}",
+            "  {n:>9} records (populated in {populate_secs:.1} s): get p50 {} p99 {}, put p50 {} p99 {}, CAS put p50 {}",
             fmt_us(get.p50_us),
             fmt_us(get.p99_us),
             fmt_us(put.p50_us),
-            fmt_us(put.p99_us)
+            fmt_us(put.p99_us),
+            fmt_us(cas_put.p50_us)
         );
         report.scale.push(ScaleRow {
             backend: backend.to_owned(),
@@ -883,6 +1068,7 @@ async fn scale_backend(
             populate_secs,
             get,
             put,
+            cas_put,
         });
     }
     drop(store);
@@ -976,19 +1162,77 @@ fn full_markdown(r: &Report) -> String {
     }
     if !r.scale.is_empty() {
         out.push_str("\n### Scale (get and put of random records among N)\n\n");
-        out.push_str("| backend | records | populate | get p50 | get p99 | put p50 | put p99 |\n");
-        out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        out.push_str("| backend | records | populate | get p50 | get p99 | put p50 | put p99 | CAS put p50 | CAS put p99 | get / get at 10 | CAS / CAS at 10 |\n");
+        out.push_str(
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        );
         for s in &r.scale {
+            let base = r
+                .scale
+                .iter()
+                .find(|b| b.backend == s.backend && b.records == 10);
+            let ratio = |a: f64, b: Option<f64>| {
+                b.filter(|b| *b > 0.0)
+                    .map_or("–".to_owned(), |b| format!("{:.2}", a / b))
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.1} s | {} | {} | {} | {} |",
+                "| {} | {} | {:.1} s | {} | {} | {} | {} | {} | {} | {} | {} |",
                 s.backend,
                 s.records,
                 s.populate_secs,
                 fmt_us(s.get.p50_us),
                 fmt_us(s.get.p99_us),
                 fmt_us(s.put.p50_us),
-                fmt_us(s.put.p99_us)
+                fmt_us(s.put.p99_us),
+                fmt_us(s.cas_put.p50_us),
+                fmt_us(s.cas_put.p99_us),
+                ratio(s.get.p50_us, base.map(|b| b.get.p50_us)),
+                ratio(s.cas_put.p50_us, base.map(|b| b.cas_put.p50_us)),
+            );
+        }
+    }
+    if !r.rmcp_load.is_empty() {
+        out.push_str("\n### rmcp `load()` through the adapter (alternating blocks)\n\n");
+        out.push_str("| backend | cached p50 | cached p99 | uncached p50 | uncached p99 | uncached / cached |\n");
+        out.push_str("| --- | ---: | ---: | ---: | ---: | ---: |\n");
+        for l in &r.rmcp_load {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {:.0}× |",
+                l.backend,
+                fmt_us(l.cached.p50_us),
+                fmt_us(l.cached.p99_us),
+                fmt_us(l.uncached.p50_us),
+                fmt_us(l.uncached.p99_us),
+                l.uncached.p50_us / l.cached.p50_us.max(1e-9)
+            );
+        }
+    }
+    if !r.long_run.is_empty() {
+        out.push_str(
+            "\n### Long run (16 tasks, 99 gets : 1 CAS put over 1024 records): resident memory\n\n",
+        );
+        out.push_str(
+            "| backend | ops | secs | VmRSS at each tenth (KiB) | Δ RSS first tenth → end |\n",
+        );
+        out.push_str("| --- | ---: | ---: | --- | ---: |\n");
+        for l in &r.long_run {
+            let rss: Vec<String> = l
+                .samples
+                .iter()
+                .map(|(_, m)| m.rss_kib.to_string())
+                .collect();
+            let first = l.samples.get(1).map_or(0, |s| s.1.rss_kib) as i64;
+            let last = l.samples.last().map_or(0, |s| s.1.rss_kib) as i64;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {} | {:+} KiB |",
+                l.backend,
+                l.ops,
+                l.secs,
+                rss.join(" "),
+                last - first
             );
         }
     }

@@ -1,187 +1,196 @@
 use std::fs::File;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use token_store_core::async_trait;
+use token_store_core::backend::Cipher;
 
 use crate::fixture;
 use crate::ops::{BResult, LIST_SIZE, Op, SIDE_KEYS, Target, fail};
 
-/// Plain files in one directory, with `std::fs` on the calling thread: a read is
-/// `fs::read`; a write is write + fsync + rename + directory fsync (the durability the file
-/// store gives); a CAS takes an `flock` around read-compare-write; a list reads the
-/// directory. No encryption: that is part of what the ratio shows.
+/// The floor under an encrypted file store with the file store's guarantees, done with
+/// `std::fs` and the same AEAD (XChaCha20-Poly1305 through the same `Cipher`):
+///
+/// - names are keyed (HMAC-SHA-256 of the key, computed per call), so a directory listing
+///   reveals nothing; the keys therefore live inside the records, and a list decrypts every
+///   record;
+/// - a read is `stat` of the store header (another process may have re-keyed the store),
+///   `fs::read` and an authenticated decryption, on the calling thread;
+/// - a write is sealed, written, fsynced, renamed over the old file and the directory
+///   fsynced, under an `flock` that every writer takes (a CAS is atomic against every other
+///   process only if unconditional writes take it too), on `spawn_blocking` (an fsync must
+///   not stall the caller's async runtime);
+/// - a CAS or a delete reads and decrypts the current record under the lock (the version and
+///   the expiry are inside it: a delete of an expired record reports nothing removed).
 pub struct RawFile {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     dir: PathBuf,
+    header: PathBuf,
     lock: File,
+    cipher: Cipher,
     hit: Vec<String>,
     miss: Vec<String>,
     del: Vec<String>,
     value: Vec<u8>,
-    /// Attribution variant: every call also `stat`s this header file (the file store's
-    /// `store.json` check); writes go to `spawn_blocking` under the `flock`, as the backend
-    /// makes them.
-    header: Option<PathBuf>,
 }
 
 impl RawFile {
     /// Uses (and creates) directory `dir`.
     pub fn new(dir: &Path) -> BResult<Self> {
         std::fs::create_dir_all(dir)?;
-        // The lock file lives beside the records directory, not in it, so a list sees
-        // only records.
+        // Lock and header live beside the records directory, so a list sees only records.
         let lock = File::create(dir.with_extension("lock"))?;
-        // Names as long as the file store's (64 hex digits).
-        let name = |kind: &str, i: usize| format!("{kind}{i:0>60}");
+        let header = dir.with_extension("header");
+        std::fs::write(&header, b"{}")?;
+        let cipher = Cipher::from_master(&[7u8; 32]);
+        let enc = |user: &str, i: usize| fixture::key(user, i).storage_key().encode();
         Ok(RawFile {
-            dir: dir.to_owned(),
-            lock,
-            hit: (0..LIST_SIZE).map(|i| name("hit-", i)).collect(),
-            miss: (0..SIDE_KEYS).map(|i| name("mis-", i)).collect(),
-            del: (0..SIDE_KEYS).map(|i| name("del-", i)).collect(),
-            value: fixture::record_bytes(1),
-            header: None,
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                header,
+                lock,
+                cipher,
+                hit: (0..LIST_SIZE).map(|i| enc("rawfile-hit", i)).collect(),
+                miss: (0..SIDE_KEYS).map(|i| enc("rawfile-miss", i)).collect(),
+                del: (0..SIDE_KEYS).map(|i| enc("rawfile-del", i)).collect(),
+                value: fixture::record_bytes(1),
+            }),
         })
     }
+}
 
-    /// The attribution variant: the file store's steps around the raw calls: gets on the
-    /// calling thread plus a `stat` of `header`; puts on `spawn_blocking` under the `flock`,
-    /// with the same `stat`. Only gets and puts.
-    pub fn with_backend_steps(mut self, header: PathBuf) -> Self {
-        self.header = Some(header);
-        self
+impl Inner {
+    fn name(&self, key: &str) -> String {
+        self.cipher.keyed_name(key.as_bytes())
     }
 
-    async fn write_like_backend(&self, name: &str) -> BResult<()> {
-        let header = self.header.clone();
-        let dir = self.dir.clone();
-        let lock = self.lock.try_clone()?;
-        let value = self.value.clone();
-        let name = name.to_owned();
-        tokio::task::spawn_blocking(move || -> BResult<()> {
-            lock.lock()?;
-            let outcome = (|| -> BResult<()> {
-                check_header(header.as_deref())?;
-                let tmp = dir.join(format!(".tmp-{name}"));
-                let mut f = File::create(&tmp)?;
-                f.write_all(&value)?;
-                f.sync_all()?;
-                drop(f);
-                std::fs::rename(&tmp, dir.join(&name))?;
-                File::open(&dir)?.sync_all()?;
-                Ok(())
-            })();
-            lock.unlock()?;
-            outcome
-        })
-        .await?
+    /// The plaintext of a record: its key (the name cannot be reversed) and its value.
+    fn plaintext(&self, key: &str) -> Vec<u8> {
+        let mut p = Vec::with_capacity(key.len() + 1 + self.value.len());
+        p.extend_from_slice(key.as_bytes());
+        p.push(0);
+        p.extend_from_slice(&self.value);
+        p
     }
 
-    fn read_like_backend(&self, name: &str) -> BResult<Option<Vec<u8>>> {
-        let found = match std::fs::read(self.dir.join(name)) {
-            Ok(b) => Some(b),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
+    fn read(&self, name: &str) -> BResult<Option<Vec<u8>>> {
+        std::fs::metadata(&self.header)?;
+        let sealed = match std::fs::read(self.dir.join(name)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        check_header(self.header.as_deref())?;
-        Ok(found)
+        let plain = self
+            .cipher
+            .open(name.as_bytes(), &sealed)
+            .map_err(|e| fail(format!("open: {e:?}")))?;
+        Ok(Some(plain.to_vec()))
     }
 
-    fn write(&self, name: &str) -> BResult<()> {
+    fn write(&self, key: &str, name: &str) -> BResult<()> {
+        let sealed = self.cipher.seal(name.as_bytes(), &self.plaintext(key))?;
         let tmp = self.dir.join(format!(".tmp-{name}"));
         let mut f = File::create(&tmp)?;
-        f.write_all(&self.value)?;
+        f.write_all(&sealed)?;
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, self.dir.join(name))?;
         File::open(&self.dir)?.sync_all()?;
         Ok(())
     }
-}
 
-/// `stat`s the store header, as the file store does to notice a re-key by another process.
-fn check_header(header: Option<&Path>) -> BResult<()> {
-    if let Some(header) = header {
-        std::fs::metadata(header)?;
+    /// `f` under the cross-process lock, after the header check.
+    fn locked<T>(&self, f: impl FnOnce() -> BResult<T>) -> BResult<T> {
+        self.lock.lock()?;
+        let outcome = std::fs::metadata(&self.header)
+            .map_err(Into::into)
+            .and_then(|_| f());
+        self.lock.unlock()?;
+        outcome
     }
-    Ok(())
 }
 
 #[async_trait]
 impl Target for RawFile {
     fn label(&self) -> String {
-        if self.header.is_some() {
-            return "std::fs + stat of store.json (writes: spawn_blocking + flock)".to_owned();
-        }
-        "std::fs: read / write+fsync+rename+dir fsync".to_owned()
-    }
-
-    fn supports(&self, op: Op) -> bool {
-        self.header.is_none() || matches!(op, Op::GetHit | Op::GetMiss | Op::Put)
+        "std::fs + XChaCha20-Poly1305, keyed names, flock'd writes on spawn_blocking".to_owned()
     }
 
     async fn setup(&self) -> BResult<()> {
-        for name in &self.hit {
-            self.write(name)?;
+        for key in &self.inner.hit {
+            self.inner.write(key, &self.inner.name(key))?;
         }
         Ok(())
     }
 
     async fn prepare(&self, op: Op, i: usize) -> BResult<()> {
         if op == Op::Delete {
-            self.write(&self.del[i % SIDE_KEYS])?;
+            let key = &self.inner.del[i % SIDE_KEYS];
+            self.inner.write(key, &self.inner.name(key))?;
         }
         Ok(())
     }
 
     async fn run(&self, op: Op, i: usize) -> BResult<()> {
+        let inner = &self.inner;
         let k = i % LIST_SIZE;
-        if self.header.is_some() {
-            let found = match op {
-                Op::GetHit => self.read_like_backend(&self.hit[k])?.is_some(),
-                Op::Put => {
-                    self.write_like_backend(&self.hit[k]).await?;
-                    true
-                }
-                _ => self.read_like_backend(&self.miss[i % SIDE_KEYS])?.is_none(),
-            };
-            return if found {
-                Ok(())
-            } else {
-                Err(fail("unexpected result"))
-            };
-        }
         match op {
             Op::GetHit => {
-                std::fs::read(self.dir.join(&self.hit[k]))?;
+                let name = inner.name(&inner.hit[k]);
+                inner.read(&name)?.ok_or_else(|| fail("missing"))?;
             }
-            Op::GetMiss => match std::fs::read(self.dir.join(&self.miss[i % SIDE_KEYS])) {
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-                Ok(_) => return Err(fail("found")),
-            },
-            Op::Put => self.write(&self.hit[k])?,
-            Op::CasPut => {
-                self.lock.lock()?;
-                let outcome = (|| {
-                    let current = std::fs::read(self.dir.join(&self.hit[k]))?;
-                    if current != self.value {
-                        return Err(fail("CAS mismatch"));
-                    }
-                    self.write(&self.hit[k])
-                })();
-                self.lock.unlock()?;
-                outcome?;
+            Op::GetMiss => {
+                let name = inner.name(&inner.miss[i % SIDE_KEYS]);
+                if inner.read(&name)?.is_some() {
+                    return Err(fail("found"));
+                }
             }
-            Op::Delete => {
-                std::fs::remove_file(self.dir.join(&self.del[i % SIDE_KEYS]))?;
-                File::open(&self.dir)?.sync_all()?;
+            Op::Put | Op::CasPut | Op::Delete => {
+                let inner = self.inner.clone();
+                tokio::task::spawn_blocking(move || -> BResult<()> {
+                    let key = match op {
+                        Op::Delete => &inner.del[i % SIDE_KEYS],
+                        _ => &inner.hit[k],
+                    };
+                    let name = inner.name(key);
+                    inner.locked(|| {
+                        if op != Op::Put {
+                            // The version (and the expiry) are inside the current record.
+                            let current = inner.read(&name)?.ok_or_else(|| fail("missing"))?;
+                            std::hint::black_box(current);
+                        }
+                        if op == Op::Delete {
+                            std::fs::remove_file(inner.dir.join(&name))?;
+                            File::open(&inner.dir)?.sync_all()?;
+                            Ok(())
+                        } else {
+                            inner.write(key, &name)
+                        }
+                    })
+                })
+                .await??;
             }
             Op::List => {
-                let n = std::fs::read_dir(&self.dir)?
-                    .filter_map(|e| e.ok())
-                    .filter(|e| e.file_name().to_string_lossy().starts_with("hit-"))
-                    .count();
+                std::fs::metadata(&inner.header)?;
+                let mut n = 0;
+                for entry in std::fs::read_dir(&inner.dir)? {
+                    let name = entry?.file_name();
+                    let Some(name) = name.to_str().filter(|n| !n.starts_with('.')) else {
+                        continue;
+                    };
+                    let Some(plain) = inner.read(name)? else {
+                        continue;
+                    };
+                    let end = plain.iter().position(|&b| b == 0).unwrap_or(plain.len());
+                    let key = std::str::from_utf8(&plain[..end])?;
+                    if key.starts_with("rawfile-hit:") {
+                        n += 1;
+                    }
+                }
                 if n != LIST_SIZE {
                     return Err(fail(format!("listed {n}")));
                 }
@@ -191,8 +200,9 @@ impl Target for RawFile {
     }
 
     async fn cleanup(&self) -> BResult<()> {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = std::fs::remove_file(self.dir.with_extension("lock"));
+        let _ = std::fs::remove_dir_all(&self.inner.dir);
+        let _ = std::fs::remove_file(self.inner.dir.with_extension("lock"));
+        let _ = std::fs::remove_file(&self.inner.header);
         Ok(())
     }
 }

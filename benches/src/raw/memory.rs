@@ -1,41 +1,96 @@
 use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use token_store_core::async_trait;
-use tokio::sync::Mutex;
+use token_store_core::{TokenRecord, async_trait};
 
-use super::RawKeys;
 use crate::fixture;
 use crate::ops::{BResult, LIST_SIZE, Op, SIDE_KEYS, Target, fail};
 
-/// A `HashMap` of bytes behind the same async mutex the memory store uses: the floor under
-/// any in-process store (no key structure, no JSON, no versions).
+/// The floor under any in-process store of tokens: a bare map of parsed records with a
+/// version each, behind the same blocking `RwLock` the memory store uses. A get clones the
+/// record (the API hands out an owned record), a put stores a clone of the caller's record
+/// under a new version, a CAS put compares the version first, a list collects and sorts the
+/// user's keys. Keys are the four parts of a token key (user, resource, issuer, scopes), as
+/// the typed API takes and lists them. No bytes, no JSON: what a program keeping its tokens
+/// in a `HashMap` pays.
 pub struct RawMemory {
-    map: Mutex<HashMap<String, Vec<u8>>>,
-    keys: RawKeys,
-    value: Vec<u8>,
+    map: RwLock<Map>,
+    keys: Keys,
+    record: TokenRecord,
+    versions: Vec<AtomicU64>,
+    next: AtomicU64,
+}
+
+type Parts = [String; 4];
+type Map = HashMap<Parts, (TokenRecord, u64)>;
+
+struct Keys {
+    user: String,
+    hit: Vec<Parts>,
+    miss: Vec<Parts>,
+    del: Vec<Parts>,
+}
+
+fn parts(user: &str, i: usize) -> Parts {
+    let key = fixture::key(user, i);
+    [
+        key.user_key().to_owned(),
+        key.resource().to_owned(),
+        key.authorization_server().unwrap_or_default().to_owned(),
+        key.scope_fingerprint().to_owned(),
+    ]
 }
 
 impl RawMemory {
     /// An empty map.
     pub fn new(run_id: &str) -> Self {
         RawMemory {
-            map: Mutex::new(HashMap::new()),
-            keys: RawKeys::new(run_id),
-            value: fixture::record_bytes(1),
+            map: RwLock::new(HashMap::new()),
+            keys: {
+                let user = format!("{run_id}-rawhit");
+                Keys {
+                    hit: (0..LIST_SIZE).map(|i| parts(&user, i)).collect(),
+                    miss: (0..SIDE_KEYS)
+                        .map(|i| parts(&format!("{run_id}-rawmiss"), i))
+                        .collect(),
+                    del: (0..SIDE_KEYS)
+                        .map(|i| parts(&format!("{run_id}-rawdel"), i))
+                        .collect(),
+                    user,
+                }
+            },
+            record: fixture::record(1),
+            versions: (0..LIST_SIZE).map(|_| AtomicU64::new(0)).collect(),
+            next: AtomicU64::new(1),
         }
+    }
+
+    fn map(&self) -> std::sync::RwLockReadGuard<'_, Map> {
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn map_mut(&self) -> std::sync::RwLockWriteGuard<'_, Map> {
+        self.map.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn version(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
     }
 }
 
 #[async_trait]
 impl Target for RawMemory {
     fn label(&self) -> String {
-        "HashMap<String, Vec<u8>> + Mutex".to_owned()
+        "HashMap<[String; 4], (TokenRecord, version)> + RwLock".to_owned()
     }
 
     async fn setup(&self) -> BResult<()> {
-        let mut map = self.map.lock().await;
-        for k in &self.keys.hit {
-            map.insert(k.clone(), self.value.clone());
+        let mut map = self.map_mut();
+        for (k, key) in self.keys.hit.iter().enumerate() {
+            let v = self.version();
+            self.versions[k].store(v, Ordering::Relaxed);
+            map.insert(key.clone(), (self.record.clone(), v));
         }
         Ok(())
     }
@@ -43,7 +98,8 @@ impl Target for RawMemory {
     async fn prepare(&self, op: Op, i: usize) -> BResult<()> {
         if op == Op::Delete {
             let k = self.keys.del[i % SIDE_KEYS].clone();
-            self.map.lock().await.insert(k, self.value.clone());
+            let v = self.version();
+            self.map_mut().insert(k, (self.record.clone(), v));
         }
         Ok(())
     }
@@ -52,34 +108,32 @@ impl Target for RawMemory {
         let k = i % LIST_SIZE;
         match op {
             Op::GetHit => {
-                let v = self.map.lock().await.get(&self.keys.hit[k]).cloned();
-                v.ok_or_else(|| fail("missing"))?;
+                let found = self.map().get(&self.keys.hit[k]).cloned();
+                std::hint::black_box(found.ok_or_else(|| fail("missing"))?);
             }
             Op::GetMiss => {
-                let v = self
-                    .map
-                    .lock()
-                    .await
-                    .get(&self.keys.miss[i % SIDE_KEYS])
-                    .cloned();
-                if v.is_some() {
+                let found = self.map().get(&self.keys.miss[i % SIDE_KEYS]).cloned();
+                if found.is_some() {
                     return Err(fail("found"));
                 }
             }
             Op::Put | Op::CasPut => {
-                let key = self.keys.hit[k].clone();
-                let mut map = self.map.lock().await;
-                // CAS: the check a versioned map needs (compare the current value).
-                if op == Op::CasPut && map.get(&key).is_none_or(|v| *v != self.value) {
+                let record = self.record.clone();
+                let v = self.version();
+                let mut map = self.map_mut();
+                let slot = map
+                    .get_mut(&self.keys.hit[k])
+                    .ok_or_else(|| fail("missing"))?;
+                if op == Op::CasPut && slot.1 != self.versions[k].load(Ordering::Relaxed) {
                     return Err(fail("CAS mismatch"));
                 }
-                map.insert(key, self.value.clone());
+                *slot = (record, v);
+                drop(map);
+                self.versions[k].store(v, Ordering::Relaxed);
             }
             Op::Delete => {
                 if self
-                    .map
-                    .lock()
-                    .await
+                    .map_mut()
                     .remove(&self.keys.del[i % SIDE_KEYS])
                     .is_none()
                 {
@@ -87,16 +141,15 @@ impl Target for RawMemory {
                 }
             }
             Op::List => {
-                let prefix = self.keys.user_prefix();
-                let n = self
-                    .map
-                    .lock()
-                    .await
+                let mut keys: Vec<Parts> = self
+                    .map()
                     .keys()
-                    .filter(|k| k.starts_with(&prefix))
-                    .count();
-                if n != LIST_SIZE {
-                    return Err(fail(format!("listed {n}")));
+                    .filter(|k| k[0] == self.keys.user)
+                    .cloned()
+                    .collect();
+                keys.sort_unstable();
+                if keys.len() != LIST_SIZE {
+                    return Err(fail(format!("listed {}", keys.len())));
                 }
             }
         }
@@ -104,7 +157,7 @@ impl Target for RawMemory {
     }
 
     async fn cleanup(&self) -> BResult<()> {
-        self.map.lock().await.clear();
+        self.map_mut().clear();
         Ok(())
     }
 }

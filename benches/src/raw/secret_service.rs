@@ -12,36 +12,32 @@ use crate::ops::{BResult, LIST_SIZE, Op, SIDE_KEYS, Target, fail};
 /// `replace = true` in the default collection, a delete searches and deletes, a list
 /// searches by user and reads each item's attributes (where its key is). There is no
 /// compare-and-swap to compare with.
+///
+/// A get keeps to the default collection's items and, on a miss, asks whether that
+/// collection is locked: KeePassXC answers a search of a locked database with nothing, and
+/// without the check a locked keyring would read as "no token" (a needless login). That is
+/// the backend's guarantee, so the floor makes the same calls.
 pub struct RawSecretService {
     ss: SecretService<'static>,
     service: String,
     keys: RawKeys,
     value: Vec<u8>,
-    /// Attribution variant: gets make the backend's calls (service-wide search kept to the
-    /// default collection; on a miss, that collection's `Locked` property), with the
-    /// collection's path looked up once, as the backend remembers it.
+    /// The default collection's path, looked up once (as the backend remembers it).
     backend_calls: Option<zbus::zvariant::OwnedObjectPath>,
 }
 
 impl RawSecretService {
     /// Connects to the session bus's Secret Service; items carry `service=<service>`.
     pub async fn connect(service: &str, run_id: &str) -> BResult<Self> {
+        let ss = SecretService::connect(EncryptionType::Dh).await?;
+        let path = ss.get_default_collection().await?.collection_path;
         Ok(RawSecretService {
-            ss: SecretService::connect(EncryptionType::Dh).await?,
+            ss,
             service: service.to_owned(),
             keys: RawKeys::new(run_id),
             value: fixture::record_bytes(1),
-            backend_calls: None,
+            backend_calls: Some(path),
         })
-    }
-
-    /// The attribution variant: a get makes the backend's D-Bus calls (the service-wide
-    /// search, `GetSecret` on a hit, the default collection's `Locked` property on a miss);
-    /// only gets.
-    pub async fn with_backend_calls(mut self) -> BResult<Self> {
-        let path = self.ss.get_default_collection().await?.collection_path;
-        self.backend_calls = Some(path);
-        Ok(self)
     }
 
     fn attrs<'a>(&'a self, key: &'a str) -> HashMap<&'a str, &'a str> {
@@ -115,17 +111,10 @@ impl RawSecretService {
 #[async_trait]
 impl Target for RawSecretService {
     fn label(&self) -> String {
-        if self.backend_calls.is_some() {
-            return "secret-service crate, the backend's calls (search; secret on a hit, the collection's Locked on a miss)"
-                .to_owned();
-        }
-        "secret-service crate, one connection".to_owned()
+        "secret-service crate, one connection (get: search; secret on a hit, the collection's Locked on a miss)".to_owned()
     }
 
     fn supports(&self, op: Op) -> bool {
-        if self.backend_calls.is_some() {
-            return matches!(op, Op::GetHit | Op::GetMiss);
-        }
         op != Op::CasPut
     }
 

@@ -10,9 +10,19 @@ use super::RawKeys;
 use crate::fixture;
 use crate::ops::{BResult, LIST_SIZE, Op, SIDE_KEYS, Target, fail};
 
-/// Plain KV v2 HTTP calls with `reqwest`, one request per operation: GET data, POST data
-/// (with the `cas` option for CAS), DELETE metadata, LIST metadata. The value is stored as
-/// base64 in the data map, as the backend stores it.
+/// Plain KV v2 HTTP calls with `reqwest`, as few as the backend's guarantees allow (the
+/// value is base64 in the data map, as the backend stores it):
+///
+/// - get: one `GET data`; put: one `POST data`;
+/// - CAS put: `GET data` then `POST data` with `options.cas`: KV v2's `cas` compares only a
+///   version number, which restarts at 1 after `kv metadata delete`, so a correct CAS must
+///   read the record (its generation) first, or a stale writer would win against a
+///   re-created key;
+/// - delete: `GET data`, a `cas` tombstone write, `POST destroy` of the older versions: the
+///   fewest requests that make a conditional delete that never removes a concurrent
+///   create (an unconditional `DELETE metadata` can do neither);
+/// - list: `LIST metadata`, then a read of every key, 8 in flight (`LIST` also names keys
+///   whose tombstone an interrupted delete left behind: only a read tells).
 pub struct RawVault {
     http: reqwest::Client,
     base: String,
@@ -21,9 +31,6 @@ pub struct RawVault {
     keys: RawKeys,
     value_b64: String,
     versions: Vec<AtomicU64>,
-    /// Attribution variant: writes read first, deletes write a tombstone (the backend's
-    /// request sequence).
-    backend_requests: bool,
 }
 
 impl RawVault {
@@ -40,16 +47,7 @@ impl RawVault {
             keys: RawKeys::new(run_id),
             value_b64: B64.encode(fixture::record_bytes(1)),
             versions: (0..LIST_SIZE).map(|_| AtomicU64::new(0)).collect(),
-            backend_requests: false,
         })
-    }
-
-    /// The attribution variant: a put or CAS put is a read then a `cas` write (2 requests),
-    /// a delete is read, tombstone `cas` write, read, metadata delete (4 requests), as the
-    /// backend makes them; lists and gets are not run.
-    pub fn with_backend_requests(mut self) -> Self {
-        self.backend_requests = true;
-        self
     }
 
     /// The current KV version of a key (0 when absent).
@@ -62,38 +60,23 @@ impl RawVault {
             .unwrap_or(0))
     }
 
-    async fn run_backend_requests(&self, op: Op, i: usize) -> BResult<()> {
-        let k = i % LIST_SIZE;
-        match op {
-            // One plain write with a new generation: the raw client's request.
-            Op::Put => {
-                let v = self.write(&self.keys.hit[k], None).await?;
-                self.versions[k].store(v, Ordering::Relaxed);
-            }
-            // The generation check needs the current data, so a CAS write reads first.
-            Op::CasPut => {
-                let key = &self.keys.hit[k];
-                let cas = self.version_of(key).await?;
-                let v = self.write(key, Some(cas)).await?;
-                self.versions[k].store(v, Ordering::Relaxed);
-            }
-            // Read, tombstone written with `cas`, then destroy every older version.
-            _ => {
-                let key = &self.keys.del[i % SIDE_KEYS];
-                let cas = self.version_of(key).await?;
-                let mut body = json!({ "options": { "cas": cas }, "data": { "tombstone": true } });
-                body["data"]["generation"] = json!("0");
-                let url = format!("{}/data/{}", self.base, self.path(key));
-                let (_, reply) = self.call(Method::POST, url, Some(&body)).await?;
-                let tombstone = reply
-                    .pointer("/data/version")
-                    .and_then(Value::as_u64)
-                    .ok_or_else(|| fail("tombstone: no version"))?;
-                let versions: Vec<u64> = (1..tombstone).collect();
-                let url = format!("{}/destroy/{}", self.base, self.path(key));
-                self.call(Method::POST, url, Some(&json!({ "versions": versions })))
-                    .await?;
-            }
+    /// Read, tombstone written with `cas`, then destroy every older version.
+    async fn delete_conditionally(&self, i: usize) -> BResult<()> {
+        {
+            let key = &self.keys.del[i % SIDE_KEYS];
+            let cas = self.version_of(key).await?;
+            let mut body = json!({ "options": { "cas": cas }, "data": { "tombstone": true } });
+            body["data"]["generation"] = json!("0");
+            let url = format!("{}/data/{}", self.base, self.path(key));
+            let (_, reply) = self.call(Method::POST, url, Some(&body)).await?;
+            let tombstone = reply
+                .pointer("/data/version")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| fail("tombstone: no version"))?;
+            let versions: Vec<u64> = (1..tombstone).collect();
+            let url = format!("{}/destroy/{}", self.base, self.path(key));
+            self.call(Method::POST, url, Some(&json!({ "versions": versions })))
+                .await?;
         }
         Ok(())
     }
@@ -171,15 +154,7 @@ impl RawVault {
 #[async_trait]
 impl Target for RawVault {
     fn label(&self) -> String {
-        if self.backend_requests {
-            return "reqwest, the backend's requests (put: 1; CAS put: read + cas write; delete: read, cas tombstone, destroy)"
-                .to_owned();
-        }
-        "reqwest, one KV v2 HTTP call".to_owned()
-    }
-
-    fn supports(&self, op: Op) -> bool {
-        !self.backend_requests || matches!(op, Op::Put | Op::CasPut | Op::Delete)
+        "reqwest: get 1 request, put 1, CAS put 2 (read + cas write), delete 3 (read, cas tombstone, destroy), list LIST + a read per key".to_owned()
     }
 
     async fn setup(&self) -> BResult<()> {
@@ -198,9 +173,6 @@ impl Target for RawVault {
     }
 
     async fn run(&self, op: Op, i: usize) -> BResult<()> {
-        if self.backend_requests {
-            return self.run_backend_requests(op, i).await;
-        }
         let k = i % LIST_SIZE;
         match op {
             Op::GetHit => {
@@ -218,20 +190,49 @@ impl Target for RawVault {
                 self.versions[k].store(v, Ordering::Relaxed);
             }
             Op::CasPut => {
-                let expected = self.versions[k].load(Ordering::Relaxed);
-                let v = self.write(&self.keys.hit[k], Some(expected)).await?;
+                // The generation check needs the current data, so a CAS write reads first.
+                let key = &self.keys.hit[k];
+                let cas = self.version_of(key).await?;
+                if cas != self.versions[k].load(Ordering::Relaxed) {
+                    return Err(fail("CAS mismatch"));
+                }
+                let v = self.write(key, Some(cas)).await?;
                 self.versions[k].store(v, Ordering::Relaxed);
             }
-            Op::Delete => self.delete(&self.keys.del[i % SIDE_KEYS]).await?,
+            Op::Delete => self.delete_conditionally(i).await?,
             Op::List => {
                 let folder = self.path(&self.keys.user_prefix());
                 let url = format!("{}/metadata/{folder}", self.base);
                 let list = Method::from_bytes(b"LIST")?;
                 let (status, reply) = self.call(list, url, None).await?;
-                let n = reply
+                let names: Vec<String> = reply
                     .pointer("/data/keys")
                     .and_then(Value::as_array)
-                    .map_or(0, Vec::len);
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                // A read per key, 8 in flight: only the data tells a record from a tombstone.
+                let mut n = 0;
+                for chunk in names.chunks(8) {
+                    let mut reads = tokio::task::JoinSet::new();
+                    for name in chunk {
+                        let url =
+                            format!("{}/data/{folder}{}", self.base, name.replace('%', "%25"));
+                        let req = self.http.get(url).header("X-Vault-Token", &self.token);
+                        reads.spawn(async move {
+                            let resp = req.send().await?;
+                            let body: Value = resp.json().await?;
+                            Ok::<_, reqwest::Error>(body.pointer("/data/data/value").is_some())
+                        });
+                    }
+                    while let Some(r) = reads.join_next().await {
+                        n += usize::from(r??);
+                    }
+                }
                 if n != LIST_SIZE {
                     return Err(fail(format!("listed {n} (HTTP {status})")));
                 }

@@ -1,0 +1,108 @@
+//! One CPU-bound path run N times on a current-thread runtime, for instruction counts: the
+//! shared machine's wall clock moves by tens of percent, instructions do not. Run it under
+//! `valgrind --tool=callgrind` twice, with N and 2N iterations: the difference of the two
+//! totals divided by N is the path's instructions per call, with setup and process start
+//! cancelled out (`scripts` in BENCHMARKS.md).
+
+use std::hint::black_box;
+
+use token_store_core::{
+    CacheOptions, ListFilter, MemoryStore, Query, StorageKey, TokenRecord, TokenStore,
+};
+
+use crate::fixture;
+use crate::ops::{BResult, LIST_SIZE, Op, Target, TypedTarget, fail};
+use crate::raw::RawMemory;
+
+/// The probes `--probe` takes.
+pub const PROBES: [&str; 11] = [
+    "json_decode",
+    "json_encode",
+    "key_encode",
+    "key_decode",
+    "memory_get",
+    "memory_get_cached",
+    "memory_put",
+    "map_get",
+    "map_put",
+    "memory_list",
+    "map_list",
+];
+
+/// Runs probe `name` `iterations` times.
+pub fn run(name: &str, iterations: usize) -> BResult<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(name, iterations))
+}
+
+async fn run_async(name: &str, n: usize) -> BResult<()> {
+    let record = fixture::record(1);
+    let bytes = fixture::record_bytes(1);
+    let key = fixture::key("probe-user", 1);
+    let encoded = key.storage_key().encode();
+    match name {
+        "json_decode" => {
+            for _ in 0..n {
+                black_box(serde_json::from_slice::<TokenRecord>(black_box(&bytes))?);
+            }
+        }
+        "json_encode" => {
+            for _ in 0..n {
+                black_box(serde_json::to_vec(black_box(&record))?);
+            }
+        }
+        "key_encode" => {
+            for _ in 0..n {
+                black_box(black_box(&key).as_storage_key().encode());
+            }
+        }
+        "key_decode" => {
+            for _ in 0..n {
+                black_box(StorageKey::decode(black_box(&encoded)).ok_or_else(|| fail("decode"))?);
+            }
+        }
+        "memory_get" | "memory_get_cached" | "memory_put" | "memory_list" => {
+            let store = TokenStore::new(MemoryStore::new());
+            let store = if name == "memory_get_cached" {
+                store.with_cache(CacheOptions::new())
+            } else {
+                store
+            };
+            let target = TypedTarget::new(store.clone(), "probe");
+            target.setup().await?;
+            let op = match name {
+                "memory_put" => Op::Put,
+                "memory_list" => Op::List,
+                _ => Op::GetHit,
+            };
+            for i in 0..n {
+                target.run(op, i % LIST_SIZE).await?;
+            }
+            let listed = store
+                .list(&Query::new(ListFilter::user("probe-hit")))
+                .await?;
+            black_box(listed);
+        }
+        "map_get" | "map_put" | "map_list" => {
+            let target = RawMemory::new("probe");
+            target.setup().await?;
+            let op = match name {
+                "map_put" => Op::Put,
+                "map_list" => Op::List,
+                _ => Op::GetHit,
+            };
+            for i in 0..n {
+                target.run(op, i % LIST_SIZE).await?;
+            }
+        }
+        other => {
+            return Err(fail(format!(
+                "unknown probe {other}; one of {}",
+                PROBES.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
