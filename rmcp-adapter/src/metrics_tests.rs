@@ -201,7 +201,10 @@ fn a_coalesced_refresh_counts_as_adopted_and_writes_nothing() {
         // Another process refreshes while this one waits for the guard.
         let guard = theirs.acquire_refresh_guard().await.unwrap();
         theirs.load().await.unwrap().unwrap();
-        theirs.save(credentials("at-1", "rt-1", 3600)).await.unwrap();
+        theirs
+            .save(credentials("at-1", "rt-1", 3600))
+            .await
+            .unwrap();
         drop(guard);
         let guard = ours.acquire_refresh_guard().await.unwrap();
         ours.load().await.unwrap().unwrap();
