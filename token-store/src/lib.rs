@@ -222,7 +222,11 @@ pub async fn auto() -> Result<Selection> {
         match token_store_keychain::probe(std::time::Duration::from_secs(3)).await {
             Ok(store) => {
                 reasons.push("the OS keychain passed a write/read/delete probe".to_owned());
-                return Ok(Selection::new(traced(store), "keychain:".to_owned(), reasons));
+                return Ok(Selection::new(
+                    traced(store),
+                    "keychain:".to_owned(),
+                    reasons,
+                ));
             }
             Err(why) => reasons.push(format!("OS keychain not used: {why}")),
         }
