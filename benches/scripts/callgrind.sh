@@ -11,7 +11,7 @@ bin=target/release/token-store-bench
 cargo build --release -q -p token-store-bench
 probes=("$@")
 if [ ${#probes[@]} -eq 0 ]; then
-  probes=(json_decode json_encode key_encode key_decode memory_get memory_get_cached memory_put map_get map_put memory_list map_list)
+  probes=(json_decode json_decode_derived json_encode key_encode key_decode memory_get memory_get_cached memory_put map_get map_put memory_list map_list)
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -15,8 +15,9 @@ use crate::ops::{BResult, LIST_SIZE, Op, Target, TypedTarget, fail};
 use crate::raw::RawMemory;
 
 /// The probes `--probe` takes.
-pub const PROBES: [&str; 11] = [
+pub const PROBES: [&str; 12] = [
     "json_decode",
+    "json_decode_derived",
     "json_encode",
     "key_encode",
     "key_decode",
@@ -46,6 +47,11 @@ async fn run_async(name: &str, n: usize) -> BResult<()> {
         "json_decode" => {
             for _ in 0..n {
                 black_box(serde_json::from_slice::<TokenRecord>(black_box(&bytes))?);
+            }
+        }
+        "json_decode_derived" => {
+            for _ in 0..n {
+                black_box(serde_json::from_slice::<Derived>(black_box(&bytes))?);
             }
         }
         "json_encode" => {
@@ -105,4 +111,38 @@ async fn run_async(name: &str, n: usize) -> BResult<()> {
         }
     }
     Ok(())
+}
+
+/// `TokenRecord`'s deserialiser as serde derived it before it was written by hand (the
+/// `flatten` of unknown fields buffers every field first): the "before" of the decode probe.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Derived {
+    access_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    expires_at: Option<f64>,
+    #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    authorization_server: Option<String>,
+    #[serde(default)]
+    obtained_at: Option<f64>,
+    #[serde(default)]
+    metadata: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    id_token: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    refresh_expires_at: Option<f64>,
+    #[serde(default)]
+    token_store_schema: Option<u32>,
+    #[serde(flatten)]
+    extra: serde_json::Map<String, serde_json::Value>,
 }

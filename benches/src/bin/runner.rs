@@ -136,6 +136,93 @@ struct ScaleRow {
     get: Summary,
     put: Summary,
     cas_put: Summary,
+    /// The same operations on a 10-record store of the same backend, timed in the same
+    /// alternating blocks (the ratios' denominators).
+    base_get: Summary,
+    base_put: Summary,
+    base_cas_put: Summary,
+}
+
+/// Random records of one store of the scale section, as a [`Target`]: gets, puts, and CAS
+/// puts whose version is read (untimed) in `prepare`.
+struct ScaleTarget {
+    store: TokenStore,
+    keys: Vec<TokenKey>,
+    record: token_store_core::TokenRecord,
+    version: std::sync::Mutex<Option<token_store_core::Version>>,
+}
+
+impl ScaleTarget {
+    fn new(store: TokenStore, n: usize) -> Self {
+        ScaleTarget {
+            store,
+            keys: sample_keys(n, 2000),
+            record: fixture::record(1),
+            version: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn key(&self, i: usize) -> &TokenKey {
+        &self.keys[i % self.keys.len()]
+    }
+}
+
+#[token_store_core::async_trait]
+impl Target for ScaleTarget {
+    fn label(&self) -> String {
+        "scale".to_owned()
+    }
+
+    fn supports(&self, op: Op) -> bool {
+        matches!(op, Op::GetHit | Op::Put | Op::CasPut)
+    }
+
+    async fn setup(&self) -> BResult<()> {
+        Ok(())
+    }
+
+    async fn prepare(&self, op: Op, i: usize) -> BResult<()> {
+        if op == Op::CasPut {
+            let found = self
+                .store
+                .get(self.key(i))
+                .await?
+                .ok_or_else(|| fail("scale: missing record"))?;
+            *self.version.lock().unwrap_or_else(|p| p.into_inner()) = Some(found.version);
+        }
+        Ok(())
+    }
+
+    async fn run(&self, op: Op, i: usize) -> BResult<()> {
+        let key = self.key(i);
+        match op {
+            Op::GetHit => {
+                self.store
+                    .get(key)
+                    .await?
+                    .ok_or_else(|| fail("scale: missing record"))?;
+            }
+            Op::Put => {
+                self.store.put(key, &self.record, Precondition::Any).await?;
+            }
+            _ => {
+                let version = self
+                    .version
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .ok_or_else(|| fail("scale: no version"))?;
+                self.store
+                    .put(key, &self.record, Precondition::IfVersion(version))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn cleanup(&self) -> BResult<()> {
+        Ok(())
+    }
 }
 
 /// rmcp's `load()` through the adapter, cached and not, alternating blocks.
@@ -795,58 +882,6 @@ fn sample_keys(n: usize, count: usize) -> Vec<TokenKey> {
         .collect()
 }
 
-async fn scale_measure(store: &TokenStore, n: usize) -> BResult<(Summary, Summary, Summary)> {
-    let keys = sample_keys(n, 2000);
-    let record = fixture::record(1);
-    let budget = Duration::from_secs(1);
-    let mut gets = Vec::new();
-    let t = Instant::now();
-    for key in keys.iter().cycle() {
-        let s = Instant::now();
-        store
-            .get(key)
-            .await?
-            .ok_or_else(|| fail("scale: missing record"))?;
-        gets.push(s.elapsed());
-        if gets.len() >= keys.len() || (t.elapsed() > budget && gets.len() >= 100) {
-            break;
-        }
-    }
-    let mut puts = Vec::new();
-    let t = Instant::now();
-    for key in keys.iter().cycle() {
-        let s = Instant::now();
-        store.put(key, &record, Precondition::Any).await?;
-        puts.push(s.elapsed());
-        if puts.len() >= keys.len() || (t.elapsed() > budget && puts.len() >= 100) {
-            break;
-        }
-    }
-    // CAS puts: the version read (untimed) just before, as a refresh does.
-    let mut cas = Vec::new();
-    let t = Instant::now();
-    for key in keys.iter().cycle() {
-        let version = store
-            .get(key)
-            .await?
-            .ok_or_else(|| fail("scale: missing record"))?
-            .version;
-        let s = Instant::now();
-        store
-            .put(key, &record, Precondition::IfVersion(version))
-            .await?;
-        cas.push(s.elapsed());
-        if cas.len() >= keys.len() || (t.elapsed() > budget && cas.len() >= 100) {
-            break;
-        }
-    }
-    Ok((
-        Summary::of(&mut gets),
-        Summary::of(&mut puts),
-        Summary::of(&mut cas),
-    ))
-}
-
 /// Writes records `from..to` through the store's own byte-level API, `batch` at a time
 /// concurrently (the layout is the store's, so nothing is faked).
 async fn populate_raw_api(store: &TokenStore, from: usize, to: usize, batch: usize) -> BResult<()> {
@@ -1001,30 +1036,47 @@ async fn scale_backend(
 ) -> BResult<()> {
     let prefix = format!("{run_id}-scale");
     let mut redis_server = None;
-    let (store, sqlite_path) = match backend {
-        "memory" => (open_store("memory:").await?, None),
+    // The growing store, and beside it a 10-record store of the same backend (its own
+    // memory store, SQLite file, Redis database, directory) timed in alternating blocks.
+    let (store, small, sqlite_path) = match backend {
+        "memory" => (
+            open_store("memory:").await?,
+            open_store("memory:").await?,
+            None,
+        ),
         "sqlite" => {
             let path = tmp.join("scale-sqlite").join("tokens.db");
+            let small = tmp.join("scale-sqlite-small").join("tokens.db");
             (
                 open_store(&format!("sqlite://{}", path.display())).await?,
+                open_store(&format!("sqlite://{}", small.display())).await?,
                 Some(path),
             )
         }
         "redis" => {
             let server = PrivateRedis::start().await?;
             let store = open_store(&format!("{}?prefix={prefix}", server.url())).await?;
+            let small = open_store(&format!("{}1?prefix={prefix}", server.url())).await?;
             redis_server = Some(server);
-            (store, None)
+            (store, small, None)
         }
         _ => {
-            let url = format!(
-                "file://{}?key_file={}",
-                tmp.join("scale-file").display(),
-                tmp.join("scale-file.key").display()
-            );
-            (open_store(&url).await?, None)
+            let url = |name: &str| {
+                format!(
+                    "file://{}?key_file={}",
+                    tmp.join(name).display(),
+                    tmp.join("scale-file.key").display()
+                )
+            };
+            (
+                open_store(&url("scale-file")).await?,
+                open_store(&url("scale-file-small")).await?,
+                None,
+            )
         }
     };
+    populate_raw_api(&small, 0, 10, 10).await?;
+    let small = ScaleTarget::new(small, 10);
     // A million files would take minutes to write for nothing: the file store touches one
     // file per call, and 100 000 show its growth.
     let cap = if backend == "file" {
@@ -1053,7 +1105,19 @@ async fn scale_backend(
         }
         let populate_secs = t.elapsed().as_secs_f64();
         have = n;
-        let (get, put, cas_put) = scale_measure(&store, n).await?;
+        let big = ScaleTarget::new(store.clone(), n);
+        let plan = Plan::timed(100, 2000, Duration::from_secs(1));
+        let mut timed = Vec::new();
+        for op in [Op::GetHit, Op::Put, Op::CasPut] {
+            let s = measure(op, &[&big, &small], &plan).await?;
+            match (s.first().copied().flatten(), s.get(1).copied().flatten()) {
+                (Some(b), Some(s)) => timed.push((b, s)),
+                _ => return Err(fail("scale: no samples")),
+            }
+        }
+        let [(get, base_get), (put, base_put), (cas_put, base_cas_put)] = timed[..] else {
+            return Err(fail("scale: no samples"));
+        };
         eprintln!(
             "  {n:>9} records (populated in {populate_secs:.1} s): get p50 {} p99 {}, put p50 {} p99 {}, CAS put p50 {}",
             fmt_us(get.p50_us),
@@ -1069,6 +1133,9 @@ async fn scale_backend(
             get,
             put,
             cas_put,
+            base_get,
+            base_put,
+            base_cas_put,
         });
     }
     drop(store);
@@ -1161,19 +1228,18 @@ fn full_markdown(r: &Report) -> String {
         }
     }
     if !r.scale.is_empty() {
-        out.push_str("\n### Scale (get and put of random records among N)\n\n");
-        out.push_str("| backend | records | populate | get p50 | get p99 | put p50 | put p99 | CAS put p50 | CAS put p99 | get / get at 10 | CAS / CAS at 10 |\n");
+        out.push_str("\n### Scale (random records among N, timed in alternating blocks with a 10-record store of the same backend)\n\n");
+        out.push_str("| backend | records | populate | get p50 | get p99 | put p50 | put p99 | CAS put p50 | CAS put p99 | get ÷ get at 10 | CAS ÷ CAS at 10 |\n");
         out.push_str(
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         );
         for s in &r.scale {
-            let base = r
-                .scale
-                .iter()
-                .find(|b| b.backend == s.backend && b.records == 10);
-            let ratio = |a: f64, b: Option<f64>| {
-                b.filter(|b| *b > 0.0)
-                    .map_or("–".to_owned(), |b| format!("{:.2}", a / b))
+            let ratio = |a: f64, b: f64| {
+                if b > 0.0 {
+                    format!("{:.2}", a / b)
+                } else {
+                    "–".to_owned()
+                }
             };
             let _ = writeln!(
                 out,
@@ -1187,8 +1253,8 @@ fn full_markdown(r: &Report) -> String {
                 fmt_us(s.put.p99_us),
                 fmt_us(s.cas_put.p50_us),
                 fmt_us(s.cas_put.p99_us),
-                ratio(s.get.p50_us, base.map(|b| b.get.p50_us)),
-                ratio(s.cas_put.p50_us, base.map(|b| b.cas_put.p50_us)),
+                ratio(s.get.p50_us, s.base_get.p50_us),
+                ratio(s.cas_put.p50_us, s.base_cas_put.p50_us),
             );
         }
     }
