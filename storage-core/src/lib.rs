@@ -43,6 +43,7 @@ pub mod cache;
 mod crypto;
 mod error;
 mod fs;
+mod json;
 mod key;
 pub mod layers;
 mod lease;

@@ -171,6 +171,14 @@ fn encode<T: Serialize>(value: &T) -> Result<zeroize::Zeroizing<Vec<u8>>> {
     Ok(out.0)
 }
 
+/// [`encode`] of a token record, written directly ([`crate::json`]): the same bytes.
+fn encode_record(record: &TokenRecord) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let mut out = SecretBuf(zeroize::Zeroizing::new(Vec::with_capacity(2048)));
+    crate::json::write_record(&mut out, record)
+        .map_err(|e| Error::invalid_input(format!("record cannot be serialised: {e}")))?;
+    Ok(out.0)
+}
+
 /// The JSON of a record holds its tokens: a growing `Vec` would leave copies of them in every
 /// buffer it outgrows and frees. This one wipes each outgrown buffer (and itself on drop).
 struct SecretBuf(zeroize::Zeroizing<Vec<u8>>);
@@ -496,7 +504,7 @@ impl TokenStore {
     ) -> Result<Version> {
         let storage_key = key.as_storage_key();
         storage_key.validate()?;
-        let bytes = encode(record)?;
+        let bytes = encode_record(record)?;
         let result = self.raw.write(storage_key, &bytes, options).await;
         audit::written(action, &*self.raw, storage_key, &result);
         result
