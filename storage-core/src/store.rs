@@ -173,7 +173,7 @@ fn encode<T: Serialize>(value: &T) -> Result<zeroize::Zeroizing<Vec<u8>>> {
 
 /// [`encode`] of a token record, written directly ([`crate::json`]): the same bytes.
 fn encode_record(record: &TokenRecord) -> Result<zeroize::Zeroizing<Vec<u8>>> {
-    let mut out = SecretBuf(zeroize::Zeroizing::new(Vec::with_capacity(2048)));
+    let mut out = crate::json::SecretJson::with_capacity(2048);
     crate::json::write_record(&mut out, record)
         .map_err(|e| Error::invalid_input(format!("record cannot be serialised: {e}")))?;
     Ok(out.0)
