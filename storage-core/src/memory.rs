@@ -92,24 +92,6 @@ impl MemoryStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_count_up_in_decimal() {
-        let store = MemoryStore::new();
-        assert_eq!(store.next_version().as_str(), "m1");
-        store
-            .inner
-            .next_version
-            .store(u64::MAX - 2, Ordering::Relaxed);
-        assert_eq!(store.next_version().as_str(), format!("m{}", u64::MAX - 1));
-        store.inner.next_version.store(9, Ordering::Relaxed);
-        assert_eq!(store.next_version().as_str(), "m10");
-    }
-}
-
 #[async_trait]
 impl RawStore for MemoryStore {
     fn backend(&self) -> &'static str {
@@ -177,5 +159,23 @@ impl RawStore for MemoryStore {
             .cloned()
             .map(ListEntry::Key)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_count_up_in_decimal() {
+        let store = MemoryStore::new();
+        assert_eq!(store.next_version().as_str(), "m1");
+        store
+            .inner
+            .next_version
+            .store(u64::MAX - 2, Ordering::Relaxed);
+        assert_eq!(store.next_version().as_str(), format!("m{}", u64::MAX - 1));
+        store.inner.next_version.store(9, Ordering::Relaxed);
+        assert_eq!(store.next_version().as_str(), "m10");
     }
 }
