@@ -118,9 +118,9 @@ async fn run_async(name: &str, n: usize) -> BResult<()> {
 #[derive(serde::Deserialize)]
 #[allow(dead_code)]
 struct Derived {
-    access_token: String,
+    access_token: token_store_core::Secret,
     #[serde(default)]
-    refresh_token: Option<String>,
+    refresh_token: Option<token_store_core::Secret>,
     #[serde(default)]
     scopes: Vec<String>,
     #[serde(default)]
@@ -136,7 +136,7 @@ struct Derived {
     #[serde(default)]
     metadata: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
-    id_token: Option<String>,
+    id_token: Option<token_store_core::Secret>,
     #[serde(default)]
     client_id: Option<String>,
     #[serde(default)]
