@@ -23,6 +23,9 @@ echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings" >&2
 cargo clippy --workspace --all-targets -- -D warnings
+# The workspace build turns core's optional `metrics` feature on (a dev-dependency needs it):
+# lint core once more as a user without the feature builds it.
+cargo clippy -p token-store-core --all-targets -- -D warnings
 # The macOS and Windows keychain code cannot run here, but it must compile: check it for those
 # targets when rustup can provide them (a machine without them says so instead).
 for target in x86_64-pc-windows-gnu aarch64-apple-darwin; do
