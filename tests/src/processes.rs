@@ -630,7 +630,7 @@ pub fn concurrent_model_check(
         case_no.set(case_no.get() + 1);
         let case = format!("{run}-{}", case_no.get());
         let mut salt = [0u8; 4];
-        token_store_core::crypto::fill_random(&mut salt)
+        token_store_core::backend::fill_random(&mut salt)
             .map_err(|e| TestCaseError::fail(format!("random: {e}")))?;
         let salt = hex(&salt);
         let start = start_soon(case_no.get() == 1);
