@@ -42,7 +42,8 @@ struct Args {
     /// Skip these sections (comma-separated): ops, rmcp, concurrency, longrun, cold, scale.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
-    /// Store sizes of the scale section (the file store stops at 100 000).
+    /// Store sizes of the scale section (memory, SQLite, Redis, PostgreSQL; the file store
+    /// stops at 100 000).
     #[arg(long, value_delimiter = ',', default_values_t = vec![10, 100_000, 1_000_000])]
     sizes: Vec<usize>,
     /// Also run the long run: `--long-run-ops` operations (99 gets to 1 CAS put, 16 tasks)
@@ -1016,7 +1017,7 @@ async fn populate_redis(url: &str, prefix: &str, from: usize, to: usize) -> BRes
 async fn scale(args: &Args, run_id: &str, tmp: &Path, report: &mut Report) {
     let mut sizes = args.sizes.clone();
     sizes.sort_unstable();
-    for backend in ["memory", "sqlite", "redis", "file"] {
+    for backend in ["memory", "sqlite", "redis", "postgres", "file"] {
         if !args.wants(backend) {
             continue;
         }
@@ -1060,6 +1061,16 @@ async fn scale_backend(
             redis_server = Some(server);
             (store, small, None)
         }
+        "postgres" => {
+            let base = token_store_bench::backends::env("TOKEN_STORE_TEST_POSTGRES_URL")
+                .ok_or_else(|| fail("not run: TOKEN_STORE_TEST_POSTGRES_URL is unset"))?;
+            let schema = format!("scale_{}", run_id.replace('-', "_"));
+            (
+                open_store(&format!("{base}?schema={schema}&table=big")).await?,
+                open_store(&format!("{base}?schema={schema}&table=small")).await?,
+                None,
+            )
+        }
         _ => {
             let url = |name: &str| {
                 format!(
@@ -1101,6 +1112,8 @@ async fn scale_backend(
                 populate_redis(&url, &prefix, have, n).await?;
             }
             "file" => populate_raw_api(&store, have, n, 64).await?,
+            // Through the backend itself, as many writes in flight as its pool serves.
+            "postgres" => populate_raw_api(&store, have, n, 256).await?,
             _ => populate_raw_api(&store, have, n, 1024).await?,
         }
         let populate_secs = t.elapsed().as_secs_f64();

@@ -1,4 +1,4 @@
-//! Layers wrap a [`RawStore`](crate::RawStore) and are one themselves, so cross-cutting
+//! Layers wrap a [`RawStore`] and are one themselves, so cross-cutting
 //! concerns are written once for every backend (as in OpenDAL and tower):
 //! [`Encrypted`] keeps only ciphertext in the backend, [`Timeout`] bounds every call,
 //! [`Traced`] logs every call without its value, `Metrics` (feature `metrics`) counts and
