@@ -44,30 +44,6 @@ fn crash_server() -> Option<CrashServer> {
     })
 }
 
-fn restart(script: &str) {
-    let ok = std::process::Command::new("bash")
-        .arg(script)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "{script} failed");
-}
-
-/// Waits until `pid` has exited (it is not our child: poll /proc).
-fn wait_gone(pid: u32) {
-    for _ in 0..600 {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            return;
-        }
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            && stat.split_whitespace().nth(2) == Some("Z")
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("pid {pid} did not exit");
-}
-
 /// A store with a unique application name (so tests find its connections) and a table of
 /// its own, under the per-call timeout.
 async fn store(
@@ -101,26 +77,13 @@ async fn fault_postgres_restarted() {
     let _drop = common::DropSchema(server.config.clone());
     let (store, _) = store(&server.config, |c| c).await;
     let (pidfile, script) = (server.pidfile.clone(), server.restart.clone());
-    fault::run(
+    fault::signal_then_restart(
         "postgres",
         store,
         Fault::new("restarted-fast-shutdown", TIMEOUT),
-        move || {
-            Box::pin(async move {
-                let pid = fault::read_pid(&pidfile);
-                fault::signal(pid, "-INT");
-                tokio::task::spawn_blocking(move || wait_gone(pid))
-                    .await
-                    .unwrap();
-            })
-        },
-        move || {
-            Box::pin(async move {
-                tokio::task::spawn_blocking(move || restart(&script))
-                    .await
-                    .unwrap()
-            })
-        },
+        pidfile,
+        "-INT",
+        script,
     )
     .await
     .assert_ok("postgres", "restarted");
@@ -133,26 +96,13 @@ async fn fault_postgres_killed() {
     let _drop = common::DropSchema(server.config.clone());
     let (store, _) = store(&server.config, |c| c).await;
     let (pidfile, script) = (server.pidfile.clone(), server.restart.clone());
-    fault::run(
+    fault::signal_then_restart(
         "postgres",
         store,
         Fault::new("killed-sigkill", TIMEOUT),
-        move || {
-            Box::pin(async move {
-                let pid = fault::read_pid(&pidfile);
-                fault::signal(pid, "-KILL");
-                tokio::task::spawn_blocking(move || wait_gone(pid))
-                    .await
-                    .unwrap();
-            })
-        },
-        move || {
-            Box::pin(async move {
-                tokio::task::spawn_blocking(move || restart(&script))
-                    .await
-                    .unwrap()
-            })
-        },
+        pidfile,
+        "-KILL",
+        script,
     )
     .await
     .assert_ok("postgres", "killed");
@@ -565,7 +515,7 @@ async fn stopped_server_then_recovery() {
         .unwrap();
     let pid = fault::read_pid(&server.pidfile);
     fault::signal(pid, "-INT");
-    tokio::task::spawn_blocking(move || wait_gone(pid))
+    tokio::task::spawn_blocking(move || fault::wait_gone(pid))
         .await
         .unwrap();
     let t = Instant::now();
@@ -578,7 +528,7 @@ async fn stopped_server_then_recovery() {
     );
     let script = server.restart.clone();
     let started = Instant::now();
-    tokio::task::spawn_blocking(move || restart(&script))
+    tokio::task::spawn_blocking(move || fault::run_script(&script))
         .await
         .unwrap();
     println!(

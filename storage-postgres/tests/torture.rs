@@ -35,14 +35,6 @@ fn crash_child() {
     crash::child(open_url);
 }
 
-fn restart(script: &str) {
-    let ok = std::process::Command::new("bash")
-        .arg(script)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "{script} failed");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_sigkill_rounds_postgres() {
     let Some(url) = services::require("TOKEN_STORE_TEST_POSTGRES_CRASH_URL") else {
@@ -60,7 +52,7 @@ async fn crash_sigkill_rounds_postgres() {
     let server = crash::ServerCrash {
         every: 20,
         kill: Box::new(move || fault::signal(fault::read_pid(&pidfile), "-KILL")),
-        restart: Box::new(move || restart(&script)),
+        restart: Box::new(move || fault::run_script(&script)),
     };
     crash::run("postgres", &url, open_url, crash::rounds(200), Some(server))
         .await

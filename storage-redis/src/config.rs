@@ -342,17 +342,9 @@ impl fmt::Debug for RedisConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("max_value_size", &self.max_value_size)
-            .field("key", &self.common.key.as_ref().map(key_kind))
+            .field("key", &self.common.key)
             .field("timeout", &self.common.timeout)
             .finish()
-    }
-}
-
-fn key_kind(key: &KeySource) -> String {
-    match key {
-        KeySource::KeyFile(path) => format!("key file {}", path.display()),
-        KeySource::Passphrase(_) => "passphrase".to_owned(),
-        _ => "raw key".to_owned(),
     }
 }
 

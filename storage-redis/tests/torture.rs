@@ -54,30 +54,6 @@ fn aof() -> Option<Aof> {
     })
 }
 
-fn restart(script: &str) {
-    let ok = std::process::Command::new("bash")
-        .arg(script)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "{script} failed");
-}
-
-/// Waits until `pid` has exited (it is not our child: poll /proc).
-fn wait_gone(pid: u32) {
-    for _ in 0..300 {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            return;
-        }
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            && stat.split_whitespace().nth(2) == Some("Z")
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("pid {pid} did not exit");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_sigkill_rounds_redis_aof() {
     let Some(aof) = aof() else { return };
@@ -88,7 +64,7 @@ async fn crash_sigkill_rounds_redis_aof() {
     let server = crash::ServerCrash {
         every: 20,
         kill: Box::new(move || fault::signal(fault::read_pid(&pidfile), "-KILL")),
-        restart: Box::new(move || restart(&script)),
+        restart: Box::new(move || fault::run_script(&script)),
     };
     crash::run("redis", &url, open_url, crash::rounds(200), Some(server))
         .await
@@ -359,26 +335,13 @@ async fn fault_redis_stopped_then_restarted() {
     let _one = AOF.lock().await;
     let store = aof_store(&aof).await;
     let (pidfile, script) = (aof.pidfile.clone(), aof.restart.clone());
-    fault::run(
+    fault::signal_then_restart(
         "redis",
         store,
         Fault::new("stopped-sigterm", TIMEOUT),
-        move || {
-            Box::pin(async move {
-                let pid = fault::read_pid(&pidfile);
-                fault::signal(pid, "-TERM");
-                tokio::task::spawn_blocking(move || wait_gone(pid))
-                    .await
-                    .unwrap();
-            })
-        },
-        move || {
-            Box::pin(async move {
-                tokio::task::spawn_blocking(move || restart(&script))
-                    .await
-                    .unwrap()
-            })
-        },
+        pidfile,
+        "-TERM",
+        script,
     )
     .await
     .assert_ok("redis", "stopped");

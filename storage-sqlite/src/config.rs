@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use token_store_core::layers::CommonOptions;
-use token_store_core::{BackendKind, Error, KeySource, Result, StoreUrl};
+use token_store_core::{BackendKind, Error, Result, StoreUrl};
 
 /// The default busy timeout: how long a write waits for another connection's write lock.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,17 +88,9 @@ impl fmt::Debug for SqliteConfig {
             .field("synchronous", &self.synchronous)
             .field("max_value_size", &self.max_value_size)
             .field("sweep_interval", &self.sweep_interval)
-            .field("key", &self.common.key.as_ref().map(key_kind))
+            .field("key", &self.common.key)
             .field("timeout", &self.common.timeout)
             .finish()
-    }
-}
-
-fn key_kind(key: &KeySource) -> String {
-    match key {
-        KeySource::KeyFile(path) => format!("key file {}", path.display()),
-        KeySource::Passphrase(_) => "passphrase".to_owned(),
-        _ => "raw key".to_owned(),
     }
 }
 

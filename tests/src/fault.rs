@@ -438,3 +438,63 @@ pub fn read_pid(pidfile: &str) -> u32 {
         .parse()
         .unwrap_or_else(|e| panic!("{pidfile}: {e}"))
 }
+
+/// Runs a service's restart script (from `scripts/services.sh`) with bash; panics when it fails.
+pub fn run_script(script: &str) {
+    let ok = std::process::Command::new("bash")
+        .arg(script)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{script} failed");
+}
+
+/// Waits up to 30 s until `pid` has exited (a server, not our child: polls /proc, and a
+/// zombie counts as gone); panics when it has not.
+pub fn wait_gone(pid: u32) {
+    for _ in 0..600 {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            && stat.split_whitespace().nth(2) == Some("Z")
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("pid {pid} did not exit");
+}
+
+/// [`run`] with the fault "the server whose pid is in `pidfile` gets `signal` (e.g. `"-KILL"`)
+/// and has exited", healed by its `restart` script.
+pub async fn signal_then_restart(
+    backend: &str,
+    store: Arc<dyn RawStore>,
+    fault: Fault,
+    pidfile: String,
+    signal_name: &'static str,
+    restart: String,
+) -> FaultReport {
+    run(
+        backend,
+        store,
+        fault,
+        move || {
+            Box::pin(async move {
+                let pid = read_pid(&pidfile);
+                signal(pid, signal_name);
+                if let Err(e) = tokio::task::spawn_blocking(move || wait_gone(pid)).await {
+                    panic!("waiting for {pid}: {e}");
+                }
+            })
+        },
+        move || {
+            Box::pin(async move {
+                if let Err(e) = tokio::task::spawn_blocking(move || run_script(&restart)).await {
+                    panic!("restart: {e}");
+                }
+            })
+        },
+    )
+    .await
+}

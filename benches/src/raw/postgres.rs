@@ -6,6 +6,13 @@ use tokio_postgres::{Client, NoTls, Statement};
 use crate::fixture;
 use crate::ops::{BResult, LIST_SIZE, Op, SIDE_KEYS, Target, fail};
 
+/// The kind column of token rows.
+const KIND: &str = "token";
+/// The value limit the backend binds to its read (its default `max_value_size`).
+const MAX_VALUE: i32 = 1024 * 1024;
+/// No TTL: `now() + NULL * interval` is a NULL expiry, as the backend binds it.
+const NO_TTL: Option<i64> = None;
+
 /// One key as the store's table holds it: its id (SHA-256 of the encoded key, computed by the
 /// server at setup) and its four parts.
 struct Row {
@@ -14,10 +21,12 @@ struct Row {
 }
 
 /// One `tokio-postgres` connection (no pool) to the store's own table, one prepared
-/// statement per operation, each an autocommit statement: the same statements the backend
-/// runs (upsert, `UPDATE … WHERE version = $n`, `DELETE`, the keyset listing on the user
-/// index) without what the backend adds to them (the TTL condition, the size check, the
-/// conflict report, the pool checkout, the redacted parameters, the typed layer's JSON).
+/// statement per operation, each an autocommit statement, **the same statements the backend
+/// runs** (`storage-postgres/src/sql.rs`): the read bounded by the value limit and judged live
+/// by the server's clock, the upsert and the compare-and-swap setting the expiry, the delete
+/// returning whether a live row went, the keyset listing of live rows on the user index.
+/// What the backend adds around them is left out: the pool checkout, the key's id computed
+/// per call, the conflict report, the typed layer's JSON.
 pub struct RawPostgres {
     client: Client,
     get: Statement,
@@ -47,32 +56,38 @@ impl RawPostgres {
             let _ = connection.await;
         });
         let t = format!("\"{schema}\".\"{table}\"");
+        // Parameters as the backend binds them ($1 the kind, $2 the id), with `LIVE`.
+        let live = "(expires_at IS NULL OR expires_at > now())";
         let get = client
             .prepare(&format!(
-                "SELECT value, version FROM {t} WHERE kind = 'token' AND id = $1"
+                "SELECT CASE WHEN octet_length(value) <= $3 THEN value END, octet_length(value), version, expires_at
+                 FROM {t} WHERE kind = $1 AND id = $2 AND {live}"
             ))
             .await?;
         let put = client
             .prepare(&format!(
-                "INSERT INTO {t} (kind, id, p1, p2, p3, p4, value, version, updated_at)
-                 VALUES ('token', $1, $2, $3, $4, $5, $6, $7, now())
-                 ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value,
-                     version = excluded.version, updated_at = excluded.updated_at"
+                "INSERT INTO {t} AS t (kind, id, p1, p2, p3, p4, value, version, expires_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9::bigint * interval '1 millisecond', now())
+                 ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value, version = excluded.version,
+                     expires_at = excluded.expires_at, updated_at = excluded.updated_at"
             ))
             .await?;
         let cas = client
             .prepare(&format!(
-                "UPDATE {t} SET value = $2, version = $3, updated_at = now()
-                 WHERE kind = 'token' AND id = $1 AND version = $4"
+                "UPDATE {t} SET value = $3, version = $4,
+                     expires_at = now() + $5::bigint * interval '1 millisecond', updated_at = now()
+                 WHERE kind = $1 AND id = $2 AND version = $6 AND {live}"
             ))
             .await?;
         let delete = client
-            .prepare(&format!("DELETE FROM {t} WHERE kind = 'token' AND id = $1"))
+            .prepare(&format!(
+                "DELETE FROM {t} WHERE kind = $1 AND id = $2 RETURNING {live}"
+            ))
             .await?;
         let list = client
             .prepare(&format!(
                 "SELECT id, p1, p2, p3, p4 FROM {t}
-                 WHERE kind = 'token' AND left(p1, 200) = left($1, 200) AND p1 = $1 AND id > $2
+                 WHERE kind = $1 AND left(p1, 200) = left($3, 200) AND p1 = $3 AND id > $2 AND {live}
                  ORDER BY id LIMIT 1000"
             ))
             .await?;
@@ -105,7 +120,17 @@ impl RawPostgres {
         self.client
             .execute(
                 &self.put,
-                &[&row.id, &p[0], &p[1], &p[2], &p[3], &self.value, &v],
+                &[
+                    &KIND,
+                    &row.id,
+                    &p[0],
+                    &p[1],
+                    &p[2],
+                    &p[3],
+                    &self.value,
+                    &v,
+                    &NO_TTL,
+                ],
             )
             .await?;
         Ok(v)
@@ -159,14 +184,24 @@ impl Target for RawPostgres {
         let k = i % LIST_SIZE;
         match op {
             Op::GetHit => {
-                let row = self.client.query_opt(&self.get, &[&self.hit[k].id]).await?;
-                let (_, _): (Vec<u8>, i64) = row
-                    .map(|r| (r.get(0), r.get(1)))
+                let row = self
+                    .client
+                    .query_opt(&self.get, &[&KIND, &self.hit[k].id, &MAX_VALUE])
+                    .await?
                     .ok_or_else(|| fail("missing"))?;
+                let value: Option<Vec<u8>> = row.try_get(0)?;
+                let (_, _, _): (i32, i64, Option<std::time::SystemTime>) =
+                    (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+                value.ok_or_else(|| fail("too large"))?;
             }
             Op::GetMiss => {
                 let id = &self.miss[i % SIDE_KEYS].id;
-                if self.client.query_opt(&self.get, &[id]).await?.is_some() {
+                if self
+                    .client
+                    .query_opt(&self.get, &[&KIND, id, &MAX_VALUE])
+                    .await?
+                    .is_some()
+                {
                     return Err(fail("found"));
                 }
             }
@@ -179,7 +214,10 @@ impl Target for RawPostgres {
                 let v = self.counter.fetch_add(1, Ordering::Relaxed);
                 let n = self
                     .client
-                    .execute(&self.cas, &[&self.hit[k].id, &self.value, &v, &expected])
+                    .execute(
+                        &self.cas,
+                        &[&KIND, &self.hit[k].id, &self.value, &v, &NO_TTL, &expected],
+                    )
                     .await?;
                 if n != 1 {
                     return Err(fail("CAS mismatch"));
@@ -188,14 +226,15 @@ impl Target for RawPostgres {
             }
             Op::Delete => {
                 let id = &self.del[i % SIDE_KEYS].id;
-                if self.client.execute(&self.delete, &[id]).await? != 1 {
+                let row = self.client.query_opt(&self.delete, &[&KIND, id]).await?;
+                if row.is_none_or(|r| r.get::<_, Option<bool>>(0) != Some(true)) {
                     return Err(fail("nothing deleted"));
                 }
             }
             Op::List => {
                 let rows = self
                     .client
-                    .query(&self.list, &[&self.user, &Vec::<u8>::new()])
+                    .query(&self.list, &[&KIND, &Vec::<u8>::new(), &self.user])
                     .await?;
                 let keys: Vec<(String, String, String, String)> = rows
                     .iter()
@@ -211,7 +250,9 @@ impl Target for RawPostgres {
 
     async fn cleanup(&self) -> BResult<()> {
         for row in self.hit.iter().chain(&self.del) {
-            self.client.execute(&self.delete, &[&row.id]).await?;
+            self.client
+                .query_opt(&self.delete, &[&KIND, &row.id])
+                .await?;
         }
         Ok(())
     }

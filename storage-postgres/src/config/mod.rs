@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use token_store_core::layers::CommonOptions;
-use token_store_core::{Error, KeySource, Result, Secret};
+use token_store_core::{Error, Result, Secret};
 
 mod authority;
 mod parts;
@@ -129,17 +129,9 @@ impl fmt::Debug for PostgresConfig {
             .field("pool_timeout", &self.pool_timeout)
             .field("max_value_size", &self.max_value_size)
             .field("sweep_interval", &self.sweep_interval)
-            .field("key", &self.common.key.as_ref().map(key_kind))
+            .field("key", &self.common.key)
             .field("timeout", &self.common.timeout)
             .finish()
-    }
-}
-
-fn key_kind(key: &KeySource) -> String {
-    match key {
-        KeySource::KeyFile(path) => format!("key file {}", path.display()),
-        KeySource::Passphrase(_) => "passphrase".to_owned(),
-        _ => "raw key".to_owned(),
     }
 }
 

@@ -1,5 +1,6 @@
 use super::*;
 use std::path::Path;
+use token_store_core::KeySource;
 
 fn parse(u: &str) -> SqliteConfig {
     SqliteConfig::from_url(&StoreUrl::parse(u).unwrap()).unwrap()
@@ -71,7 +72,7 @@ fn every_parameter_is_read_with_valid_values() {
     // Debug names where the key comes from, never the passphrase.
     let shown = format!("{c:?}");
     assert!(
-        shown.contains("passphrase") && !shown.contains("correct horse"),
+        shown.contains("Passphrase([REDACTED])") && !shown.contains("correct horse"),
         "{shown}"
     );
 
