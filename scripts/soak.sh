@@ -31,7 +31,17 @@ export TOKEN_STORE_SERVICES_DIR=${TOKEN_STORE_SOAK_SERVICES_DIR:-/tmp/token-stor
 }
 # Built before the services start, so they are not kept waiting for the compiler.
 cargo test -q -p token-store-conformance --test soak --no-run >&2
-trap 'scripts/services.sh stop >&2 || true' EXIT
+# On a failure the services' logs are kept (the services directory goes with `stop`).
+keep_logs() {
+	local status=$? keep
+	if [[ $status -ne 0 && -d $TOKEN_STORE_SERVICES_DIR ]]; then
+		keep=$(mktemp -d /tmp/token-store-soak-logs.XXXXXX)
+		(cd "$TOKEN_STORE_SERVICES_DIR" && find . -name log -exec cp --parents {} "$keep" \;) || true
+		echo "soak: failed ($status); service logs kept in $keep" >&2
+	fi
+	scripts/services.sh stop >&2 || true
+}
+trap keep_logs EXIT
 services_env=$(scripts/services.sh start)
 eval "$services_env"
 echo "soak: ${secs}s on services in $TOKEN_STORE_SERVICES_DIR" >&2

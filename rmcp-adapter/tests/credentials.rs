@@ -1,6 +1,7 @@
 //! The adapters one call at a time: lossless round trips through a reopened store, the
 //! client secret, rejection handling, the refresh guard, and rmcp's own view of expiry after
 //! a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //!
 //! The test binary re-executes itself (`worker`, selected by `RMCP_E2E_ROLE`); the parent
 //! runs the token endpoint and drives the workers over their stdin/stdout (`@@` lines).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! whole token family on reuse (as real identity providers do), a tiny HTTP client, and
 //! store opening by URL.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
