@@ -292,15 +292,28 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 fn io_config(path: &Path, what: &str, e: io::Error) -> Error {
-    if e.kind() == io::ErrorKind::PermissionDenied {
-        return Error::PermissionDenied {
-            backend: "filesystem",
-            message: format!("{what} {}", path.display()),
+    io_error("filesystem", format!("{what} {}", path.display()), e)
+}
+
+/// The error for an I/O failure on a store's own file or directory: `PermissionDenied` when
+/// the operating system refused access or found a symbolic link where none may be (`ELOOP`
+/// from a no-follow open), else `Config` (a missing or unusable path is the configuration's
+/// problem, not the service's). `message` says what was done to which path.
+pub fn io_error(backend: &'static str, message: String, e: io::Error) -> Error {
+    #[cfg(unix)]
+    let looped = e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error());
+    #[cfg(not(unix))]
+    let looped = false;
+    if e.kind() == io::ErrorKind::PermissionDenied || looped {
+        Error::PermissionDenied {
+            backend,
+            message,
             source: Some(Box::new(e)),
-        };
-    }
-    Error::Config {
-        message: format!("{what} {}", path.display()),
-        source: Some(Box::new(e)),
+        }
+    } else {
+        Error::Config {
+            message,
+            source: Some(Box::new(e)),
+        }
     }
 }

@@ -497,28 +497,7 @@ fn io_error(backend: &'static str, what: &str, path: &Path, e: io::Error) -> Err
         "{what} the keychain lock file or directory {}: {e}",
         path.display()
     );
-    let looped = {
-        #[cfg(unix)]
-        {
-            e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
-        }
-        #[cfg(not(unix))]
-        {
-            false
-        }
-    };
-    if e.kind() == io::ErrorKind::PermissionDenied || looped {
-        Error::PermissionDenied {
-            backend,
-            message,
-            source: Some(Box::new(e)),
-        }
-    } else {
-        Error::Config {
-            message,
-            source: Some(Box::new(e)),
-        }
-    }
+    token_store_core::backend::fs::io_error(backend, message, e)
 }
 
 /// FNV-1a, 64 bits: stable across builds, platforms and versions, unlike std's hasher.

@@ -67,17 +67,5 @@ pub(crate) fn map_err(path: &str, what: &str, e: rusqlite::Error) -> Error {
 
 /// An I/O error on the database file or its directory.
 pub(crate) fn io_error(path: &Path, what: &str, e: std::io::Error) -> Error {
-    let message = format!("{what} {}", path.display());
-    if e.kind() == std::io::ErrorKind::PermissionDenied {
-        Error::PermissionDenied {
-            backend: BACKEND,
-            message,
-            source: Some(Box::new(e)),
-        }
-    } else {
-        Error::Config {
-            message,
-            source: Some(Box::new(e)),
-        }
-    }
+    token_store_core::backend::fs::io_error(BACKEND, format!("{what} {}", path.display()), e)
 }
