@@ -102,17 +102,17 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// The client.
-    pub(crate) fn client(&self) -> &deadpool_postgres::ClientWrapper {
-        // Some until dropped.
-        self.object.as_deref().unwrap_or_else(|| unreachable!())
+    /// The client. The connection is held until this guard is dropped, so the error (a
+    /// typed one rather than a panic in library code) cannot happen.
+    pub(crate) fn client(&self) -> Result<&deadpool_postgres::ClientWrapper> {
+        self.object.as_deref().ok_or_else(gone)
     }
 
-    /// The client, mutably (for a transaction).
-    pub(crate) fn client_mut(&mut self) -> &mut tokio_postgres::Client {
+    /// The client, mutably (for a transaction); see [`Conn::client`].
+    pub(crate) fn client_mut(&mut self) -> Result<&mut tokio_postgres::Client> {
         match self.object.as_mut() {
-            Some(object) => object,
-            None => unreachable!(),
+            Some(object) => Ok(object),
+            None => Err(gone()),
         }
     }
 
@@ -148,6 +148,14 @@ impl Drop for Conn {
             .await;
             tracing::debug!(target: "token_store_postgres", ok = matches!(sent, Ok(Ok(()))), "cancelled an abandoned statement");
         });
+    }
+}
+
+fn gone() -> Error {
+    Error::Backend {
+        backend: error::BACKEND,
+        message: "the connection was already given back to the pool".to_owned(),
+        source: None,
     }
 }
 

@@ -64,7 +64,7 @@ impl PostgresStore {
         let connections = Connections::new(config, config.to_string())?;
         let names = Names::new(&config.schema, &config.table);
         let mut conn = connections.get().await?;
-        let outcome = schema::ensure(conn.client_mut(), &names, connections.name()).await;
+        let outcome = schema::ensure(conn.client_mut()?, &names, connections.name()).await;
         conn.settled();
         outcome?;
         Ok(PostgresStore {
@@ -148,7 +148,7 @@ impl RawStore for PostgresStore {
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
         key.validate()?;
         let conn = self.inner.connections.get().await?;
-        let outcome = self.read_on(conn.client(), key).await;
+        let outcome = self.read_on(conn.client()?, key).await;
         conn.settled();
         outcome
     }
@@ -157,7 +157,7 @@ impl RawStore for PostgresStore {
         key.validate()?;
         check_size(BACKEND, key, value.len(), self.inner.config.max_value_size)?;
         let conn = self.inner.connections.get().await?;
-        let outcome = self.write_on(conn.client(), key, value, options).await;
+        let outcome = self.write_on(conn.client()?, key, value, options).await;
         conn.settled();
         let version = outcome?;
         self.maybe_sweep();
@@ -167,14 +167,14 @@ impl RawStore for PostgresStore {
     async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
         key.validate()?;
         let conn = self.inner.connections.get().await?;
-        let outcome = self.remove_on(conn.client(), key, precondition).await;
+        let outcome = self.remove_on(conn.client()?, key, precondition).await;
         conn.settled();
         outcome
     }
 
     async fn scan(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
         let conn = self.inner.connections.get().await?;
-        let outcome = self.scan_on(conn.client(), kind, filter).await;
+        let outcome = self.scan_on(conn.client()?, kind, filter).await;
         conn.settled();
         outcome
     }

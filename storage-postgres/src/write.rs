@@ -158,7 +158,7 @@ impl PostgresStore {
     async fn sweep(&self) -> Result<u64> {
         let conn = self.inner.connections.get().await?;
         let outcome = async {
-            let client = conn.client();
+            let client = conn.client()?;
             let e = |err| crate::error::pg(self.name(), "cannot sweep expired records", err);
             let stmt = client
                 .prepare_cached(&self.inner.sql.sweep)
