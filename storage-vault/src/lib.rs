@@ -256,8 +256,9 @@
 //!
 //! # Errors
 //!
-//! 403 → `PermissionDenied`; 503 (sealed, standby), 429, 412, 502, 504, connection failures
-//! and timeouts → `Unavailable` (retryable). Messages carry the operation, the KV path, the
+//! 403 → `PermissionDenied`; 503 (sealed, standby), 429, 412, 502, 504, a 400 "Upgrading
+//! from non-versioned to versioned data" (a KV mount upgrading after a restart), connection
+//! failures and timeouts → `Unavailable` (retryable). Messages carry the operation, the KV path, the
 //! HTTP status and Vault's own error text (e.g. "Vault is sealed"), never a token or value.
 //! A 404 that carries error text (a wrong mount: "no handler for route"; a wrong namespace:
 //! "namespace not found") → `Config`, never an empty store. Undecodable stored data →

@@ -118,6 +118,12 @@ pub struct Report {
     pub lost: BTreeMap<String, u64>,
     /// Records whose value did not check (torn or mixed), per target.
     pub torn: BTreeMap<String, u64>,
+    /// Reads that found the value of an operation that had failed (timed out, or the server
+    /// went away) and was already superseded in the task's model: the server applied it
+    /// late, after the client gave up (a request queued in a paused server). Not a loss: the
+    /// operation never was acknowledged, and a linearizable store may apply a call whose
+    /// outcome the caller never learnt at any later moment. Per target.
+    pub late: BTreeMap<String, u64>,
     /// Minute by minute: operations, errors, faults injected, p99 latency per target.
     pub minutes: Vec<Minute>,
     /// Crash rounds of the killed-writer faults, per target.
@@ -170,7 +176,7 @@ impl Report {
         let _ = writeln!(out, "soak: {} s", self.secs);
         let _ = writeln!(
             out,
-            "\n| store | ops | errors by kind | records lost | torn |\n| --- | ---: | --- | ---: | ---: |"
+            "\n| store | ops | errors by kind | records lost | torn | failed ops applied late |\n| --- | ---: | --- | ---: | ---: | ---: |"
         );
         for t in &targets {
             let kinds: Vec<String> = self
@@ -181,7 +187,7 @@ impl Report {
                 .collect();
             let _ = writeln!(
                 out,
-                "| {t} | {} | {} | {} | {} |",
+                "| {t} | {} | {} | {} | {} | {} |",
                 self.ops[*t],
                 if kinds.is_empty() {
                     "–".into()
@@ -190,6 +196,7 @@ impl Report {
                 },
                 self.lost.get(*t).copied().unwrap_or(0),
                 self.torn.get(*t).copied().unwrap_or(0),
+                self.late.get(*t).copied().unwrap_or(0),
             );
         }
         let faults: Vec<String> = self
@@ -297,10 +304,16 @@ fn soak_key(task: usize, k: usize) -> StorageKey {
 struct KeyModel {
     acked: Option<u64>,
     maybe: Vec<Option<u64>>,
+    /// Outcomes of every failed operation (the last [`FAILED_KEPT`]), kept past the reads
+    /// that clear `maybe`: one may still land later.
+    failed: std::collections::VecDeque<Option<u64>>,
     version: Option<Version>,
     /// The store lost everything by design since: absent is fine once.
     wiped: bool,
 }
+
+/// How many failed operations' outcomes a key remembers.
+const FAILED_KEPT: usize = 64;
 
 /// Shared counters of one run.
 #[derive(Default)]
@@ -310,6 +323,7 @@ struct Shared {
     errors: Mutex<BTreeMap<(String, String), u64>>,
     lost: Mutex<BTreeMap<String, u64>>,
     torn: Mutex<BTreeMap<String, u64>>,
+    late: Mutex<BTreeMap<String, u64>>,
     /// Per minute and target: latencies in microseconds, and errors.
     latencies: Mutex<BTreeMap<(usize, String), Vec<u32>>>,
     minute_errors: Mutex<BTreeMap<usize, u64>>,
@@ -488,7 +502,11 @@ async fn load(
                 };
                 let allowed =
                     stored == m.acked || m.maybe.contains(&stored) || (m.wiped && stored.is_none());
-                if !allowed {
+                let late = !allowed && m.failed.contains(&stored);
+                if late {
+                    Shared::count(&shared.late, &target.name);
+                }
+                if !allowed && !late {
                     Shared::count(&shared.lost, &target.name);
                     shared.fail(format!(
                         "{}: {key} holds {stored:?}, acknowledged {:?} (maybe {:?})",
@@ -525,10 +543,17 @@ async fn load(
                 if !(target.expected)(&e) {
                     shared.fail(format!("{}: op {op} failed with {e}", target.name));
                 }
-                match op {
-                    1 | 2 if !e.is_conflict() => m.maybe.push(Some(n)),
-                    3 if !e.is_conflict() => m.maybe.push(None),
-                    _ => {}
+                let unknown = match op {
+                    1 | 2 if !e.is_conflict() => Some(Some(n)),
+                    3 if !e.is_conflict() => Some(None),
+                    _ => None,
+                };
+                if let Some(outcome) = unknown {
+                    m.maybe.push(outcome);
+                    if m.failed.len() == FAILED_KEPT {
+                        m.failed.pop_front();
+                    }
+                    m.failed.push_back(outcome);
                 }
                 m.version = None;
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -675,10 +700,12 @@ pub async fn run(
                             continue;
                         }
                     };
-                    if stored != m.acked
-                        && !m.maybe.contains(&stored)
-                        && !(m.wiped && stored.is_none())
-                    {
+                    let allowed = stored == m.acked
+                        || m.maybe.contains(&stored)
+                        || (m.wiped && stored.is_none());
+                    if !allowed && m.failed.contains(&stored) {
+                        Shared::count(&shared.late, &target.name);
+                    } else if !allowed {
                         Shared::count(&shared.lost, &target.name);
                         shared.fail(format!(
                             "{}: final {key} holds {stored:?}, acknowledged {:?}",
@@ -727,6 +754,7 @@ pub async fn run(
         errors: lock(&shared.errors).clone(),
         lost: lock(&shared.lost).clone(),
         torn: lock(&shared.torn).clone(),
+        late: lock(&shared.late).clone(),
         minutes,
         crashes: crashers.into_iter().map(|(t, r)| (t, r.finish())).collect(),
         failures: lock(&shared.failures).clone(),

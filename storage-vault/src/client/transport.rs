@@ -139,11 +139,27 @@ pub(super) fn check(method: &Method, path: &str, reply: Reply) -> Result<Reply> 
             source: None,
         });
     }
+    if s == StatusCode::BAD_REQUEST && reply.errors().contains(KV_UPGRADING) {
+        // A KV mount being upgraded (after a restart or a mount tune) answers 400 with
+        // "This backend will be unavailable for a brief period and will resume service
+        // shortly": transient, whatever the status says.
+        return Err(Error::unavailable(
+            BACKEND,
+            format!(
+                "{method} {path}: HTTP 400: {} (the KV mount is being upgraded)",
+                reply.errors()
+            ),
+            None,
+        ));
+    }
     if s.is_success() || s == StatusCode::BAD_REQUEST || s == StatusCode::NOT_FOUND {
         return Ok(reply);
     }
     Err(status_error(method.as_str(), path, &reply))
 }
+
+/// Vault's and OpenBao's error text while a KV mount is upgraded to version 2.
+const KV_UPGRADING: &str = "Upgrading from non-versioned to versioned data";
 
 pub(crate) fn status_error(op: &str, path: &str, reply: &Reply) -> Error {
     let code = reply.status.as_u16();
@@ -202,5 +218,44 @@ fn vault_errors(body: &Value) -> String {
             .collect::<Vec<_>>()
             .join("; "),
         _ => "(no error text)".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn reply(status: u16, errors: &[&str]) -> Reply {
+        Reply {
+            status: StatusCode::from_u16(status).unwrap(),
+            body: serde_json::json!({ "errors": errors }),
+            date: None,
+        }
+    }
+
+    // Seen in a one-hour soak: right after an OpenBao restart, reads and writes answered 400
+    // with this text for a moment; they were reported as a permanent `Backend` error.
+    #[test]
+    fn a_kv_mount_being_upgraded_is_unavailable_not_a_backend_error() {
+        let upgrading = reply(
+            400,
+            &[
+                "Upgrading from non-versioned to versioned data. This backend will be \
+               unavailable for a brief period and will resume service shortly.",
+            ],
+        );
+        // (Reply has no Debug: its body may hold a secret.)
+        let Err(e) = check(&Method::GET, "secret/data/x", upgrading) else {
+            panic!("an upgrading mount's 400 was handed to the caller");
+        };
+        assert!(e.is_retryable(), "{e:?}");
+        assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+        // Other 400s stay with the caller (a check-and-set mismatch is a conflict there).
+        let cas = reply(
+            400,
+            &["check-and-set parameter did not match the current version"],
+        );
+        assert!(check(&Method::POST, "secret/data/x", cas).is_ok());
     }
 }
