@@ -315,6 +315,40 @@ struct KeyModel {
 /// How many failed operations' outcomes a key remembers.
 const FAILED_KEPT: usize = 64;
 
+/// What a read found, against a task's model of the key.
+#[derive(PartialEq)]
+enum Seen {
+    /// The acknowledged value, an outcome still pending, or absent after a wipe.
+    Expected,
+    /// The outcome of a failed operation already superseded in the model: applied late.
+    Late,
+    /// Anything else: an acknowledged record is missing or not as acknowledged.
+    Lost,
+}
+
+impl KeyModel {
+    fn judge(&self, stored: Option<u64>) -> Seen {
+        if stored == self.acked || self.maybe.contains(&stored) || (self.wiped && stored.is_none())
+        {
+            Seen::Expected
+        } else if self.failed.contains(&stored) {
+            Seen::Late
+        } else {
+            Seen::Lost
+        }
+    }
+
+    /// A failed operation whose outcome (`Some(value)`, or `None` for a delete) may have
+    /// landed, or may land later.
+    fn note_failure(&mut self, outcome: Option<u64>) {
+        self.maybe.push(outcome);
+        if self.failed.len() == FAILED_KEPT {
+            self.failed.pop_front();
+        }
+        self.failed.push_back(outcome);
+    }
+}
+
 /// Shared counters of one run.
 #[derive(Default)]
 struct Shared {
@@ -500,13 +534,11 @@ async fn load(
                         }
                     },
                 };
-                let allowed =
-                    stored == m.acked || m.maybe.contains(&stored) || (m.wiped && stored.is_none());
-                let late = !allowed && m.failed.contains(&stored);
-                if late {
+                let seen = m.judge(stored);
+                if seen == Seen::Late {
                     Shared::count(&shared.late, &target.name);
                 }
-                if !allowed && !late {
+                if seen == Seen::Lost {
                     Shared::count(&shared.lost, &target.name);
                     shared.fail(format!(
                         "{}: {key} holds {stored:?}, acknowledged {:?} (maybe {:?})",
@@ -549,11 +581,7 @@ async fn load(
                     _ => None,
                 };
                 if let Some(outcome) = unknown {
-                    m.maybe.push(outcome);
-                    if m.failed.len() == FAILED_KEPT {
-                        m.failed.pop_front();
-                    }
-                    m.failed.push_back(outcome);
+                    m.note_failure(outcome);
                 }
                 m.version = None;
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -700,12 +728,10 @@ pub async fn run(
                             continue;
                         }
                     };
-                    let allowed = stored == m.acked
-                        || m.maybe.contains(&stored)
-                        || (m.wiped && stored.is_none());
-                    if !allowed && m.failed.contains(&stored) {
+                    let seen = m.judge(stored);
+                    if seen == Seen::Late {
                         Shared::count(&shared.late, &target.name);
-                    } else if !allowed {
+                    } else if seen == Seen::Lost {
                         Shared::count(&shared.lost, &target.name);
                         shared.fail(format!(
                             "{}: final {key} holds {stored:?}, acknowledged {:?}",
