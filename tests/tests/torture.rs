@@ -206,10 +206,8 @@ fn concurrent_model_check_catches_a_racy_store() {
         Ok(()) => panic!("a store with a check-then-write race passed the concurrent model check"),
         Err(e) => e.downcast_ref::<String>().cloned().unwrap_or_default(),
     };
-    assert!(
-        message.contains("lost update")
-            || message.contains("vanished")
-            || message.contains("creates and"),
-        "{message}"
-    );
+    // The race shows in whichever rule the shrunk history breaks first (a lost update, a
+    // vanished version, a version both deleted and overwritten, ...): any per-key verdict is a
+    // catch; a factory or harness error is not.
+    assert!(message.contains("Test failed: key k"), "{message}");
 }
