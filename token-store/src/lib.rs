@@ -62,6 +62,8 @@ pub use token_store_file as file;
 pub use token_store_grants as grants;
 #[cfg(feature = "keychain")]
 pub use token_store_keychain as keychain;
+#[cfg(feature = "postgres")]
+pub use token_store_postgres as postgres;
 #[cfg(feature = "redis")]
 pub use token_store_redis as redis;
 #[cfg(feature = "rmcp")]
