@@ -400,6 +400,26 @@ impl StorageKey {
         out
     }
 
+    /// [`StorageKey::encode`] with [`StorageKey::validate`]'s checks, in one pass over the
+    /// parts instead of two: for backends that address a key by its encoding (or a digest of
+    /// it) on every call.
+    pub fn encode_valid(&self) -> Result<String> {
+        if self.parts.iter().any(|p| p.contains('\0')) {
+            return Err(Error::invalid_key("key parts must not contain NUL"));
+        }
+        // Room for a few escapes; a key with more grows the string once.
+        let raw: usize = self.parts.iter().map(String::len).sum();
+        let mut out = String::with_capacity(raw + raw / 4 + 16);
+        self.encode_into(&mut out);
+        if out.len() > MAX_ENCODED_KEY_LEN {
+            return Err(Error::invalid_key(format!(
+                "encoded key is {} bytes, at most {MAX_ENCODED_KEY_LEN}",
+                out.len()
+            )));
+        }
+        Ok(out)
+    }
+
     /// Appends [`StorageKey::encode`]'s form to `out`, so a backend can build
     /// `prefix + encoded key` in one allocation.
     pub fn encode_into(&self, out: &mut String) {
@@ -759,5 +779,34 @@ mod tests {
     fn nul_and_oversized_keys_are_rejected() {
         assert!(StorageKey::single(KeyKind::Meta, "a\0b").is_err());
         assert!(StorageKey::single(KeyKind::Meta, "%".repeat(MAX_ENCODED_KEY_LEN)).is_err());
+    }
+
+    #[test]
+    fn encode_valid_is_encode_plus_validate() {
+        let key = TokenKey::new(
+            "u:1",
+            "https://mcp.example.com/mcp",
+            Some("https://as"),
+            ["a b"],
+        )
+        .storage_key();
+        assert_eq!(key.encode_valid().unwrap(), key.encode());
+        // Keys built around the constructor's checks (as a listing's foreign row could be):
+        // right at the limit passes, one byte over and NUL do not.
+        let at_limit = StorageKey {
+            kind: KeyKind::Meta,
+            parts: vec!["x".repeat(MAX_ENCODED_KEY_LEN - "#meta:".len())],
+        };
+        assert_eq!(at_limit.encode_valid().unwrap().len(), MAX_ENCODED_KEY_LEN);
+        let over = StorageKey {
+            kind: KeyKind::Meta,
+            parts: vec!["%".repeat(MAX_ENCODED_KEY_LEN / 3)],
+        };
+        assert!(matches!(over.encode_valid(), Err(Error::InvalidKey { .. })));
+        let nul = StorageKey {
+            kind: KeyKind::Meta,
+            parts: vec!["a\0b".into()],
+        };
+        assert!(matches!(nul.encode_valid(), Err(Error::InvalidKey { .. })));
     }
 }
