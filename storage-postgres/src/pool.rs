@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, QueueMode, RecyclingMethod, Runtime,
+    Manager, ManagerConfig, Object, Pool, PoolError, QueueMode, RecyclingMethod, Runtime,
+    TimeoutType, Timeouts,
 };
 use token_store_core::backend::fs::read_private_file;
 use token_store_core::{Error, Result};
@@ -55,7 +56,8 @@ impl Connections {
             .create_timeout(Some(
                 config.connect_timeout.saturating_mul(hosts) + config.statement_timeout,
             ))
-            .recycle_timeout(Some(config.connect_timeout))
+            // `Fast` recycling is a flag check that never waits: no timer for it.
+            .recycle_timeout(None)
             .build()
             .map_err(|e| Error::config(format!("{name}: cannot build the connection pool: {e}")))?;
         Ok(Connections {
@@ -70,11 +72,17 @@ impl Connections {
     /// A connection: an idle one, or a new one while the pool has room, or the first to be
     /// freed within the pool timeout.
     pub(crate) async fn get(&self) -> Result<Conn> {
-        let object = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| error::pool(&self.name, e, self.size))?;
+        // An idle connection first, without arming the wait timer: a timer per call costs
+        // more than the rest of the checkout. Only a full pool waits (with the timer).
+        let now = Timeouts {
+            wait: Some(Duration::ZERO),
+            ..self.pool.timeouts()
+        };
+        let object = match self.pool.timeout_get(&now).await {
+            Err(PoolError::Timeout(TimeoutType::Wait)) => self.pool.get().await,
+            other => other,
+        }
+        .map_err(|e| error::pool(&self.name, e, self.size))?;
         Ok(Conn {
             object: Some(object),
             settled: false,

@@ -19,8 +19,8 @@ impl PostgresStore {
         &self,
         client: &ClientWrapper,
         key: &StorageKey,
+        cols: &KeyCols<'_>,
     ) -> Result<Option<RawRecord>> {
-        let cols = KeyCols::of(key);
         let stmt = client
             .prepare_cached(&self.inner.sql.read)
             .await
@@ -119,7 +119,7 @@ impl PostgresStore {
         };
         parts.truncate(kind.arity());
         match StorageKey::new(kind, parts) {
-            Ok(key) if key_id(&key)[..] == id[..] => ListEntry::Key(key),
+            Ok(key) if key_id(&key).is_ok_and(|k| k[..] == id[..]) => ListEntry::Key(key),
             Ok(_) => unreadable("its id is not the SHA-256 of its key".into()),
             Err(e) => unreadable(e.to_string()),
         }

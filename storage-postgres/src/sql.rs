@@ -103,26 +103,25 @@ pub(crate) struct KeyCols<'a> {
 }
 
 impl<'a> KeyCols<'a> {
-    pub(crate) fn of(key: &'a StorageKey) -> Self {
+    /// The columns of `key`, once it passes the shared key checks (encoded once for both).
+    pub(crate) fn of(key: &'a StorageKey) -> Result<Self> {
         let mut parts = [""; 4];
         for (slot, part) in parts.iter_mut().zip(key.parts()) {
             *slot = part;
         }
-        KeyCols {
+        Ok(KeyCols {
             kind: key.kind().as_str(),
-            id: key_id(key),
+            id: key_id(key)?,
             parts,
-        }
+        })
     }
 }
 
-/// A row's id: SHA-256 of the key's canonical encoding. The primary key is `(kind, id)`
-/// rather than the parts themselves because a B-tree entry holds at most ~2.7 KB and keys may
-/// be 16 KiB.
-pub(crate) fn key_id(key: &StorageKey) -> [u8; 32] {
-    let mut encoded = String::with_capacity(key.encoded_len());
-    key.encode_into(&mut encoded);
-    Sha256::digest(encoded.as_bytes()).into()
+/// A row's id: SHA-256 of the key's canonical encoding, once the key passes the shared
+/// checks. The primary key is `(kind, id)` rather than the parts themselves because a B-tree
+/// entry holds at most ~2.7 KB and keys may be 16 KiB.
+pub(crate) fn key_id(key: &StorageKey) -> Result<[u8; 32]> {
+    Ok(Sha256::digest(key.encode_valid()?.as_bytes()).into())
 }
 
 /// A new version that is never `not` (core's [`random_version_number`]).

@@ -146,18 +146,20 @@ impl RawStore for PostgresStore {
     }
 
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
-        key.validate()?;
+        let cols = KeyCols::of(key)?;
         let conn = self.inner.connections.get().await?;
-        let outcome = self.read_on(conn.client()?, key).await;
+        let outcome = self.read_on(conn.client()?, key, &cols).await;
         conn.settled();
         outcome
     }
 
     async fn write(&self, key: &StorageKey, value: &[u8], options: &PutOptions) -> Result<Version> {
-        key.validate()?;
+        let cols = KeyCols::of(key)?;
         check_size(BACKEND, key, value.len(), self.inner.config.max_value_size)?;
         let conn = self.inner.connections.get().await?;
-        let outcome = self.write_on(conn.client()?, key, value, options).await;
+        let outcome = self
+            .write_on(conn.client()?, key, &cols, value, options)
+            .await;
         conn.settled();
         let version = outcome?;
         self.maybe_sweep();
@@ -165,9 +167,11 @@ impl RawStore for PostgresStore {
     }
 
     async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
-        key.validate()?;
+        let cols = KeyCols::of(key)?;
         let conn = self.inner.connections.get().await?;
-        let outcome = self.remove_on(conn.client()?, key, precondition).await;
+        let outcome = self
+            .remove_on(conn.client()?, key, &cols, precondition)
+            .await;
         conn.settled();
         outcome
     }

@@ -18,6 +18,7 @@ impl PostgresStore {
         &self,
         client: &ClientWrapper,
         key: &StorageKey,
+        cols: &KeyCols<'_>,
         value: &[u8],
         options: &PutOptions,
     ) -> Result<Version> {
@@ -28,7 +29,7 @@ impl PostgresStore {
             Precondition::IfVersion(v) => match v.as_str().parse::<i64>() {
                 Ok(expected) => (&sql.cas, Some(expected)),
                 // Not one of ours: it cannot be the current version.
-                Err(_) => return Err(self.conflict(client, key, &KeyCols::of(key)).await),
+                Err(_) => return Err(self.conflict(client, key, cols).await),
             },
             other => {
                 return Err(Error::invalid_input(format!(
@@ -38,7 +39,6 @@ impl PostgresStore {
         };
         let version = new_version(expected)?;
         let ttl = ttl_ms(options.ttl);
-        let cols = KeyCols::of(key);
         let (id, value) = (&cols.id[..], Value(value));
         let [p1, p2, p3, p4] = &cols.parts;
         let stmt = client
@@ -59,7 +59,7 @@ impl PostgresStore {
         }
         .map_err(|e| self.err("cannot write", key, e))?;
         if changed == 0 {
-            return Err(self.conflict(client, key, &cols).await);
+            return Err(self.conflict(client, key, cols).await);
         }
         Ok(Version::new(version.to_string()))
     }
@@ -69,20 +69,20 @@ impl PostgresStore {
         &self,
         client: &ClientWrapper,
         key: &StorageKey,
+        cols: &KeyCols<'_>,
         precondition: &Precondition,
     ) -> Result<bool> {
-        let cols = KeyCols::of(key);
         let sql = &self.inner.sql;
         let id = &cols.id[..];
         let (statement, expected) = match precondition {
             Precondition::Any => (&sql.delete_any, None),
             Precondition::IfVersion(v) => match v.as_str().parse::<i64>() {
                 Ok(expected) => (&sql.delete_if_version, Some(expected)),
-                Err(_) => return Err(self.conflict(client, key, &cols).await),
+                Err(_) => return Err(self.conflict(client, key, cols).await),
             },
             Precondition::IfAbsent => {
-                if self.current(client, key, &cols).await?.is_some() {
-                    return Err(self.conflict(client, key, &cols).await);
+                if self.current(client, key, cols).await?.is_some() {
+                    return Err(self.conflict(client, key, cols).await);
                 }
                 // Absent, or expired: an expired row goes now.
                 (&sql.delete_expired, None)
@@ -112,7 +112,7 @@ impl PostgresStore {
                 .await
                 .map_err(e)?
             {
-                0 => Err(self.conflict(client, key, &cols).await),
+                0 => Err(self.conflict(client, key, cols).await),
                 _ => Ok(true),
             },
             _ => {
