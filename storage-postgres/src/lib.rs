@@ -78,7 +78,7 @@
 //! # Schema
 //!
 //! Created by [`PostgresStore::open`] in one transaction under an advisory lock (concurrent
-//! openers migrate once), schema version 1 ([`SCHEMA_VERSION`]):
+//! openers migrate once), schema version 2 ([`SCHEMA_VERSION`]):
 //!
 //! ```sql
 //! CREATE TABLE t_meta (id integer PRIMARY KEY CHECK (id = 1), application text NOT NULL,
@@ -94,10 +94,14 @@
 //!     updated_at timestamptz NOT NULL,
 //!     PRIMARY KEY (kind, id)
 //! ) WITH (fillfactor = 80);
-//! CREATE INDEX t_user_idx ON t (kind, left(p1, 200), id);                          -- list by user
+//! CREATE INDEX t_user_idx ON t (left(p1, 200), kind, id);  -- list by user (never a key lookup's)
 //! CREATE INDEX t_resource_idx ON t (left(p2, 200), id) WHERE kind = 'token';       -- list by resource
 //! CREATE INDEX t_expiry_idx ON t (expires_at) WHERE expires_at IS NOT NULL;  -- the sweep
 //! ```
+//!
+//! Version 1 had `t_user_idx` on `(kind, left(p1, 200), id)`: a statement planned while the
+//! table was small could look a key up through it, scanning every row of the kind; version 2
+//! reorders it (the migration runs when a newer store opens the table).
 //!
 //! For tokens `p1..p4` are `user_key`, `resource`, `authorization_server` (`''` for none)
 //! and `scope_fingerprint`; for clients `p1, p2` are the issuer and the application; the other

@@ -237,3 +237,112 @@ async fn expired_rows_are_swept_and_invisible() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The generic plan a connection caches for a key lookup on a table of a few rows (where
+/// every index costs about the same): it must be the primary key's.
+async fn key_lookup_plan(config: &PostgresConfig, table: &str) -> String {
+    let admin = common::raw_client(config).await;
+    let t = format!("\"{}\".\"{table}\"", config.schema);
+    admin
+        .batch_execute(&format!(
+            "SET plan_cache_mode = force_generic_plan;
+             PREPARE lookup(text, bytea) AS SELECT version FROM {t}
+                 WHERE kind = $1 AND id = $2 AND (expires_at IS NULL OR expires_at > now());"
+        ))
+        .await
+        .unwrap();
+    let rows = admin
+        .query("EXPLAIN EXECUTE lookup('token', '\\x00')", &[])
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn write_some(store: &PostgresStore, n: usize) {
+    for i in 0..n {
+        let key = token_store_core::TokenKey::new(
+            format!("user-{i}"),
+            &format!("https://mcp-{i}.example.com/mcp"),
+            None,
+            ["read"],
+        )
+        .storage_key();
+        store
+            .write(&key, b"{}", &PutOptions::default())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_lookup_is_planned_on_the_primary_key_even_on_a_small_table() {
+    let Some(config) = common::plain() else {
+        return;
+    };
+    let _drop = common::DropSchema(config.clone());
+    let config = config.with_table("small");
+    let store = PostgresStore::open(&config).await.unwrap();
+    write_some(&store, 10).await;
+    let plan = key_lookup_plan(&config, "small").await;
+    assert!(plan.contains("small_pkey"), "{plan}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_table_is_migrated_to_an_index_no_key_lookup_can_take() {
+    let Some(config) = common::plain() else {
+        return;
+    };
+    let _drop = common::DropSchema(config.clone());
+    let config = config.with_table("old");
+    // Version 1's tables as that release created them, with a record in them.
+    setup(
+        &config,
+        "CREATE TABLE old_meta (id integer PRIMARY KEY CHECK (id = 1), application text NOT NULL,
+             schema_version integer NOT NULL, created_at timestamptz NOT NULL DEFAULT now(),
+             migrated_at timestamptz NOT NULL DEFAULT now());
+         CREATE TABLE old (kind text NOT NULL, id bytea NOT NULL, p1 text NOT NULL, p2 text NOT NULL,
+             p3 text NOT NULL, p4 text NOT NULL, value bytea NOT NULL, version bigint NOT NULL,
+             expires_at timestamptz, updated_at timestamptz NOT NULL, PRIMARY KEY (kind, id))
+             WITH (fillfactor = 80);
+         CREATE INDEX old_user_idx ON old (kind, left(p1, 200), id);
+         CREATE INDEX old_resource_idx ON old (left(p2, 200), id) WHERE kind = 'token';
+         CREATE INDEX old_expiry_idx ON old (expires_at) WHERE expires_at IS NOT NULL;
+         INSERT INTO old_meta (id, application, schema_version) VALUES (1, 'token-store', 1);",
+    )
+    .await;
+    let store = PostgresStore::open(&config).await.unwrap();
+    write_some(&store, 10).await;
+    let meta = format!("\"{}\".old_meta", config.schema);
+    assert_eq!(
+        count(
+            &config,
+            &format!("SELECT schema_version::bigint FROM {meta}")
+        )
+        .await,
+        i64::from(SCHEMA_VERSION)
+    );
+    let admin = common::raw_client(&config).await;
+    let def: String = admin
+        .query_one(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname = 'old_user_idx'",
+            &[&config.schema],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(def.contains("(\"left\"(p1, 200), kind, id)"), "{def}");
+    let plan = key_lookup_plan(&config, "old").await;
+    assert!(plan.contains("old_pkey"), "{plan}");
+    // The listing by user still finds every record through the reordered index.
+    let listed = store
+        .scan(
+            KeyKind::Token,
+            &token_store_core::ListFilter::user("user-3"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+}
