@@ -10,7 +10,7 @@ use token_store_core::{
 use tokio_postgres::Row;
 
 use crate::error::{BACKEND, pg};
-use crate::sql::{KeyCols, PAGE, key_id};
+use crate::sql::{KeyCols, PAGE, key_id_of_valid};
 use crate::store::PostgresStore;
 
 impl PostgresStore {
@@ -83,6 +83,8 @@ impl PostgresStore {
         let stmt = client.prepare_cached(statement).await.map_err(e)?;
         let mut out = Vec::new();
         let mut after: Vec<u8> = Vec::new();
+        // One buffer for every row's encoded key (hashed to check the row's id).
+        let mut scratch = String::new();
         loop {
             let rows = match (user, resource) {
                 (None, None) => client.query(&stmt, &[&kind_name, &after]).await,
@@ -91,7 +93,7 @@ impl PostgresStore {
                 (Some(u), Some(r)) => client.query(&stmt, &[&kind_name, &after, &u, &r]).await,
             }
             .map_err(e)?;
-            out.extend(rows.iter().map(|row| self.entry(kind, row)));
+            out.extend(rows.iter().map(|row| self.entry(kind, row, &mut scratch)));
             let full = rows.len() >= usize::try_from(PAGE).unwrap_or(usize::MAX);
             match rows.last() {
                 Some(last) if full => after = last.try_get(0).map_err(e)?,
@@ -102,24 +104,23 @@ impl PostgresStore {
 
     /// One listed row as a key, or as unreadable: a row another writer put there whose parts
     /// do not form a key of `kind`, or whose id is not its key's digest.
-    fn entry(&self, kind: KeyKind, row: &Row) -> ListEntry {
+    fn entry(&self, kind: KeyKind, row: &Row, scratch: &mut String) -> ListEntry {
         let unreadable = |reason: String| ListEntry::Unreadable {
             location: format!("{}: a {} row", self.inner.names.table, kind.as_str()),
             reason,
         };
-        let columns = (|| -> std::result::Result<(Vec<u8>, Vec<String>), tokio_postgres::Error> {
-            let parts = (1..=4)
+        let columns = (|| -> std::result::Result<(&[u8], Vec<String>), tokio_postgres::Error> {
+            let parts = (1..=kind.arity())
                 .map(|i| row.try_get(i))
                 .collect::<std::result::Result<_, _>>()?;
             Ok((row.try_get(0)?, parts))
         })();
-        let (id, mut parts) = match columns {
+        let (id, parts) = match columns {
             Ok(c) => c,
             Err(e) => return unreadable(e.to_string()),
         };
-        parts.truncate(kind.arity());
         match StorageKey::new(kind, parts) {
-            Ok(key) if key_id(&key).is_ok_and(|k| k[..] == id[..]) => ListEntry::Key(key),
+            Ok(key) if key_id_of_valid(&key, scratch)[..] == id[..] => ListEntry::Key(key),
             Ok(_) => unreadable("its id is not the SHA-256 of its key".into()),
             Err(e) => unreadable(e.to_string()),
         }

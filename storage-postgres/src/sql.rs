@@ -124,6 +124,14 @@ pub(crate) fn key_id(key: &StorageKey) -> Result<[u8; 32]> {
     Ok(Sha256::digest(key.encode_valid()?.as_bytes()).into())
 }
 
+/// [`key_id`] of a key [`StorageKey::new`] already checked, encoded into `scratch` (a
+/// listing hashes every row's key with one buffer).
+pub(crate) fn key_id_of_valid(key: &StorageKey, scratch: &mut String) -> [u8; 32] {
+    scratch.clear();
+    key.encode_into(scratch);
+    Sha256::digest(scratch.as_bytes()).into()
+}
+
 /// A new version that is never `not` (core's [`random_version_number`]).
 ///
 /// [`random_version_number`]: token_store_core::backend::random_version_number
