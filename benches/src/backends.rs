@@ -5,9 +5,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use token_store::postgres::{PostgresConfig, PostgresStore};
 use token_store_core::TokenStore;
 
-use crate::ops::{BResult, Target, fail};
+use crate::ops::{BResult, BytesTarget, Target, fail};
 use crate::raw::{
     RawFile, RawMemory, RawPostgres, RawRedis, RawSecretService, RawSqlite, RawVault, SqliteVariant,
 };
@@ -106,16 +107,31 @@ pub async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Resul
             let schema = format!("bench_{}", run_id.replace('-', "_"));
             let url = format!("{base}?schema={schema}&table=tokens");
             // The raw connection prepares its statements on the table the store creates.
-            drop(open_store(&url).await?);
+            let layered = open_store(&url).await?;
+            let parsed = token_store::StoreUrl::parse(&url)?;
+            let bare = PostgresStore::open(&PostgresConfig::from_url(&parsed)?).await?;
             Spec {
                 name,
-                url,
                 raw: Some(Arc::new(
                     RawPostgres::connect(&base, &schema, "tokens", run_id).await?,
                 )),
+                url,
                 redis_benchmark: None,
                 raw_concurrency: false,
-                variants: vec![],
+                // Where ours − floor goes: the typed layer (JSON, key canonicalisation), the
+                // layers `open` adds (timeout, tracing), the backend itself.
+                variants: vec![
+                    Arc::new(BytesTarget::new(
+                        layered.raw().clone(),
+                        &format!("{run_id}-vb"),
+                        "ours as bytes: `raw()` of the opened store (backend + its layers, no typed JSON)",
+                    )),
+                    Arc::new(BytesTarget::new(
+                        Arc::new(bare),
+                        &format!("{run_id}-vp"),
+                        "the bare `PostgresStore` as bytes (no layers, no typed JSON)",
+                    )),
+                ],
                 cached: false,
             }
         }

@@ -35,6 +35,8 @@ pub mod report;
 pub mod rmcp_load;
 pub mod stats;
 
-pub use ops::{BResult, BenchError, Op, OpRow, Plan, Target, TypedTarget, measure, measure_store};
+pub use ops::{
+    BResult, BenchError, BytesTarget, Op, OpRow, Plan, Target, TypedTarget, measure, measure_store,
+};
 pub use report::{BackendOps, ops_table, store_table};
 pub use stats::{Memory, Summary};

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use token_store_core::{
-    ListFilter, Precondition, Query, TokenKey, TokenRecord, TokenStore, Version, async_trait,
+    KeyKind, ListFilter, Precondition, PutOptions, Query, RawStore, StorageKey, TokenKey,
+    TokenRecord, TokenStore, Version, async_trait,
 };
 
 use crate::fixture;
@@ -238,6 +239,131 @@ impl Target for TypedTarget {
     async fn cleanup(&self) -> BResult<()> {
         for key in self.hit.iter().chain(&self.del) {
             self.store.delete(key, Precondition::Any).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The byte-level contract of a store ([`RawStore`]) with the same keys, the same value
+/// bytes (the typed layer's JSON of the same record) and the same checks as [`TypedTarget`]:
+/// beside it, it parts a backend's cost from the typed layer's (JSON, key canonicalisation).
+pub struct BytesTarget {
+    store: Arc<dyn RawStore>,
+    label: String,
+    hit: Vec<StorageKey>,
+    miss: Vec<StorageKey>,
+    del: Vec<StorageKey>,
+    value: Vec<u8>,
+    versions: Vec<Mutex<Option<Version>>>,
+    list: ListFilter,
+}
+
+impl BytesTarget {
+    /// A target on `store` whose keys belong to users named after `run_id`.
+    pub fn new(store: Arc<dyn RawStore>, run_id: &str, label: impl Into<String>) -> Self {
+        let hit_user = format!("{run_id}-hit");
+        let keys = |user: &str, n: usize| {
+            (0..n)
+                .map(|i| fixture::key(user, i).storage_key())
+                .collect::<Vec<_>>()
+        };
+        BytesTarget {
+            store,
+            label: label.into(),
+            hit: keys(&hit_user, LIST_SIZE),
+            miss: keys(&format!("{run_id}-miss"), SIDE_KEYS),
+            del: keys(&format!("{run_id}-del"), SIDE_KEYS),
+            value: fixture::record_bytes(1),
+            versions: (0..LIST_SIZE).map(|_| Mutex::new(None)).collect(),
+            list: ListFilter::user(hit_user),
+        }
+    }
+
+    fn version(&self, k: usize) -> Option<Version> {
+        self.versions[k]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_version(&self, k: usize, v: Version) {
+        *self.versions[k].lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+    }
+
+    async fn put(&self, key: &StorageKey, pre: Precondition) -> BResult<Version> {
+        Ok(self
+            .store
+            .write(key, &self.value, &PutOptions::new(pre))
+            .await?)
+    }
+}
+
+#[async_trait]
+impl Target for BytesTarget {
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+
+    async fn setup(&self) -> BResult<()> {
+        for (k, key) in self.hit.iter().enumerate() {
+            let v = self.put(key, Precondition::Any).await?;
+            self.set_version(k, v);
+        }
+        Ok(())
+    }
+
+    async fn prepare(&self, op: Op, i: usize) -> BResult<()> {
+        if op == Op::Delete {
+            self.put(&self.del[i % SIDE_KEYS], Precondition::Any)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn run(&self, op: Op, i: usize) -> BResult<()> {
+        let k = i % LIST_SIZE;
+        match op {
+            Op::GetHit => {
+                if self.store.read(&self.hit[k]).await?.is_none() {
+                    return Err(fail("get hit: the record is missing"));
+                }
+            }
+            Op::GetMiss => {
+                if self.store.read(&self.miss[i % SIDE_KEYS]).await?.is_some() {
+                    return Err(fail("get miss: found a record"));
+                }
+            }
+            Op::Put => {
+                let v = self.put(&self.hit[k], Precondition::Any).await?;
+                self.set_version(k, v);
+            }
+            Op::CasPut => {
+                let pre = match self.version(k) {
+                    Some(v) => Precondition::IfVersion(v),
+                    None => Precondition::IfAbsent,
+                };
+                let v = self.put(&self.hit[k], pre).await?;
+                self.set_version(k, v);
+            }
+            Op::Delete => {
+                let key = &self.del[i % SIDE_KEYS];
+                if !self.store.remove(key, &Precondition::Any).await? {
+                    return Err(fail("delete: nothing was deleted"));
+                }
+            }
+            Op::List => {
+                let n = self.store.scan(KeyKind::Token, &self.list).await?.len();
+                if n != LIST_SIZE {
+                    return Err(fail(format!("list: {n} keys instead of {LIST_SIZE}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn cleanup(&self) -> BResult<()> {
+        for key in self.hit.iter().chain(&self.del) {
+            self.store.remove(key, &Precondition::Any).await?;
         }
         Ok(())
     }
