@@ -792,7 +792,7 @@ mod tests {
         .storage_key();
         assert_eq!(key.encode_valid().unwrap(), key.encode());
         // Keys built around the constructor's checks (as a listing's foreign row could be):
-        // right at the limit passes, one byte over and NUL do not.
+        // right at the limit passes; over it, and NUL, do not.
         let at_limit = StorageKey {
             kind: KeyKind::Meta,
             parts: vec!["x".repeat(MAX_ENCODED_KEY_LEN - "#meta:".len())],
