@@ -475,55 +475,19 @@ impl RawStore for Invalidating {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-
     use super::*;
-    use crate::{MemoryStore, TokenKey, TokenStore};
+    use crate::test_store::ReadProbe;
+    use crate::{TokenKey, TokenStore};
 
-    /// Counts the reads that reach the backend.
-    #[derive(Debug, Default)]
-    struct Counting {
-        inner: MemoryStore,
-        reads: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl RawStore for Counting {
-        fn backend(&self) -> &'static str {
-            "counting"
-        }
-        fn capabilities(&self) -> Capabilities {
-            self.inner.capabilities()
-        }
-        async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
-            self.reads.fetch_add(1, Ordering::SeqCst);
-            self.inner.read(key).await
-        }
-        async fn write(
-            &self,
-            key: &StorageKey,
-            value: &[u8],
-            options: &PutOptions,
-        ) -> Result<Version> {
-            self.inner.write(key, value, options).await
-        }
-        async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
-            self.inner.remove(key, precondition).await
-        }
-        async fn scan(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
-            self.inner.scan(kind, filter).await
-        }
-    }
-
-    fn setup(options: CacheOptions) -> (Arc<Counting>, TokenStore, TokenStore) {
-        let counting = Arc::new(Counting::default());
+    fn setup(options: CacheOptions) -> (Arc<ReadProbe>, TokenStore, TokenStore) {
+        let counting = Arc::new(ReadProbe::default());
         let plain = TokenStore::from_arc(counting.clone());
         let cached = plain.with_cache(options);
         (counting, plain, cached)
     }
 
-    fn reads(c: &Counting) -> usize {
-        c.reads.load(Ordering::SeqCst)
+    fn reads(c: &ReadProbe) -> usize {
+        c.reads()
     }
 
     fn good(tag: &str) -> TokenRecord {

@@ -53,6 +53,8 @@ pub mod metrics;
 mod raw;
 mod record;
 mod store;
+#[cfg(test)]
+mod test_store;
 mod url;
 
 pub use cache::{CacheOptions, CacheStats};

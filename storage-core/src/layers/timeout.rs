@@ -60,56 +60,15 @@ impl<R: RawStore> RawStore for Timeout<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::MemoryStore;
+    use crate::test_store::ReadProbe;
     use std::time::Instant;
-
-    /// A store whose reads take `delay` (a server that answers late).
-    #[derive(Debug)]
-    struct Slow {
-        inner: MemoryStore,
-        delay: Duration,
-    }
-
-    #[async_trait]
-    impl RawStore for Slow {
-        fn backend(&self) -> &'static str {
-            "slow"
-        }
-        fn capabilities(&self) -> Capabilities {
-            self.inner.capabilities()
-        }
-        async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
-            tokio::time::sleep(self.delay).await;
-            self.inner.read(key).await
-        }
-        async fn write(
-            &self,
-            key: &StorageKey,
-            value: &[u8],
-            options: &PutOptions,
-        ) -> Result<Version> {
-            self.inner.write(key, value, options).await
-        }
-        async fn remove(&self, key: &StorageKey, precondition: &Precondition) -> Result<bool> {
-            self.inner.remove(key, precondition).await
-        }
-        async fn scan(&self, kind: KeyKind, filter: &ListFilter) -> Result<Vec<ListEntry>> {
-            self.inner.scan(kind, filter).await
-        }
-    }
 
     fn key(n: usize) -> StorageKey {
         crate::TokenKey::for_server(&format!("https://mcp-{n}.example.com/mcp")).storage_key()
     }
 
-    fn slow(delay: Duration, limit: Duration) -> Timeout<Slow> {
-        Timeout::new(
-            Slow {
-                inner: MemoryStore::new(),
-                delay,
-            },
-            limit,
-        )
+    fn slow(delay: Duration, limit: Duration) -> Timeout<ReadProbe> {
+        Timeout::new(ReadProbe::slow(delay), limit)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
