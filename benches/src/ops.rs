@@ -113,6 +113,28 @@ pub const LIST_SIZE: usize = 100;
 /// How many distinct keys misses and deletes cycle through.
 pub const SIDE_KEYS: usize = 500;
 
+/// The version each of a target's [`LIST_SIZE`] records was last written at, for its
+/// compare-and-swap puts.
+struct LastVersions(Vec<Mutex<Option<Version>>>);
+
+impl LastVersions {
+    fn new() -> Self {
+        LastVersions((0..LIST_SIZE).map(|_| Mutex::new(None)).collect())
+    }
+
+    fn set(&self, k: usize, v: Version) {
+        *self.0[k].lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+    }
+
+    /// `IfVersion` of the last write of record `k`, `IfAbsent` before any.
+    fn precondition(&self, k: usize) -> Precondition {
+        match self.0[k].lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            Some(v) => Precondition::IfVersion(v),
+            None => Precondition::IfAbsent,
+        }
+    }
+}
+
 /// The typed API of any store, as an application uses it.
 pub struct TypedTarget {
     store: TokenStore,
@@ -121,7 +143,7 @@ pub struct TypedTarget {
     miss: Vec<TokenKey>,
     del: Vec<TokenKey>,
     record: TokenRecord,
-    versions: Vec<Mutex<Option<Version>>>,
+    versions: LastVersions,
     list: Query,
 }
 
@@ -141,7 +163,7 @@ impl TypedTarget {
                 .map(|i| fixture::key(&format!("{run_id}-del"), i))
                 .collect(),
             record: fixture::record(1),
-            versions: (0..LIST_SIZE).map(|_| Mutex::new(None)).collect(),
+            versions: LastVersions::new(),
             list: Query::new(ListFilter::user(hit_user)),
         }
     }
@@ -150,17 +172,6 @@ impl TypedTarget {
     pub fn labelled(mut self, label: impl Into<String>) -> Self {
         self.label = label.into();
         self
-    }
-
-    fn version(&self, k: usize) -> Option<Version> {
-        self.versions[k]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn set_version(&self, k: usize, v: Version) {
-        *self.versions[k].lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
     }
 }
 
@@ -173,7 +184,7 @@ impl Target for TypedTarget {
     async fn setup(&self) -> BResult<()> {
         for (k, key) in self.hit.iter().enumerate() {
             let v = self.store.put(key, &self.record, Precondition::Any).await?;
-            self.set_version(k, v);
+            self.versions.set(k, v);
         }
         Ok(())
     }
@@ -204,15 +215,12 @@ impl Target for TypedTarget {
                     .store
                     .put(&self.hit[k], &self.record, Precondition::Any)
                     .await?;
-                self.set_version(k, v);
+                self.versions.set(k, v);
             }
             Op::CasPut => {
-                let pre = match self.version(k) {
-                    Some(v) => Precondition::IfVersion(v),
-                    None => Precondition::IfAbsent,
-                };
+                let pre = self.versions.precondition(k);
                 let v = self.store.put(&self.hit[k], &self.record, pre).await?;
-                self.set_version(k, v);
+                self.versions.set(k, v);
             }
             Op::Delete => {
                 if !self
@@ -254,7 +262,7 @@ pub struct BytesTarget {
     miss: Vec<StorageKey>,
     del: Vec<StorageKey>,
     value: Vec<u8>,
-    versions: Vec<Mutex<Option<Version>>>,
+    versions: LastVersions,
     list: ListFilter,
 }
 
@@ -274,20 +282,9 @@ impl BytesTarget {
             miss: keys(&format!("{run_id}-miss"), SIDE_KEYS),
             del: keys(&format!("{run_id}-del"), SIDE_KEYS),
             value: fixture::record_bytes(1),
-            versions: (0..LIST_SIZE).map(|_| Mutex::new(None)).collect(),
+            versions: LastVersions::new(),
             list: ListFilter::user(hit_user),
         }
-    }
-
-    fn version(&self, k: usize) -> Option<Version> {
-        self.versions[k]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn set_version(&self, k: usize, v: Version) {
-        *self.versions[k].lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
     }
 
     async fn put(&self, key: &StorageKey, pre: Precondition) -> BResult<Version> {
@@ -307,7 +304,7 @@ impl Target for BytesTarget {
     async fn setup(&self) -> BResult<()> {
         for (k, key) in self.hit.iter().enumerate() {
             let v = self.put(key, Precondition::Any).await?;
-            self.set_version(k, v);
+            self.versions.set(k, v);
         }
         Ok(())
     }
@@ -335,15 +332,12 @@ impl Target for BytesTarget {
             }
             Op::Put => {
                 let v = self.put(&self.hit[k], Precondition::Any).await?;
-                self.set_version(k, v);
+                self.versions.set(k, v);
             }
             Op::CasPut => {
-                let pre = match self.version(k) {
-                    Some(v) => Precondition::IfVersion(v),
-                    None => Precondition::IfAbsent,
-                };
+                let pre = self.versions.precondition(k);
                 let v = self.put(&self.hit[k], pre).await?;
-                self.set_version(k, v);
+                self.versions.set(k, v);
             }
             Op::Delete => {
                 let key = &self.del[i % SIDE_KEYS];
