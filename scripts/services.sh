@@ -7,6 +7,7 @@
 #   scripts/services.sh env               # re-print the exports of the running services
 #   scripts/services.sh status            # what runs, with pids and ports
 #   scripts/services.sh stop              # kill exactly the recorded pids, remove the state dir
+#   scripts/services.sh dead-logs         # the last lines of the log of every service that died
 #
 # start/env print nothing on stdout but `export NAME='value'` lines (also kept in <state>/env.sh);
 # all progress goes to stderr. With Docker instead, see docker-compose.yml: the tests read the same
@@ -1108,6 +1109,22 @@ do_status() {
 	fi
 }
 
+# The end of each dead service's log (a daemon that died mid-run, e.g. gnome-keyring), for a
+# failed test run to print before `stop` removes the logs. Live services' logs are left out:
+# they may hold the dev servers' throwaway credentials and say nothing about a death.
+do_dead_logs() {
+	[[ -e $STATE/$MARKER ]] || return 0
+	local d pid
+	for d in "$STATE"/*/; do
+		d=${d%/}
+		[[ -e $d/pid && -e $d/log ]] || continue
+		pid=$(cat "$d/pid" 2>/dev/null || echo '?')
+		[[ $pid =~ ^[0-9]+$ ]] && alive "$pid" && continue
+		echo "== $(basename "$d") (pid $pid) is dead; the end of its log:"
+		tail -n 30 "$d/log"
+	done
+}
+
 usage() {
 	sed -n '2,20s/^# \{0,1\}//p' "$0" >&2
 	exit 2
@@ -1147,5 +1164,6 @@ env)
 	cat "$STATE/env.sh"
 	;;
 status) do_status ;;
+dead-logs) do_dead_logs ;;
 *) usage ;;
 esac

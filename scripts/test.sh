@@ -12,8 +12,16 @@ if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
   . "$HOME/.cargo/env"
 fi
 
-# Stop the services on any exit, including failures and Ctrl-C.
-trap 'scripts/services.sh stop >&2 || true' EXIT
+# Stop the services on any exit, including failures and Ctrl-C; after a failure, first say
+# which service died, if one did (its log goes with `stop`).
+on_exit() {
+  local rc=$?
+  if ((rc != 0)); then
+    scripts/services.sh dead-logs >&2 || true
+  fi
+  scripts/services.sh stop >&2 || true
+}
+trap on_exit EXIT
 services_env=$(scripts/services.sh start)
 eval "$services_env"
 # Prove every service answers before spending minutes on the build.
