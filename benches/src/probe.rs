@@ -12,10 +12,10 @@ use token_store_core::{
 
 use crate::fixture;
 use crate::ops::{BResult, LIST_SIZE, Op, Target, TypedTarget, fail};
-use crate::raw::RawMemory;
+use crate::raw::{RawMemory, RawSqlite};
 
 /// The probes `--probe` takes.
-pub const PROBES: [&str; 12] = [
+pub const PROBES: [&str; 14] = [
     "json_decode",
     "json_decode_derived",
     "json_encode",
@@ -28,6 +28,8 @@ pub const PROBES: [&str; 12] = [
     "map_put",
     "memory_list",
     "map_list",
+    "sqlite_list",
+    "sqlite_floor_list",
 ];
 
 /// Runs probe `name` `iterations` times.
@@ -101,6 +103,21 @@ async fn run_async(name: &str, n: usize) -> BResult<()> {
             };
             for i in 0..n {
                 target.run(op, i % LIST_SIZE).await?;
+            }
+        }
+        "sqlite_list" | "sqlite_floor_list" => {
+            let tmp = tempfile::Builder::new().prefix("tsprobe-").tempdir()?;
+            let path = tmp.path().join("tokens.db");
+            let store =
+                crate::backends::open_store(&format!("sqlite://{}", path.display())).await?;
+            let target: Box<dyn Target> = if name == "sqlite_list" {
+                Box::new(TypedTarget::new(store, "probe"))
+            } else {
+                Box::new(RawSqlite::open(&path, "probe")?)
+            };
+            target.setup().await?;
+            for i in 0..n {
+                target.run(Op::List, i % LIST_SIZE).await?;
             }
         }
         other => {

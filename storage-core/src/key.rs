@@ -369,6 +369,12 @@ impl StorageKey {
         if self.parts.iter().any(|p| p.contains('\0')) {
             return Err(Error::invalid_key("key parts must not contain NUL"));
         }
+        // A byte encodes to at most three: a key that cannot reach the limit even with every
+        // byte escaped (any real one) skips counting its escapes, most of validation's cost.
+        let raw: usize = self.parts.iter().map(String::len).sum();
+        if self.fixed_encoded_len() + 3 * raw <= MAX_ENCODED_KEY_LEN {
+            return Ok(());
+        }
         let len = self.encoded_len();
         if len > MAX_ENCODED_KEY_LEN {
             return Err(Error::invalid_key(format!(
@@ -380,15 +386,18 @@ impl StorageKey {
 
     /// The length of [`StorageKey::encode`], without building it.
     pub fn encoded_len(&self) -> usize {
-        let marker = self.kind.marker().map_or(0, |m| m.len() + 1);
-        let separators = self.parts.len().saturating_sub(1);
-        marker
-            + separators
+        self.fixed_encoded_len()
             + self
                 .parts
                 .iter()
                 .map(|p| percent_encoded_len(p))
                 .sum::<usize>()
+    }
+
+    /// The encoding's bytes that do not come from the parts: the marker and separators.
+    fn fixed_encoded_len(&self) -> usize {
+        let marker = self.kind.marker().map_or(0, |m| m.len() + 1);
+        marker + self.parts.len().saturating_sub(1)
     }
 
     /// The canonical string form: for tokens exactly mcp-agent's suffix after the prefix
@@ -779,6 +788,27 @@ mod tests {
     fn nul_and_oversized_keys_are_rejected() {
         assert!(StorageKey::single(KeyKind::Meta, "a\0b").is_err());
         assert!(StorageKey::single(KeyKind::Meta, "%".repeat(MAX_ENCODED_KEY_LEN)).is_err());
+    }
+
+    #[test]
+    fn validate_agrees_with_the_encoding_around_its_shortcut() {
+        // The shortcut takes keys up to a third of the limit; just past it the escapes are
+        // counted. Both sides, all-escaped and unescaped, must agree with the real encoding.
+        let third = (MAX_ENCODED_KEY_LEN - "#meta:".len()) / 3;
+        for len in (third - 2..third + 3).chain(MAX_ENCODED_KEY_LEN - 8..MAX_ENCODED_KEY_LEN) {
+            for part in [
+                "%".repeat(len),
+                "x".repeat(len),
+                format!("{}%", "x".repeat(len)),
+            ] {
+                let key = StorageKey {
+                    kind: KeyKind::Meta,
+                    parts: vec![part],
+                };
+                let fits = key.encode().len() <= MAX_ENCODED_KEY_LEN;
+                assert_eq!(key.validate().is_ok(), fits, "raw length {len}");
+            }
+        }
     }
 
     #[test]

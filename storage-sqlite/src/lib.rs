@@ -127,6 +127,8 @@
 //! - **TTL.** `expires_at` is checked on every read and precondition (an expired row is
 //!   absent), and expired rows are deleted by a write at most every
 //!   [`SqliteConfig::sweep_interval`] and by a listing that meets one (if the lock is free).
+//!   A listing reads the key index alone while the table holds no expired row (one probe of
+//!   `records_expiry` tells), and each row's expiry only when it does.
 //!   Expiry uses the wall clock of the process that reads.
 //! - **Crashes** (`persistent`). WAL journaling: a process killed at any moment leaves every
 //!   record at its old or its new value, and a write that returned is kept (tested with

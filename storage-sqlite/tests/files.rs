@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use token_store_core::{
-    Error, KeyKind, ListFilter, Precondition, PutOptions, RawStore, StorageKey, StoreUrl, TokenKey,
-    TokenRecord, TokenStore,
+    Error, KeyKind, ListEntry, ListFilter, Precondition, PutOptions, RawStore, StorageKey,
+    StoreUrl, TokenKey, TokenRecord, TokenStore,
 };
 use token_store_sqlite::{SCHEMA_VERSION, SqliteConfig, SqliteStore, open_url};
 
@@ -360,6 +360,57 @@ async fn expired_rows_are_absent_and_swept() {
         .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows, 1);
+}
+
+#[tokio::test]
+async fn an_expired_row_of_another_kind_leaves_a_listing_exact_and_is_swept() {
+    // A listing reads the key index only, and rereads with each row's expiry when any row
+    // of the table has expired: both paths must list exactly the live keys.
+    let root = tempfile::tempdir().unwrap();
+    let db = root.path().join("tokens.db");
+    let store = SqliteStore::open(&SqliteConfig::new(&db)).await.unwrap();
+    let long = PutOptions::default().with_ttl(Some(Duration::from_secs(3600)));
+    store
+        .write(&meta_key("plain"), b"x", &PutOptions::default())
+        .await
+        .unwrap();
+    store.write(&meta_key("ttl"), b"x", &long).await.unwrap();
+    let names = |entries: Vec<ListEntry>| {
+        let mut names: Vec<String> = entries
+            .into_iter()
+            .map(|e| match e {
+                ListEntry::Key(k) => k.parts()[0].clone(),
+                other => panic!("unreadable entry {other:?}"),
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let listed = store.scan(KeyKind::Meta, &ListFilter::all()).await.unwrap();
+    assert_eq!(names(listed), ["plain", "ttl"]);
+
+    let state = StorageKey::single(KeyKind::State, "pkce").unwrap();
+    let short = PutOptions::default().with_ttl(Some(Duration::from_millis(50)));
+    store.write(&state, b"s", &short).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let listed = store.scan(KeyKind::Meta, &ListFilter::all()).await.unwrap();
+    assert_eq!(names(listed), ["plain", "ttl"]);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM records WHERE kind = 'state'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 0, "the expired state was not swept");
+    assert!(
+        store
+            .scan(KeyKind::State, &ListFilter::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
