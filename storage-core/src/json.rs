@@ -21,16 +21,36 @@ impl SecretJson {
         SecretJson(Zeroizing::new(Vec::with_capacity(n)))
     }
 
+    /// Room for `extra` more bytes. Growing copies into a new buffer and drops the old one,
+    /// which `Zeroizing` wipes (its whole capacity): `Vec`'s own growth would not.
+    #[inline]
+    fn reserve(&mut self, extra: usize) {
+        let needed = self.0.len() + extra;
+        if needed > self.0.capacity() {
+            self.grow(needed);
+        }
+    }
+
+    #[cold]
+    fn grow(&mut self, needed: usize) {
+        let mut bigger = Vec::with_capacity(needed.max(self.0.capacity() * 2));
+        bigger.extend_from_slice(&self.0);
+        self.0 = Zeroizing::new(bigger);
+    }
+
     #[inline]
     fn put(&mut self, data: &[u8]) {
-        let needed = self.0.len() + data.len();
-        if needed > self.0.capacity() {
-            let mut bigger = Vec::with_capacity(needed.max(self.0.capacity() * 2));
-            bigger.extend_from_slice(&self.0);
-            // The old buffer is zeroized (its whole capacity) as it is dropped here.
-            self.0 = Zeroizing::new(bigger);
-        }
+        self.reserve(data.len());
         self.0.extend_from_slice(data);
+    }
+
+    /// A string that needs no escaping, quoted: one capacity check, no call for the quotes.
+    #[inline]
+    fn quoted(&mut self, s: &[u8]) {
+        self.reserve(s.len() + 2);
+        self.0.push(b'"');
+        self.0.extend_from_slice(s);
+        self.0.push(b'"');
     }
 }
 
@@ -47,36 +67,36 @@ impl Write for SecretJson {
 
 type Out<'a> = &'a mut SecretJson;
 
-/// Whether `s` holds a byte JSON must escape (`"`, `\\` or a control character), eight
-/// bytes at a time: a word has a byte below 0x20, or equal to `"` or `\\`, exactly when
-/// these borrow tricks leave a high bit set.
+/// Whether `s` holds a byte JSON must escape (`"`, `\\` or a control character). Whole
+/// 32-byte blocks are folded without an early exit, which the compiler turns into vector
+/// compares (an access token is a kilobyte or more that needs no escaping); the first block
+/// with such a byte ends the search.
 fn needs_escape(s: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
-    let words = s.chunks_exact(8);
-    let tail = words.remainder();
-    for word in words {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(word);
-        let v = u64::from_le_bytes(bytes);
-        let quote = v ^ (ONES * u64::from(b'"'));
-        let backslash = v ^ (ONES * u64::from(b'\\'));
-        if below(v, 0x20) | below(quote, 1) | below(backslash, 1) != 0 {
+    let escape = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    let blocks = s.chunks_exact(32);
+    let tail = blocks.remainder();
+    for block in blocks {
+        if block.iter().fold(false, |any, &b| any | escape(b)) {
             return true;
         }
     }
-    tail.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    tail.iter().any(|&b| escape(b))
 }
 
 fn string(out: Out<'_>, s: &str) -> serde_json::Result<()> {
     if needs_escape(s.as_bytes()) {
         return serde_json::to_writer(out, s);
     }
-    out.put(b"\"");
-    out.put(s.as_bytes());
-    out.put(b"\"");
+    out.quoted(s.as_bytes());
     Ok(())
+}
+
+/// A free-form value: strings (most metadata) through [`string`], the rest through `serde_json`.
+fn value(out: Out<'_>, v: &Value) -> serde_json::Result<()> {
+    match v {
+        Value::String(s) => string(out, s),
+        other => serde_json::to_writer(out, other),
+    }
 }
 
 fn raw(out: Out<'_>, bytes: &[u8]) -> serde_json::Result<()> {
@@ -95,19 +115,23 @@ fn number(out: Out<'_>, n: Option<f64>) -> serde_json::Result<()> {
     serde_json::to_writer(out, &n)
 }
 
-/// `"name":` preceded by a comma.
-fn field(out: Out<'_>, name: &[u8]) -> serde_json::Result<()> {
-    raw(out, b",\"")?;
-    raw(out, name)?;
-    raw(out, b"\":")
+/// `,"name":`, one constant per field.
+macro_rules! field {
+    ($out:expr, $name:literal) => {
+        raw($out, concat!(",\"", $name, "\":").as_bytes())
+    };
 }
 
-fn object_entries(out: Out<'_>, map: &Map<String, Value>) -> serde_json::Result<()> {
+/// A map's entries, each preceded by a comma when `comma` (and every one after the first).
+fn entries(out: Out<'_>, map: &Map<String, Value>, mut comma: bool) -> serde_json::Result<()> {
     for (k, v) in map {
-        raw(out, b",")?;
+        if comma {
+            raw(out, b",")?;
+        }
+        comma = true;
         string(out, k)?;
         raw(out, b":")?;
-        serde_json::to_writer(&mut *out, v)?;
+        value(out, v)?;
     }
     Ok(())
 }
@@ -116,9 +140,9 @@ fn object_entries(out: Out<'_>, map: &Map<String, Value>) -> serde_json::Result<
 pub(crate) fn write_record(out: Out<'_>, record: &TokenRecord) -> serde_json::Result<()> {
     raw(out, b"{\"access_token\":")?;
     string(out, record.access_token.expose())?;
-    field(out, b"refresh_token")?;
+    field!(out, "refresh_token")?;
     opt_string(out, record.refresh_token.as_ref().map(Secret::expose))?;
-    field(out, b"scopes")?;
+    field!(out, "scopes")?;
     raw(out, b"[")?;
     for (i, scope) in record.scopes.iter().enumerate() {
         if i > 0 {
@@ -127,46 +151,37 @@ pub(crate) fn write_record(out: Out<'_>, record: &TokenRecord) -> serde_json::Re
         string(out, scope)?;
     }
     raw(out, b"]")?;
-    field(out, b"expires_at")?;
+    field!(out, "expires_at")?;
     number(out, record.expires_at)?;
-    field(out, b"token_type")?;
+    field!(out, "token_type")?;
     string(out, &record.token_type)?;
-    field(out, b"resource")?;
+    field!(out, "resource")?;
     opt_string(out, record.resource.as_deref())?;
-    field(out, b"authorization_server")?;
+    field!(out, "authorization_server")?;
     opt_string(out, record.authorization_server.as_deref())?;
-    field(out, b"obtained_at")?;
+    field!(out, "obtained_at")?;
     number(out, Some(record.obtained_at))?;
-    field(out, b"metadata")?;
+    field!(out, "metadata")?;
     raw(out, b"{")?;
-    let mut first = true;
-    for (k, v) in &record.metadata {
-        if !first {
-            raw(out, b",")?;
-        }
-        first = false;
-        string(out, k)?;
-        raw(out, b":")?;
-        serde_json::to_writer(&mut *out, v)?;
-    }
+    entries(out, &record.metadata, false)?;
     raw(out, b"}")?;
     if let Some(id_token) = &record.id_token {
-        field(out, b"id_token")?;
+        field!(out, "id_token")?;
         string(out, id_token.expose())?;
     }
     if let Some(client_id) = &record.client_id {
-        field(out, b"client_id")?;
+        field!(out, "client_id")?;
         string(out, client_id)?;
     }
     if let Some(at) = record.refresh_expires_at {
-        field(out, b"refresh_expires_at")?;
+        field!(out, "refresh_expires_at")?;
         number(out, Some(at))?;
     }
     if let Some(schema) = record.token_store_schema {
-        field(out, b"token_store_schema")?;
+        field!(out, "token_store_schema")?;
         serde_json::to_writer(&mut *out, &schema)?;
     }
-    object_entries(out, &record.extra)?;
+    entries(out, &record.extra, true)?;
     raw(out, b"}")
 }
 
@@ -183,9 +198,10 @@ mod tests {
 
     #[test]
     fn the_escape_check_finds_every_byte_that_needs_one() {
+        // Positions in the vector blocks and in the tail.
         for b in 0..=255u8 {
-            for pos in 0..20 {
-                let mut s = vec![b'a'; 20];
+            for pos in 0..70 {
+                let mut s = vec![b'a'; 70];
                 s[pos] = b;
                 let expected = b < 0x20 || b == b'"' || b == b'\\';
                 assert_eq!(needs_escape(&s), expected, "byte {b} at {pos}");

@@ -165,7 +165,8 @@ fn default_put_options(record: &TokenRecord, precondition: Precondition) -> PutO
 fn encode<T: Serialize>(value: &T) -> Result<zeroize::Zeroizing<Vec<u8>>> {
     // Room for a typical record (a 1 KB JWT and its fields: ~1.6 KB) at once: every
     // outgrown buffer would be wiped and copied.
-    let mut out = SecretBuf(zeroize::Zeroizing::new(Vec::with_capacity(2048)));
+    // A buffer that wipes what it outgrows: the JSON holds the tokens.
+    let mut out = crate::json::SecretJson::with_capacity(2048);
     serde_json::to_writer(&mut out, value)
         .map_err(|e| Error::invalid_input(format!("record cannot be serialised: {e}")))?;
     Ok(out.0)
@@ -177,28 +178,6 @@ fn encode_record(record: &TokenRecord) -> Result<zeroize::Zeroizing<Vec<u8>>> {
     crate::json::write_record(&mut out, record)
         .map_err(|e| Error::invalid_input(format!("record cannot be serialised: {e}")))?;
     Ok(out.0)
-}
-
-/// The JSON of a record holds its tokens: a growing `Vec` would leave copies of them in every
-/// buffer it outgrows and frees. This one wipes each outgrown buffer (and itself on drop).
-struct SecretBuf(zeroize::Zeroizing<Vec<u8>>);
-
-impl std::io::Write for SecretBuf {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let needed = self.0.len() + data.len();
-        if needed > self.0.capacity() {
-            let mut bigger = Vec::with_capacity(needed.max(self.0.capacity() * 2));
-            bigger.extend_from_slice(&self.0);
-            // The old buffer is zeroized (its whole capacity) as it is dropped here.
-            self.0 = zeroize::Zeroizing::new(bigger);
-        }
-        self.0.extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 async fn get_typed<T: DeserializeOwned>(
