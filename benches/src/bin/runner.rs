@@ -22,6 +22,7 @@ use clap::Parser;
 use serde::Serialize;
 use token_store_bench::backends::{ALL, Spec, open_ours, open_store, spec};
 use token_store_bench::ops::{Throughput, fail, throughput};
+use token_store_bench::raw::{RecordMap, ScaleFloor};
 use token_store_bench::rmcp_load::RmcpLoad;
 use token_store_bench::stats::{fmt_rate, fmt_us};
 use token_store_bench::{
@@ -142,6 +143,9 @@ struct ScaleRow {
     base_get: Summary,
     base_put: Summary,
     base_cas_put: Summary,
+    /// The floor's get among the same N records and among 10 (memory and SQLite).
+    floor_get: Option<Summary>,
+    floor_base_get: Option<Summary>,
 }
 
 /// Random records of one store of the scale section, as a [`Target`]: gets, puts, and CAS
@@ -872,7 +876,11 @@ fn scale_key(i: usize) -> TokenKey {
 
 /// Random (but fixed) record indexes below `n`, with their keys, for the timed calls.
 fn sample_keys(n: usize, count: usize) -> Vec<TokenKey> {
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    sample_keys_from(0x2545_f491_4f6c_dd1d, n, count)
+}
+
+fn sample_keys_from(seed: u64, n: usize, count: usize) -> Vec<TokenKey> {
+    let mut x = seed;
     (0..count)
         .map(|_| {
             x ^= x << 13;
@@ -880,6 +888,16 @@ fn sample_keys(n: usize, count: usize) -> Vec<TokenKey> {
             x ^= x << 17;
             scale_key((x % n as u64) as usize)
         })
+        .collect()
+}
+
+/// Random record indexes as storage keys, for the floors: drawn apart from [`sample_keys`],
+/// or a floor reading the same SQLite file right after ours would find each record's pages
+/// in the CPU caches ours had just filled.
+fn sample_storage_keys(n: usize) -> Vec<token_store_core::StorageKey> {
+    sample_keys_from(0x9e37_79b9_7f4a_7c15, n, 2000)
+        .iter()
+        .map(TokenKey::storage_key)
         .collect()
 }
 
@@ -1088,6 +1106,22 @@ async fn scale_backend(
     };
     populate_raw_api(&small, 0, 10, 10).await?;
     let small = ScaleTarget::new(small, 10);
+    // Memory and SQLite get a floor beside them: the same gets done the least way, on the
+    // same N records, so that growth any client pays is told from ours.
+    let record = fixture::record(1);
+    let big_map = RecordMap::default();
+    let small_floor = match backend {
+        "memory" => {
+            let map = RecordMap::default();
+            ScaleFloor::insert(&map, (0..10).map(|j| scale_key(j).storage_key()), &record);
+            Some(ScaleFloor::map(map, &sample_storage_keys(10)))
+        }
+        "sqlite" => Some(ScaleFloor::sqlite(
+            &tmp.join("scale-sqlite-small").join("tokens.db"),
+            &sample_storage_keys(10),
+        )?),
+        _ => None,
+    };
     // A million files would take minutes to write for nothing: the file store touches one
     // file per call, and 100 000 show its growth.
     let cap = if backend == "file" {
@@ -1117,17 +1151,39 @@ async fn scale_backend(
             _ => populate_raw_api(&store, have, n, 1024).await?,
         }
         let populate_secs = t.elapsed().as_secs_f64();
+        let big_floor = match backend {
+            "memory" => {
+                let keys = (have..n).map(|j| scale_key(j).storage_key());
+                ScaleFloor::insert(&big_map, keys, &record);
+                Some(ScaleFloor::map(big_map.clone(), &sample_storage_keys(n)))
+            }
+            "sqlite" => {
+                let path = sqlite_path.clone().ok_or_else(|| fail("no path"))?;
+                Some(ScaleFloor::sqlite(&path, &sample_storage_keys(n))?)
+            }
+            _ => None,
+        };
         have = n;
         let big = ScaleTarget::new(store.clone(), n);
         let plan = Plan::timed(100, 2000, Duration::from_secs(1));
         let mut timed = Vec::new();
+        let (mut floor_get, mut floor_base_get) = (None, None);
         for op in [Op::GetHit, Op::Put, Op::CasPut] {
-            let s = measure(op, &[&big, &small], &plan).await?;
+            let mut targets: Vec<&dyn Target> = vec![&big, &small];
+            if let (Op::GetHit, Some(b), Some(s)) = (op, &big_floor, &small_floor) {
+                targets.extend([b as &dyn Target, s as &dyn Target]);
+            }
+            let s = measure(op, &targets, &plan).await?;
             match (s.first().copied().flatten(), s.get(1).copied().flatten()) {
                 (Some(b), Some(s)) => timed.push((b, s)),
                 _ => return Err(fail("scale: no samples")),
             }
+            if op == Op::GetHit {
+                floor_get = s.get(2).copied().flatten();
+                floor_base_get = s.get(3).copied().flatten();
+            }
         }
+        drop(big_floor);
         let [(get, base_get), (put, base_put), (cas_put, base_cas_put)] = timed[..] else {
             return Err(fail("scale: no samples"));
         };
@@ -1149,6 +1205,8 @@ async fn scale_backend(
             base_get,
             base_put,
             base_cas_put,
+            floor_get,
+            floor_base_get,
         });
     }
     drop(store);
@@ -1242,9 +1300,9 @@ fn full_markdown(r: &Report) -> String {
     }
     if !r.scale.is_empty() {
         out.push_str("\n### Scale (random records among N, timed in alternating blocks with a 10-record store of the same backend)\n\n");
-        out.push_str("| backend | records | populate | get p50 | get p99 | put p50 | put p99 | CAS put p50 | CAS put p99 | get ÷ get at 10 | CAS ÷ CAS at 10 |\n");
+        out.push_str("| backend | records | populate | get p50 | get p99 | put p50 | put p99 | CAS put p50 | CAS put p99 | get ÷ get at 10 | CAS ÷ CAS at 10 | floor get p50 | floor get ÷ floor at 10 |\n");
         out.push_str(
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         );
         for s in &r.scale {
             let ratio = |a: f64, b: f64| {
@@ -1254,9 +1312,13 @@ fn full_markdown(r: &Report) -> String {
                     "–".to_owned()
                 }
             };
+            let (floor, floor_ratio) = match (s.floor_get, s.floor_base_get) {
+                (Some(f), Some(b)) => (fmt_us(f.p50_us), ratio(f.p50_us, b.p50_us)),
+                _ => ("–".to_owned(), "–".to_owned()),
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.1} s | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.1} s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 s.backend,
                 s.records,
                 s.populate_secs,
@@ -1268,6 +1330,8 @@ fn full_markdown(r: &Report) -> String {
                 fmt_us(s.cas_put.p99_us),
                 ratio(s.get.p50_us, s.base_get.p50_us),
                 ratio(s.cas_put.p50_us, s.base_cas_put.p50_us),
+                floor,
+                floor_ratio,
             );
         }
     }

@@ -3,20 +3,25 @@
 //! [`crate::fixture::record`]) and keys of the same length. They are the baselines of the
 //! ours/raw ratio.
 //!
+//! What each floor does, and why nothing less gives the backend's guarantees, is the "Fair
+//! floors" table of BENCHMARKS.md; in short:
+//!
 //! | backend | raw client |
 //! | --- | --- |
-//! | memory | `tokio::sync::Mutex<HashMap<String, Vec<u8>>>` |
-//! | file | `std::fs` read; write + fsync + rename + directory fsync; `flock` for CAS |
+//! | memory | a map of parsed records (a get clones one, a put stores a clone) |
+//! | file | the same AEAD and record layout: keyed names, decrypt on read; write + fsync + rename + directory fsync under `flock` |
 //! | sqlite | one `rusqlite` connection, one prepared (cached) statement per operation, autocommit |
-//! | redis (all topologies) | `redis` crate, one multiplexed (or cluster) connection: GET, SET, DEL, SCAN, a minimal Lua CAS |
-//! | vault | `reqwest`: one KV v2 HTTP call per operation (`cas` option for CAS) |
-//! | secret service | `secret-service` crate: search + get secret, create item (replace), search + delete, search + attributes of each item |
-//! | postgres | one `tokio-postgres` connection (no pool), one prepared statement per operation, autocommit, on the store's own table |
+//! | redis (all topologies) | `redis` crate, one multiplexed (or cluster) connection: bounded `GETRANGE` (+ a step telling absent from empty), SHA-1 version, `SET`, a Lua CAS, `DEL`, `SCAN` |
+//! | vault | `reqwest`: the requests a correct KV v2 client makes (CAS 2, delete 3, list + a read per key) |
+//! | secret service | `secret-service` crate: search + get secret (+ `Locked` on a miss), create item (replace), search + delete, search + attributes |
+//! | postgres | one `tokio-postgres` connection (no pool), the backend's own statements on its own table |
+//! | scale | a get among N records: a map of N parsed records; one `rusqlite` connection on the store's file |
 
 mod file;
 mod memory;
 mod postgres;
 mod redis;
+mod scale;
 mod secret_service;
 mod sqlite;
 mod vault;
@@ -25,6 +30,7 @@ pub use self::file::RawFile;
 pub use self::memory::RawMemory;
 pub use self::postgres::RawPostgres;
 pub use self::redis::RawRedis;
+pub use self::scale::{RecordMap, ScaleFloor};
 pub use self::secret_service::RawSecretService;
 pub use self::sqlite::{RawSqlite, Variant as SqliteVariant};
 pub use self::vault::RawVault;

@@ -21,7 +21,7 @@ const DELETE: &str =
     "DELETE FROM records WHERE kind = ?1 AND p1 = ?2 AND p2 = ?3 AND p3 = ?4 AND p4 = ?5";
 const LIST: &str = "SELECT p1, p2, p3, p4 FROM records WHERE kind = 'token' AND p1 = ?1";
 
-type Cols = [String; 4];
+pub(crate) type Cols = [String; 4];
 
 /// Attribution variants: the raw client doing one more of the things the backend does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub struct RawSqlite {
     variant: Option<Variant>,
 }
 
-fn cols(key: &StorageKey) -> Cols {
+pub(crate) fn cols(key: &StorageKey) -> Cols {
     let p = key.parts();
     [p[0].clone(), p[1].clone(), p[2].clone(), p[3].clone()]
 }
@@ -54,12 +54,7 @@ fn cols(key: &StorageKey) -> Cols {
 impl RawSqlite {
     /// Opens `path` (a database the store created) with the store's settings.
     pub fn open(path: &Path, run_id: &str) -> BResult<Self> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        conn.set_prepared_statement_cache_capacity(32);
-        conn.pragma_update(None, "secure_delete", "ON")?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        let conn = connect(path)?;
         let key = |u: &str, i| cols(&fixture::key(u, i).storage_key());
         let user = format!("{run_id}-rawhit");
         Ok(RawSqlite {
@@ -122,6 +117,27 @@ impl RawSqlite {
     }
 }
 
+/// A connection to `path` (a database the store created) with the store's settings.
+pub(crate) fn connect(path: &Path) -> BResult<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(32);
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+/// The floor's get: the value and version of token row `c`.
+pub(crate) fn get(conn: &Connection, c: &Cols) -> BResult<Option<(Vec<u8>, i64)>> {
+    let mut stmt = conn.prepare_cached(GET)?;
+    Ok(stmt
+        .query_row(params!["token", c[0], c[1], c[2], c[3]], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?)
+}
+
 #[async_trait]
 impl Target for RawSqlite {
     fn label(&self) -> String {
@@ -168,15 +184,7 @@ impl Target for RawSqlite {
             self.versions[k].store(v, Ordering::Relaxed);
             return Ok(());
         }
-        let get = |c: &Cols| -> BResult<Option<(Vec<u8>, i64)>> {
-            let conn = self.conn();
-            let mut stmt = conn.prepare_cached(GET)?;
-            Ok(stmt
-                .query_row(params!["token", c[0], c[1], c[2], c[3]], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?)
-        };
+        let get = |c: &Cols| get(&self.conn(), c);
         match op {
             Op::GetHit => {
                 get(&self.hit[k])?.ok_or_else(|| fail("missing"))?;
