@@ -40,7 +40,64 @@ pub fn run(name: &str, iterations: usize) -> BResult<()> {
     rt.block_on(run_async(name, iterations))
 }
 
+/// `<backend>/<client>/<op>` (e.g. `postgres/ours/get`): one operation of the runner's
+/// backends, through ours, its floor or an attribution variant (`variant0`, `variant1`), so
+/// the client side of a networked backend is counted too (the server is another process).
+async fn run_backend(name: &str, n: usize) -> BResult<()> {
+    let mut words = name.split('/');
+    let (Some(backend), Some(client), Some(op), None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return Err(fail(format!("{name}: not <backend>/<client>/<op>")));
+    };
+    let backend = crate::backends::ALL
+        .iter()
+        .copied()
+        .find(|b| *b == backend)
+        .ok_or_else(|| fail(format!("no backend {backend}")))?;
+    let op = match op {
+        "get" => Op::GetHit,
+        "miss" => Op::GetMiss,
+        "put" => Op::Put,
+        "cas" => Op::CasPut,
+        "delete" => Op::Delete,
+        "list" => Op::List,
+        other => return Err(fail(format!("no operation {other}"))),
+    };
+    let tmp = tempfile::Builder::new().prefix("tsprobe-").tempdir()?;
+    let spec = crate::backends::spec(backend, "probe", tmp.path())
+        .await?
+        .map_err(fail)?;
+    let target: std::sync::Arc<dyn Target> = match client {
+        "ours" => std::sync::Arc::new(TypedTarget::new(
+            crate::backends::open_ours(&spec).await?,
+            "probe",
+        )),
+        "floor" => spec.raw.clone().ok_or_else(|| fail("no floor"))?,
+        other => {
+            let i: usize = other
+                .strip_prefix("variant")
+                .and_then(|i| i.parse().ok())
+                .ok_or_else(|| fail(format!("no client {other}")))?;
+            spec.variants
+                .get(i)
+                .cloned()
+                .ok_or_else(|| fail("no such variant"))?
+        }
+    };
+    target.setup().await?;
+    for i in 0..n {
+        target.prepare(op, i).await?;
+        target.run(op, i).await?;
+    }
+    target.cleanup().await?;
+    Ok(())
+}
+
 async fn run_async(name: &str, n: usize) -> BResult<()> {
+    if name.contains('/') {
+        return run_backend(name, n).await;
+    }
     let record = fixture::record(1);
     let bytes = fixture::record_bytes(1);
     let key = fixture::key("probe-user", 1);

@@ -166,12 +166,11 @@ fn aad(name: &str) -> Vec<u8> {
 pub(crate) fn seal(
     cipher: &Cipher,
     name: &str,
-    key: &StorageKey,
+    encoded_key: &str,
     version: &Version,
     expires_ms: u64,
     value: &[u8],
 ) -> Result<Vec<u8>> {
-    let encoded_key = key.encode();
     let version = version.as_str().as_bytes();
     let mut plain = Zeroizing::new(Vec::with_capacity(
         1 + 4 + encoded_key.len() + 4 + version.len() + 8 + 4 + value.len(),
@@ -198,11 +197,15 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Result<()> {
 
 /// Decrypts and decodes the record file `name`. `label` names it in errors (the storage key
 /// when the caller knows it, else the file name); it is only formatted for an error.
+/// `embedded` turns the key the record holds (encoded) into the record's key: a listing
+/// decodes it, a read of a known key compares it with that key's encoding instead (the
+/// encoding is canonical, so equal encodings are equal keys) and skips decoding.
 pub(crate) fn open(
     cipher: &Cipher,
     name: &str,
     file: &[u8],
     label: &dyn std::fmt::Display,
+    embedded: impl FnOnce(&str) -> Result<StorageKey>,
 ) -> Result<Record> {
     let corrupt = |message: &str| Error::Corrupt {
         backend: BACKEND,
@@ -235,7 +238,7 @@ pub(crate) fn open(
     let undecodable = || corrupt("undecodable record");
     let encoded_key =
         std::str::from_utf8(r.field().ok_or_else(undecodable)?).map_err(|_| undecodable())?;
-    let key = StorageKey::decode(encoded_key).ok_or_else(undecodable)?;
+    let key = embedded(encoded_key)?;
     let version =
         std::str::from_utf8(r.field().ok_or_else(undecodable)?).map_err(|_| undecodable())?;
     let expires: [u8; 8] = r
@@ -281,39 +284,49 @@ mod tests {
         Cipher::from_master(&[b; 32])
     }
 
+    fn decoded(embedded: &str) -> Result<StorageKey> {
+        StorageKey::decode(embedded).ok_or_else(|| Error::invalid_key("undecodable"))
+    }
+
     #[test]
     fn round_trip_and_binding() {
         let c = cipher(1);
         let key = StorageKey::single(KeyKind::Meta, "k").unwrap();
         let name = c.keyed_name(key.encode().as_bytes());
         let v = Version::new("abc");
-        let file = seal(&c, &name, &key, &v, 42, b"value").unwrap();
-        let r = open(&c, &name, &file, &"x").unwrap();
+        let file = seal(&c, &name, &key.encode(), &v, 42, b"value").unwrap();
+        let r = open(&c, &name, &file, &"x", decoded).unwrap();
         assert_eq!(r.key, key);
+        // What the embedded key becomes is the caller's: a read of a known key compares.
+        let refused = open(&c, &name, &file, &"x", |embedded| {
+            assert_eq!(embedded, key.encode());
+            Err(Error::invalid_key("another key"))
+        });
+        assert!(matches!(refused, Err(Error::InvalidKey { .. })));
         assert_eq!(r.version, v);
         assert_eq!(r.expires_ms, 42);
         assert_eq!(r.value.as_slice(), b"value");
         let other = "0".repeat(64);
         assert!(matches!(
-            open(&c, &other, &file, &"x"),
+            open(&c, &other, &file, &"x", decoded),
             Err(Error::Integrity { .. })
         ));
         assert!(matches!(
-            open(&cipher(2), &name, &file, &"x"),
+            open(&cipher(2), &name, &file, &"x", decoded),
             Err(Error::Integrity { .. })
         ));
         assert!(matches!(
-            open(&c, &name, b"", &"x"),
+            open(&c, &name, b"", &"x", decoded),
             Err(Error::Corrupt { .. })
         ));
         assert!(matches!(
-            open(&c, &name, &file[..10], &"x"),
+            open(&c, &name, &file[..10], &"x", decoded),
             Err(Error::Corrupt { .. })
         ));
         let mut future = file.clone();
         future[3] = 9;
         assert!(matches!(
-            open(&c, &name, &future, &"x"),
+            open(&c, &name, &future, &"x", decoded),
             Err(Error::Corrupt { .. })
         ));
     }

@@ -11,9 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::BACKEND;
 use crate::format::{self, MAX_VALUE};
-use crate::records::{
-    read_record, record_name, remove_locked, scan_dir, sweep_locked, write_locked,
-};
+use crate::records::{Named, read_record, remove_locked, scan_dir, sweep_locked, write_locked};
 use crate::store::FileStore;
 
 #[async_trait]
@@ -36,7 +34,7 @@ impl RawStore for FileStore {
     async fn read(&self, key: &StorageKey) -> Result<Option<RawRecord>> {
         key.validate()?;
         let record = self
-            .unlocked(|keyed| read_record(keyed, key, &record_name(keyed, key)))
+            .unlocked(|keyed| read_record(keyed, &Named::new(keyed, key)))
             .await?;
         Ok(record.filter(|r| !r.expired(format::now_ms())).map(|r| {
             let expires_at = r.expires_at();

@@ -11,25 +11,38 @@ use crate::dir::io_error;
 use crate::format::{self, MAX_FILE, Record, is_record_file_name};
 use crate::store::Keyed;
 
-/// The file name of `key`'s record.
-pub(crate) fn record_name(keyed: &Keyed, key: &StorageKey) -> String {
-    keyed.cipher.keyed_name(key.encode().as_bytes())
+/// A key with its canonical encoding and the name of its record file, computed once per call
+/// (the name, the plaintext and the read's key check all start from the encoding).
+pub(crate) struct Named<'k> {
+    pub(crate) key: &'k StorageKey,
+    pub(crate) encoded: String,
+    pub(crate) name: String,
 }
 
-/// Reads the record of `key` from its file `name` (expired or not); `Ok(None)` when there
-/// is no file.
-pub(crate) fn read_record(keyed: &Keyed, key: &StorageKey, name: &str) -> Result<Option<Record>> {
-    let Some(read) = keyed.data.read(name, MAX_FILE, key)? else {
+impl<'k> Named<'k> {
+    pub(crate) fn new(keyed: &Keyed, key: &'k StorageKey) -> Self {
+        let encoded = key.encode();
+        let name = keyed.cipher.keyed_name(encoded.as_bytes());
+        Named { key, encoded, name }
+    }
+}
+
+/// Reads the record of `key` from its file (expired or not); `Ok(None)` when there is no file.
+pub(crate) fn read_record(keyed: &Keyed, key: &Named<'_>) -> Result<Option<Record>> {
+    let Some(read) = keyed.data.read(&key.name, MAX_FILE, key.key)? else {
         return Ok(None);
     };
-    let record = format::open(&keyed.cipher, name, &read.bytes, key)?;
-    if record.key != *key {
-        return Err(Error::Integrity {
-            backend: BACKEND,
-            key: key.to_string(),
-            message: "the file holds another key's record".into(),
-        });
-    }
+    let record = format::open(&keyed.cipher, &key.name, &read.bytes, key.key, |embedded| {
+        if embedded == key.encoded {
+            Ok(key.key.clone())
+        } else {
+            Err(Error::Integrity {
+                backend: BACKEND,
+                key: key.key.to_string(),
+                message: "the file holds another key's record".into(),
+            })
+        }
+    })?;
     Ok(Some(record))
 }
 
@@ -43,7 +56,15 @@ pub(crate) fn read_named(keyed: &Keyed, name: &str) -> Result<Option<Record>> {
 }
 
 fn open_named(cipher: &Cipher, name: &str, bytes: &[u8]) -> Result<Record> {
-    let record = format::open(cipher, name, bytes, &name)?;
+    let undecodable = || Error::Corrupt {
+        backend: BACKEND,
+        key: name.to_owned(),
+        message: "undecodable record".into(),
+        source: None,
+    };
+    let record = format::open(cipher, name, bytes, &name, |embedded| {
+        StorageKey::decode(embedded).ok_or_else(undecodable)
+    })?;
     if cipher.keyed_name(record.key.encode().as_bytes()) != name {
         return Err(Error::Integrity {
             backend: BACKEND,
@@ -78,13 +99,8 @@ impl Current {
 /// The current record for a locked operation. An unreadable record (corrupt, tampered, or
 /// not a regular file) fails a conditional operation (its version is unknown) but not an
 /// unconditional one, which replaces or removes it: that is how a damaged record is cleared.
-fn current_for(
-    keyed: &Keyed,
-    key: &StorageKey,
-    name: &str,
-    precondition: &Precondition,
-) -> Result<Current> {
-    match read_record(keyed, key, name) {
+fn current_for(keyed: &Keyed, key: &Named<'_>, precondition: &Precondition) -> Result<Current> {
+    match read_record(keyed, key) {
         Ok(Some(r)) if r.expired(format::now_ms()) => Ok(Current::Expired),
         Ok(Some(r)) => Ok(Current::Live(r)),
         Ok(None) => Ok(Current::Absent),
@@ -104,26 +120,27 @@ pub(crate) fn write_locked(
     value: &[u8],
     options: &PutOptions,
 ) -> Result<Version> {
-    let name = record_name(keyed, key);
+    let named = Named::new(keyed, key);
+    let name = &named.name;
     // An unconditional put replaces whatever is there (even an unreadable file) without
     // looking at it.
     if options.precondition != Precondition::Any {
-        let current = current_for(keyed, key, &name, &options.precondition)?;
+        let current = current_for(keyed, &named, &options.precondition)?;
         check_precondition(BACKEND, key, &options.precondition, current.version())?;
     }
     let version = Version::random()?;
     let file = format::seal(
         &keyed.cipher,
-        &name,
-        key,
+        name,
+        &named.encoded,
         &version,
         format::expiry_ms(options.ttl),
         value,
     )?;
     keyed
         .data
-        .replace(&name, &file)
-        .map_err(|e| io_error("write", &keyed.data.path_of(&name), e))?;
+        .replace(name, &file)
+        .map_err(|e| io_error("write", &keyed.data.path_of(name), e))?;
     Ok(version)
 }
 
@@ -133,16 +150,17 @@ pub(crate) fn remove_locked(
     key: &StorageKey,
     precondition: &Precondition,
 ) -> Result<bool> {
-    let name = record_name(keyed, key);
-    let current = current_for(keyed, key, &name, precondition)?;
+    let named = Named::new(keyed, key);
+    let name = &named.name;
+    let current = current_for(keyed, &named, precondition)?;
     check_precondition(BACKEND, key, precondition, current.version())?;
     if matches!(current, Current::Absent) {
         return Ok(false);
     }
     keyed
         .data
-        .remove(&name)
-        .map_err(|e| io_error("remove", &keyed.data.path_of(&name), e))?;
+        .remove(name)
+        .map_err(|e| io_error("remove", &keyed.data.path_of(name), e))?;
     Ok(!matches!(current, Current::Expired))
 }
 

@@ -89,11 +89,12 @@ fn copy_reencrypted(old: &Keyed, cipher: &Cipher, new_dir: &Dir) -> Result<usize
         if record.expired(now) {
             continue;
         }
-        let new_name = cipher.keyed_name(record.key.encode().as_bytes());
+        let encoded = record.key.encode();
+        let new_name = cipher.keyed_name(encoded.as_bytes());
         let sealed = format::seal(
             cipher,
             &new_name,
-            &record.key,
+            &encoded,
             &record.version,
             record.expires_ms,
             &record.value,
