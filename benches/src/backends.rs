@@ -40,6 +40,9 @@ pub async fn open_store(url: &str) -> BResult<TokenStore> {
     Ok(token_store::open(url).await?)
 }
 
+/// How the label of a target timing ours as bytes (`raw()` of the opened store) begins.
+pub const BYTES_LABEL: &str = "ours as bytes: `raw()` of the opened store";
+
 /// "Ours" for a spec: the store as a user opens it, with the read cache when the spec says.
 pub async fn open_ours(spec: &Spec) -> BResult<TokenStore> {
     let store = open_store(&spec.url).await?;
@@ -124,7 +127,7 @@ pub async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Resul
                     Arc::new(BytesTarget::new(
                         layered.raw().clone(),
                         &format!("{run_id}-vb"),
-                        "ours as bytes: `raw()` of the opened store (backend + its layers, no typed JSON)",
+                        format!("{BYTES_LABEL} (backend + its layers, no typed JSON)"),
                     )),
                     Arc::new(BytesTarget::new(
                         Arc::new(bare),

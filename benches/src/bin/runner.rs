@@ -20,14 +20,14 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde::Serialize;
-use token_store_bench::backends::{ALL, Spec, open_ours, open_store, spec};
+use token_store_bench::backends::{ALL, BYTES_LABEL, Spec, open_ours, open_store, spec};
 use token_store_bench::ops::{Throughput, fail, throughput};
 use token_store_bench::raw::{RecordMap, ScaleFloor};
 use token_store_bench::rmcp_load::RmcpLoad;
 use token_store_bench::stats::{fmt_rate, fmt_us};
 use token_store_bench::{
-    BResult, BackendOps, BenchError, Memory, Op, OpRow, Plan, Summary, Target, TypedTarget,
-    fixture, measure, ops_table,
+    BResult, BackendOps, BenchError, BytesTarget, Memory, Op, OpRow, Plan, Summary, Target,
+    TypedTarget, fixture, measure, ops_table,
 };
 use token_store_core::backend::KeyHeader;
 use token_store_core::{KdfParams, KeySource};
@@ -464,18 +464,39 @@ async fn bench_backend(args: &Args, spec: &Spec, run_id: &str, report: &mut Repo
     if let Some(raw) = &spec.raw {
         raw.setup().await?;
     }
+    // Every backend with a byte-level floor is also timed as bytes (`raw()` of the handle
+    // `open` returned): ours without the typed layer's JSON, against the same floor. The
+    // memory floor holds parsed records, so bytes would not compare with it.
+    // Its records are removed before the listing is timed: a file store lists its whole
+    // directory and Redis scans its whole database, so they would make ours list more.
+    let mut auto_bytes: Option<Arc<dyn Target>> = None;
+    let has_bytes = spec
+        .variants
+        .iter()
+        .any(|v| v.label().starts_with(BYTES_LABEL));
+    if spec.raw.is_some() && !spec.name.starts_with("memory") && !has_bytes {
+        auto_bytes = Some(Arc::new(BytesTarget::new(
+            store.raw().clone(),
+            &format!("{run_id}-{name}-b"),
+            format!("{BYTES_LABEL} (backend + its layers, no typed JSON)"),
+        )));
+    }
+    let variants = Variants {
+        all: spec.variants.iter().chain(&auto_bytes).cloned().collect(),
+        not_listing: auto_bytes,
+    };
     if args.section("ops") {
-        for v in &spec.variants {
+        for v in &variants.all {
             v.setup().await?;
         }
     }
-    let outcome = bench_setup_done(args, spec, &store, &ours, &url, report).await;
+    let outcome = bench_setup_done(args, spec, &variants, &store, &ours, &url, report).await;
     let mut cleaned = vec![ours.cleanup().await];
     if let Some(raw) = &spec.raw {
         cleaned.push(raw.cleanup().await);
     }
     if args.section("ops") {
-        for v in &spec.variants {
+        for v in &variants.all {
             cleaned.push(v.cleanup().await);
         }
     }
@@ -497,9 +518,17 @@ async fn bench_backend(args: &Args, spec: &Spec, run_id: &str, report: &mut Repo
     Ok(())
 }
 
+/// The attribution variants of a backend's operations table: the spec's, plus ours as bytes
+/// (`not_listing`: removed before the listing is timed).
+struct Variants {
+    all: Vec<Arc<dyn Target>>,
+    not_listing: Option<Arc<dyn Target>>,
+}
+
 async fn bench_setup_done(
     args: &Args,
     spec: &Spec,
+    variants: &Variants,
     store: &TokenStore,
     ours: &Arc<TypedTarget>,
     url: &str,
@@ -519,12 +548,23 @@ async fn bench_setup_done(
             } else {
                 plan
             };
+            let not_listing = variants.not_listing.as_ref();
+            if op == Op::List
+                && let Some(v) = not_listing
+            {
+                v.cleanup().await?;
+            }
+            let variants: Vec<&Arc<dyn Target>> = variants
+                .all
+                .iter()
+                .filter(|v| op != Op::List || not_listing.is_none_or(|n| !Arc::ptr_eq(v, n)))
+                .collect();
             let mut targets: Vec<&dyn Target> = vec![&**ours];
             if let Some(raw) = &spec.raw {
                 targets.push(&**raw);
             }
             let first_variant = targets.len();
-            targets.extend(spec.variants.iter().map(|v| &**v as &dyn Target));
+            targets.extend(variants.iter().map(|v| &***v as &dyn Target));
             let s = measure(op, &targets, &p).await?;
             let ours_s = s
                 .first()
@@ -532,7 +572,7 @@ async fn bench_setup_done(
                 .flatten()
                 .ok_or_else(|| fail("no samples"))?;
             let raw_s = spec.raw.as_ref().and_then(|_| s.get(1).copied().flatten());
-            for (v, vs) in spec.variants.iter().zip(&s[first_variant..]) {
+            for (v, vs) in variants.iter().zip(&s[first_variant..]) {
                 if let (Some(vs), Some(r)) = (vs, raw_s) {
                     eprintln!(
                         "            variant p50 {:>9}  ({})",
