@@ -41,7 +41,7 @@ pub fn run(name: &str, iterations: usize) -> BResult<()> {
 }
 
 /// `<backend>/<client>/<op>` (e.g. `postgres/ours/get`): one operation of the runner's
-/// backends, through ours, its floor or an attribution variant (`variant0`, `variant1`), so
+/// backends, through ours, ours as bytes, its floor or an attribution variant (`variant0`, …), so
 /// the client side of a networked backend is counted too (the server is another process).
 async fn run_backend(name: &str, n: usize) -> BResult<()> {
     let mut words = name.split('/');
@@ -72,6 +72,11 @@ async fn run_backend(name: &str, n: usize) -> BResult<()> {
         "ours" => std::sync::Arc::new(TypedTarget::new(
             crate::backends::open_ours(&spec).await?,
             "probe",
+        )),
+        "bytes" => std::sync::Arc::new(crate::ops::BytesTarget::new(
+            crate::backends::open_ours(&spec).await?.raw().clone(),
+            "probe",
+            "bytes",
         )),
         "floor" => spec.raw.clone().ok_or_else(|| fail("no floor"))?,
         other => {
