@@ -119,7 +119,9 @@ impl RawStore for MemoryStore {
         check_size(BACKEND, key, value.len(), MAX_VALUE)?;
         let mut records = self.records_mut();
         let now = Instant::now();
-        let current = records.get(key).filter(|e| e.live(now)).map(|e| &e.version);
+        // One lookup for the precondition and the write (hashing the key is most of it).
+        let slot = records.get_mut(key);
+        let current = slot.as_deref().filter(|e| e.live(now)).map(|e| &e.version);
         check_precondition(BACKEND, key, &options.precondition, current)?;
         let version = self.next_version();
         let expires = options.ttl.map(|ttl| (now + ttl, SystemTime::now() + ttl));
@@ -129,7 +131,7 @@ impl RawStore for MemoryStore {
             expires,
         };
         // Replacing in place keeps the stored key: no copy of its parts per overwrite.
-        match records.get_mut(key) {
+        match slot {
             Some(slot) => *slot = entry,
             None => {
                 records.insert(key.clone(), entry);
