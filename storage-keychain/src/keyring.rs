@@ -38,7 +38,33 @@ impl KeyringSlots {
             .build(&self.service, name, None)
             .map_err(|e| map_error(self.backend, e))
     }
+
+    /// Runs `op`, again when keyutils denies access. keyring-core finds a key by a search of
+    /// the session keyring, then reads, links or invalidates it by id; a key another
+    /// process unlinked in between is no longer ours to touch, and the kernel says EACCES
+    /// (a get then failed as "permission denied" in an 8-process test). A new search sees
+    /// what is there now: the new key, or none. A keyring that really is not ours keeps
+    /// failing, and that error is returned.
+    fn retrying<T>(
+        &self,
+        op: impl Fn() -> std::result::Result<T, keyring_core::Error>,
+    ) -> std::result::Result<T, keyring_core::Error> {
+        let mut attempts = 1;
+        loop {
+            match op() {
+                Err(keyring_core::Error::NoStorageAccess(_))
+                    if self.backend == crate::KEYUTILS && attempts < RACE_ATTEMPTS =>
+                {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
 }
+
+/// How many times a keyutils call denied access is made in all (see `retrying`).
+const RACE_ATTEMPTS: usize = 4;
 
 impl Slots for KeyringSlots {
     fn backend(&self) -> &'static str {
@@ -54,7 +80,8 @@ impl Slots for KeyringSlots {
     }
 
     fn get(&self, name: &str) -> Result<Option<SecretBytes>> {
-        match self.entry(name)?.get_secret() {
+        let entry = self.entry(name)?;
+        match self.retrying(|| entry.get_secret()) {
             Ok(bytes) => Ok(Some(SecretBytes::new(bytes))),
             Err(keyring_core::Error::NoEntry) => Ok(None),
             Err(e) => Err(map_error(self.backend, e)),
@@ -63,15 +90,15 @@ impl Slots for KeyringSlots {
 
     fn set(&self, name: &str, bytes: &[u8], label: &str) -> Result<()> {
         let entry = self.entry(name)?;
-        entry
-            .set_secret(bytes)
+        self.retrying(|| entry.set_secret(bytes))
             .map_err(|e| map_error(self.backend, e))?;
         set_label(&entry, label);
         Ok(())
     }
 
     fn delete(&self, name: &str) -> Result<bool> {
-        match self.entry(name)?.delete_credential() {
+        let entry = self.entry(name)?;
+        match self.retrying(|| entry.delete_credential()) {
             Ok(()) => Ok(true),
             Err(keyring_core::Error::NoEntry) => Ok(false),
             Err(e) => Err(map_error(self.backend, e)),

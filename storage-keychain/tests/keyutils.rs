@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use token_store_conformance::{Instance, model_check, model_check_cases, run, services};
-use token_store_core::{Error, KeyKind, ListFilter, PutOptions, RawStore, Scope, StorageKey};
+use token_store_core::{
+    Error, KeyKind, ListFilter, Precondition, PutOptions, RawStore, Scope, StorageKey,
+};
 use token_store_keychain::{KeychainConfig, KeyringStore, WINDOWS_ITEM_LIMIT};
 
 fn enabled() -> bool {
@@ -236,5 +238,74 @@ async fn latency() {
         let get = t.elapsed() / N;
         println!("keyutils latency (4 KiB, chunk {chunk:?}): put {put:?}, get {get:?}");
     }
+    used.clean().await;
+}
+
+/// The other process of `reads_racing_another_process_deletes_see_the_record_or_nothing`:
+/// creates and deletes one key until its time is up (nothing in a normal run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_child() {
+    let Ok(service) = std::env::var("TS_KEYUTILS_CHURN_SERVICE") else {
+        return;
+    };
+    let config = KeychainConfig::default().with_service(service);
+    let writer = KeyringStore::keyutils(&config).unwrap();
+    let key = StorageKey::single(KeyKind::State, "raced").unwrap();
+    let started = Instant::now();
+    let mut rounds = 0u32;
+    while started.elapsed() < CHURN {
+        writer
+            .write(&key, b"value", &PutOptions::default())
+            .await
+            .unwrap();
+        writer.remove(&key, &Precondition::Any).await.unwrap();
+        rounds += 1;
+    }
+    println!("churned {rounds}");
+}
+
+const CHURN: std::time::Duration = std::time::Duration::from_secs(6);
+
+/// Reads racing another process's deletes and re-creations of the key they read see the
+/// record or its absence, never an error. keyutils answers EACCES for a key found by search
+/// and unlinked by another process before it is read (this process's own writers are kept
+/// off by its lock): once seen as "permission denied" by a refresh in an 8-process test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_racing_another_process_deletes_see_the_record_or_nothing() {
+    if !enabled() {
+        return;
+    }
+    let used = Used::default();
+    let config = used.config(None);
+    let service = config.service.clone();
+    let child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "churn_child", "--nocapture", "--test-threads=1"])
+        .env("TS_KEYUTILS_CHURN_SERVICE", &service)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let reader = KeyringStore::keyutils(&config).unwrap();
+    let key = StorageKey::single(KeyKind::State, "raced").unwrap();
+    let (mut found, mut absent) = (0u32, 0u32);
+    let started = Instant::now();
+    while started.elapsed() < CHURN {
+        match reader.read(&key).await {
+            Ok(Some(r)) => {
+                assert_eq!(r.value.as_slice(), b"value");
+                found += 1;
+            }
+            Ok(None) => absent += 1,
+            Err(e) => panic!("a read racing another process's deletes failed: {e}"),
+        }
+    }
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "the churning process failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}reads found {found}, absent {absent}");
+    assert!(
+        stdout.contains("churned "),
+        "the churning process did not run"
+    );
+    assert!(found > 10 && absent > 10, "the race did not run");
     used.clean().await;
 }
