@@ -197,15 +197,16 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Result<()> {
 
 /// Decrypts and decodes the record file `name`. `label` names it in errors (the storage key
 /// when the caller knows it, else the file name); it is only formatted for an error.
-/// `embedded` turns the key the record holds (encoded) into the record's key: a listing
-/// decodes it, a read of a known key compares it with that key's encoding instead (the
-/// encoding is canonical, so equal encodings are equal keys) and skips decoding.
+/// `embedded` turns the key the record holds (encoded) into the record's key, `None` when it
+/// is undecodable: a listing decodes it, a read of a known key compares it with that key's
+/// encoding instead (the encoding is canonical, so equal encodings are equal keys) and skips
+/// decoding.
 pub(crate) fn open(
     cipher: &Cipher,
     name: &str,
     file: &[u8],
     label: &dyn std::fmt::Display,
-    embedded: impl FnOnce(&str) -> Result<StorageKey>,
+    embedded: impl FnOnce(&str) -> Result<Option<StorageKey>>,
 ) -> Result<Record> {
     let corrupt = |message: &str| Error::Corrupt {
         backend: BACKEND,
@@ -238,7 +239,7 @@ pub(crate) fn open(
     let undecodable = || corrupt("undecodable record");
     let encoded_key =
         std::str::from_utf8(r.field().ok_or_else(undecodable)?).map_err(|_| undecodable())?;
-    let key = embedded(encoded_key)?;
+    let key = embedded(encoded_key)?.ok_or_else(undecodable)?;
     let version =
         std::str::from_utf8(r.field().ok_or_else(undecodable)?).map_err(|_| undecodable())?;
     let expires: [u8; 8] = r
@@ -284,8 +285,8 @@ mod tests {
         Cipher::from_master(&[b; 32])
     }
 
-    fn decoded(embedded: &str) -> Result<StorageKey> {
-        StorageKey::decode(embedded).ok_or_else(|| Error::invalid_key("undecodable"))
+    fn decoded(embedded: &str) -> Result<Option<StorageKey>> {
+        Ok(StorageKey::decode(embedded))
     }
 
     #[test]

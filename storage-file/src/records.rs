@@ -34,7 +34,7 @@ pub(crate) fn read_record(keyed: &Keyed, key: &Named<'_>) -> Result<Option<Recor
     };
     let record = format::open(&keyed.cipher, &key.name, &read.bytes, key.key, |embedded| {
         if embedded == key.encoded {
-            Ok(key.key.clone())
+            Ok(Some(key.key.clone()))
         } else {
             Err(Error::Integrity {
                 backend: BACKEND,
@@ -56,14 +56,8 @@ pub(crate) fn read_named(keyed: &Keyed, name: &str) -> Result<Option<Record>> {
 }
 
 fn open_named(cipher: &Cipher, name: &str, bytes: &[u8]) -> Result<Record> {
-    let undecodable = || Error::Corrupt {
-        backend: BACKEND,
-        key: name.to_owned(),
-        message: "undecodable record".into(),
-        source: None,
-    };
     let record = format::open(cipher, name, bytes, &name, |embedded| {
-        StorageKey::decode(embedded).ok_or_else(undecodable)
+        Ok(StorageKey::decode(embedded))
     })?;
     if cipher.keyed_name(record.key.encode().as_bytes()) != name {
         return Err(Error::Integrity {
