@@ -482,11 +482,11 @@ async fn bench_backend(args: &Args, spec: &Spec, run_id: &str, report: &mut Repo
         )));
     }
     let variants = Variants {
-        all: spec.variants.iter().chain(&auto_bytes).cloned().collect(),
-        not_listing: auto_bytes,
+        spec: &spec.variants,
+        bytes: auto_bytes,
     };
     if args.section("ops") {
-        for v in &variants.all {
+        for v in variants.all() {
             v.setup().await?;
         }
     }
@@ -496,7 +496,7 @@ async fn bench_backend(args: &Args, spec: &Spec, run_id: &str, report: &mut Repo
         cleaned.push(raw.cleanup().await);
     }
     if args.section("ops") {
-        for v in &variants.all {
+        for v in variants.all() {
             cleaned.push(v.cleanup().await);
         }
     }
@@ -519,16 +519,29 @@ async fn bench_backend(args: &Args, spec: &Spec, run_id: &str, report: &mut Repo
 }
 
 /// The attribution variants of a backend's operations table: the spec's, plus ours as bytes
-/// (`not_listing`: removed before the listing is timed).
-struct Variants {
-    all: Vec<Arc<dyn Target>>,
-    not_listing: Option<Arc<dyn Target>>,
+/// when the spec has none (`bytes`: removed before the listing is timed).
+struct Variants<'a> {
+    spec: &'a [Arc<dyn Target>],
+    bytes: Option<Arc<dyn Target>>,
+}
+
+impl Variants<'_> {
+    fn all(&self) -> impl Iterator<Item = &Arc<dyn Target>> {
+        self.spec.iter().chain(&self.bytes)
+    }
+
+    /// The variants timed for `op`.
+    fn timed(&self, op: Op) -> impl Iterator<Item = &Arc<dyn Target>> {
+        self.spec
+            .iter()
+            .chain(self.bytes.iter().filter(move |_| op != Op::List))
+    }
 }
 
 async fn bench_setup_done(
     args: &Args,
     spec: &Spec,
-    variants: &Variants,
+    variants: &Variants<'_>,
     store: &TokenStore,
     ours: &Arc<TypedTarget>,
     url: &str,
@@ -548,17 +561,12 @@ async fn bench_setup_done(
             } else {
                 plan
             };
-            let not_listing = variants.not_listing.as_ref();
             if op == Op::List
-                && let Some(v) = not_listing
+                && let Some(v) = &variants.bytes
             {
                 v.cleanup().await?;
             }
-            let variants: Vec<&Arc<dyn Target>> = variants
-                .all
-                .iter()
-                .filter(|v| op != Op::List || not_listing.is_none_or(|n| !Arc::ptr_eq(v, n)))
-                .collect();
+            let variants: Vec<&Arc<dyn Target>> = variants.timed(op).collect();
             let mut targets: Vec<&dyn Target> = vec![&**ours];
             if let Some(raw) = &spec.raw {
                 targets.push(&**raw);
