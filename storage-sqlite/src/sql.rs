@@ -60,26 +60,19 @@ pub(crate) const SWEEP: &str =
 // last column says whether any row of the table has expired (one probe of the partial
 // expiry index, evaluated once, in the same snapshot). Only when it is set is the listing
 // run again with each row's own verdict (`SCAN_EXPIRY`), and the expired rows swept.
-const SCAN_FAST: [&str; 4] = [
-    "SELECT p1, p2, p3, p4, EXISTS(SELECT 1 FROM records
-        WHERE expires_at IS NOT NULL AND expires_at <= ?1) FROM records WHERE kind = ?2",
-    "SELECT p1, p2, p3, p4, EXISTS(SELECT 1 FROM records
-        WHERE expires_at IS NOT NULL AND expires_at <= ?1) FROM records
-    WHERE kind = ?2 AND p1 = ?3",
-    "SELECT p1, p2, p3, p4, EXISTS(SELECT 1 FROM records
-        WHERE expires_at IS NOT NULL AND expires_at <= ?1) FROM records
-    WHERE kind = ?2 AND p2 = ?3",
-    "SELECT p1, p2, p3, p4, EXISTS(SELECT 1 FROM records
-        WHERE expires_at IS NOT NULL AND expires_at <= ?1) FROM records
-    WHERE kind = ?2 AND p1 = ?3 AND p2 = ?4",
-];
-const SCAN_EXPIRY: [&str; 4] = [
-    "SELECT p1, p2, p3, p4, expires_at <= ?1 FROM records WHERE kind = ?2",
-    "SELECT p1, p2, p3, p4, expires_at <= ?1 FROM records WHERE kind = ?2 AND p1 = ?3",
-    "SELECT p1, p2, p3, p4, expires_at <= ?1 FROM records WHERE kind = ?2 AND p2 = ?3",
-    "SELECT p1, p2, p3, p4, expires_at <= ?1 FROM records
-    WHERE kind = ?2 AND p1 = ?3 AND p2 = ?4",
-];
+// Both forms from one list of filters (a `ListFilter` shape each, indexed as in
+// `scan_rows`): they must list the same rows.
+macro_rules! scans {
+    ($last:literal) => {
+        scans!($last; "", " AND p1 = ?3", " AND p2 = ?3", " AND p1 = ?3 AND p2 = ?4")
+    };
+    ($last:literal; $($filter:literal),*) => {
+        [$(concat!("SELECT p1, p2, p3, p4, ", $last, " FROM records WHERE kind = ?2", $filter)),*]
+    };
+}
+const SCAN_FAST: [&str; 4] =
+    scans!("EXISTS(SELECT 1 FROM records WHERE expires_at IS NOT NULL AND expires_at <= ?1)");
+const SCAN_EXPIRY: [&str; 4] = scans!("expires_at <= ?1");
 
 /// A storage key as the row's key columns: `kind`, then the parts, `''` for unused ones.
 pub(crate) fn cols(key: &StorageKey) -> (&'static str, [&str; 4]) {
