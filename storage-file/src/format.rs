@@ -226,7 +226,7 @@ pub(crate) fn open(
             file[3]
         )));
     }
-    let plain = cipher
+    let mut plain = cipher
         .open(&aad(name), &file[FILE_MAGIC.len()..])
         .map_err(|e| e.into_error(BACKEND, label.to_string()))?;
     let mut r = Reader(&plain);
@@ -246,15 +246,21 @@ pub(crate) fn open(
         .take(8)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(undecodable)?;
-    let value = r.field().ok_or_else(undecodable)?;
+    let value_len = r.field().ok_or_else(undecodable)?.len();
     if !r.0.is_empty() {
         return Err(undecodable());
     }
+    let version = Version::new(version);
+    // The value is the plaintext's last field: the plaintext buffer becomes the value (its
+    // header moved out of the way) instead of being copied and wiped twice. What the move
+    // leaves past the end stays in the buffer's capacity, which the wipe covers.
+    let start = plain.len() - value_len;
+    plain.drain(..start);
     Ok(Record {
         key,
-        version: Version::new(version),
+        version,
         expires_ms: u64::from_le_bytes(expires),
-        value: SecretBytes::new(value.to_vec()),
+        value: plain,
     })
 }
 
@@ -330,6 +336,22 @@ mod tests {
             open(&c, &name, &future, &"x", decoded),
             Err(Error::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn a_value_of_any_length_opens_as_exactly_itself() {
+        // The plaintext buffer becomes the value: every length must come out whole, with
+        // nothing of the header before it.
+        let c = cipher(3);
+        let key = StorageKey::single(KeyKind::Meta, "k").unwrap();
+        let name = c.keyed_name(key.encode().as_bytes());
+        for len in [0, 1, 15, 16, 17, 255, 1600, 70_000] {
+            let value: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let file = seal(&c, &name, &key.encode(), &Version::new("v"), 0, &value).unwrap();
+            let r = open(&c, &name, &file, &"x", decoded).unwrap();
+            assert_eq!(r.value.as_slice(), value.as_slice(), "length {len}");
+            assert_eq!(r.version, Version::new("v"));
+        }
     }
 
     #[test]
