@@ -59,8 +59,11 @@ pub struct Spec {
     pub name: &'static str,
     /// The URL `token_store::open` takes for it.
     pub url: String,
-    /// Its raw client, when it has one.
+    /// Its floor for the typed API, when it has one: the raw client whose caller also parses
+    /// and serializes the record (memory's holds parsed records).
     pub raw: Option<Arc<dyn Target>>,
+    /// The same raw client handing back bytes, timed beside ours as bytes.
+    pub raw_bytes: Option<Arc<dyn Target>>,
     /// The redis-benchmark target (host, port) for the concurrency ceiling.
     pub redis_benchmark: Option<(String, u16)>,
     /// Whether the raw client also runs the concurrency section.
@@ -82,6 +85,7 @@ pub async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Resul
             name,
             url: "memory:".to_owned(),
             raw: Some(Arc::new(RawMemory::new(run_id))),
+            raw_bytes: None,
             redis_benchmark: None,
             raw_concurrency: false,
             variants: vec![],
@@ -96,7 +100,8 @@ pub async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Resul
                     dir.display(),
                     tmp.join("file.key").display()
                 ),
-                raw: Some(Arc::new(RawFile::new(&tmp.join("raw-files"))?)),
+                raw: Some(Arc::new(RawFile::typed(&tmp.join("raw-files-typed"))?)),
+                raw_bytes: Some(Arc::new(RawFile::new(&tmp.join("raw-files"))?)),
                 redis_benchmark: None,
                 raw_concurrency: true,
                 variants: vec![],
@@ -116,7 +121,12 @@ pub async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Resul
             Spec {
                 name,
                 raw: Some(Arc::new(
-                    RawPostgres::connect(&base, &schema, "tokens", run_id).await?,
+                    RawPostgres::connect(&base, &schema, "tokens", run_id)
+                        .await?
+                        .typed(),
+                )),
+                raw_bytes: Some(Arc::new(
+                    RawPostgres::connect(&base, &schema, "tokens", &format!("{run_id}-b")).await?,
                 )),
                 url,
                 redis_benchmark: None,
@@ -134,6 +144,15 @@ pub async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Resul
                         &format!("{run_id}-vp"),
                         "the bare `PostgresStore` as bytes (no layers, no typed JSON)",
                     )),
+                    Arc::new(
+                        RawPostgres::one_connection(
+                            &base,
+                            &schema,
+                            "tokens",
+                            &format!("{run_id}-v1"),
+                        )
+                        .await?,
+                    ),
                 ],
                 cached: false,
             }
@@ -146,7 +165,8 @@ pub async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Resul
             Spec {
                 name,
                 url,
-                raw: Some(Arc::new(RawSqlite::open(&path, run_id)?)),
+                raw: Some(Arc::new(RawSqlite::typed(&path, run_id)?)),
+                raw_bytes: Some(Arc::new(RawSqlite::open(&path, &format!("{run_id}-b"))?)),
                 redis_benchmark: None,
                 raw_concurrency: true,
                 variants: vec![Arc::new(RawSqlite::variant(
@@ -166,7 +186,12 @@ pub async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Resul
                 name,
                 url: format!("{url}?prefix={prefix}"),
                 raw: Some(Arc::new(
-                    RawRedis::connect(&url, None, &raw_prefix, run_id).await?,
+                    RawRedis::connect(&url, None, &raw_prefix, run_id)
+                        .await?
+                        .typed(),
+                )),
+                raw_bytes: Some(Arc::new(
+                    RawRedis::connect(&url, None, &raw_prefix, &format!("{run_id}-b")).await?,
                 )),
                 redis_benchmark: Some((host, port)),
                 raw_concurrency: true,
@@ -186,7 +211,12 @@ pub async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Resul
                 name,
                 url: format!("{url}?prefix={prefix}"),
                 raw: Some(Arc::new(
-                    RawRedis::connect_cluster(&nodes, &raw_prefix, run_id).await?,
+                    RawRedis::connect_cluster(&nodes, &raw_prefix, run_id)
+                        .await?
+                        .typed(),
+                )),
+                raw_bytes: Some(Arc::new(
+                    RawRedis::connect_cluster(&nodes, &raw_prefix, &format!("{run_id}-b")).await?,
                 )),
                 redis_benchmark: None,
                 raw_concurrency: true,
@@ -205,7 +235,12 @@ pub async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Resul
                 name,
                 url: format!("{url}?ca={ca}&prefix={prefix}"),
                 raw: Some(Arc::new(
-                    RawRedis::connect(&url, Some(&ca), &raw_prefix, run_id).await?,
+                    RawRedis::connect(&url, Some(&ca), &raw_prefix, run_id)
+                        .await?
+                        .typed(),
+                )),
+                raw_bytes: Some(Arc::new(
+                    RawRedis::connect(&url, Some(&ca), &raw_prefix, &format!("{run_id}-b")).await?,
                 )),
                 redis_benchmark: None,
                 raw_concurrency: true,
@@ -230,12 +265,15 @@ pub async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Resul
                 url: format!(
                     "vault://{hostport}/{mount}?prefix={prefix}&token_env=TOKEN_STORE_TEST_VAULT_TOKEN"
                 ),
-                raw: Some(Arc::new(RawVault::new(
+                raw: Some(Arc::new(
+                    RawVault::new(&addr, &token, &mount, &raw_prefix, run_id)?.typed(),
+                )),
+                raw_bytes: Some(Arc::new(RawVault::new(
                     &addr,
                     &token,
                     &mount,
                     &raw_prefix,
-                    run_id,
+                    &format!("{run_id}-b"),
                 )?)),
                 redis_benchmark: None,
                 raw_concurrency: false,
@@ -253,7 +291,12 @@ pub async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Resul
                 name,
                 url: format!("keychain:secret-service?service={prefix}"),
                 raw: Some(Arc::new(
-                    RawSecretService::connect(&raw_prefix, run_id).await?,
+                    RawSecretService::connect(&raw_prefix, run_id)
+                        .await?
+                        .typed(),
+                )),
+                raw_bytes: Some(Arc::new(
+                    RawSecretService::connect(&raw_prefix, &format!("{run_id}-b")).await?,
                 )),
                 redis_benchmark: None,
                 raw_concurrency: false,
@@ -269,6 +312,7 @@ pub async fn spec(name: &'static str, run_id: &str, tmp: &Path) -> BResult<Resul
                 name,
                 url: format!("keychain:keyutils?service={prefix}"),
                 raw: None,
+                raw_bytes: None,
                 redis_benchmark: None,
                 raw_concurrency: false,
                 variants: vec![],

@@ -38,5 +38,5 @@ pub mod stats;
 pub use ops::{
     BResult, BenchError, BytesTarget, Op, OpRow, Plan, Target, TypedTarget, measure, measure_store,
 };
-pub use report::{BackendOps, ops_table, store_table};
+pub use report::{BackendOps, bytes_table, ops_table, store_table};
 pub use stats::{Memory, Summary};

@@ -545,8 +545,15 @@ pub struct OpRow {
     pub op: Op,
     /// Through the typed API.
     pub ours: Summary,
-    /// The raw client doing the same, when there is one.
+    /// The raw client doing the same, when there is one: the floor of the typed API (a byte
+    /// floor's caller also parses and serializes the record).
     pub raw: Option<Summary>,
+    /// Ours as bytes (`raw()` of the opened store, no typed JSON), when timed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<Summary>,
+    /// The byte floor (the raw client handing back bytes), when the backend has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_bytes: Option<Summary>,
 }
 
 impl OpRow {
@@ -577,6 +584,8 @@ pub async fn measure_store(store: TokenStore, run_id: &str, plan: &Plan) -> BRes
                     op,
                     ours: *ours,
                     raw: None,
+                    bytes: None,
+                    raw_bytes: None,
                 });
             }
         }

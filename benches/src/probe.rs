@@ -78,7 +78,13 @@ async fn run_backend(name: &str, n: usize) -> BResult<()> {
             "probe",
             "bytes",
         )),
-        "floor" => spec.raw.clone().ok_or_else(|| fail("no floor"))?,
+        // The byte floor (memory's holds parsed records: it has no other).
+        "floor" => spec
+            .raw_bytes
+            .clone()
+            .or_else(|| spec.raw.clone())
+            .ok_or_else(|| fail("no floor"))?,
+        "typedfloor" => spec.raw.clone().ok_or_else(|| fail("no floor"))?,
         other => {
             let i: usize = other
                 .strip_prefix("variant")

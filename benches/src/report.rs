@@ -62,6 +62,44 @@ pub fn ops_table(backends: &[BackendOps]) -> String {
     out
 }
 
+/// Ours as bytes against the byte floor, beside the typed rows: the storage layer's own
+/// ratio, without the record's JSON on either side.
+pub fn bytes_table(backends: &[BackendOps]) -> String {
+    let mut out = String::new();
+    out.push_str("| backend | operation | ours (typed) | typed floor | ours/typed floor | ours as bytes | byte floor | bytes/byte floor |\n");
+    out.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.2}", a / b)
+        } else {
+            "–".to_owned()
+        }
+    };
+    for b in backends {
+        let mut first = true;
+        for row in &b.rows {
+            let (Some(raw), Some(bytes), Some(raw_bytes)) = (row.raw, row.bytes, row.raw_bytes)
+            else {
+                continue;
+            };
+            let name = if first { b.backend.as_str() } else { "" };
+            first = false;
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {} | {} | {} | {} |",
+                row.op,
+                fmt_us(row.ours.p50_us),
+                fmt_us(raw.p50_us),
+                ratio(row.ours.p50_us, raw.p50_us),
+                fmt_us(bytes.p50_us),
+                fmt_us(raw_bytes.p50_us),
+                ratio(bytes.p50_us, raw_bytes.p50_us),
+            );
+        }
+    }
+    out
+}
+
 fn fmt_delta(us: f64) -> String {
     if us < 0.0 {
         format!("−{}", fmt_us(-us))
@@ -108,6 +146,8 @@ mod tests {
             op: Op::GetHit,
             ours: s,
             raw: Some(Summary { p50_us: 10.0, ..s }),
+            bytes: Some(Summary { p50_us: 16.0, ..s }),
+            raw_bytes: Some(Summary { p50_us: 8.0, ..s }),
         }];
         let t = ops_table(&[
             BackendOps {
@@ -128,5 +168,16 @@ mod tests {
         assert!(t.contains("| redis | get hit | 20.0 µs | 40.0 µs | 45.5k | 10.0 µs | 40.0 µs | 2.00 | +10.0 µs |"), "{t}");
         assert!(t.contains("| vault | not run"), "{t}");
         assert!(store_table(&rows).contains("| get hit | 10 |"));
+        let b = bytes_table(&[BackendOps {
+            backend: "redis".into(),
+            url: String::new(),
+            raw_label: None,
+            rows,
+            note: None,
+        }]);
+        assert!(
+            b.contains("| redis | get hit | 20.0 µs | 10.0 µs | 2.00 | 16.0 µs | 8.0 µs | 2.00 |"),
+            "{b}"
+        );
     }
 }

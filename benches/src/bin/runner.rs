@@ -27,7 +27,7 @@ use token_store_bench::rmcp_load::RmcpLoad;
 use token_store_bench::stats::{fmt_rate, fmt_us};
 use token_store_bench::{
     BResult, BackendOps, BenchError, BytesTarget, Memory, Op, OpRow, Plan, Summary, Target,
-    TypedTarget, fixture, measure, ops_table,
+    TypedTarget, bytes_table, fixture, measure, ops_table,
 };
 use token_store_core::backend::KeyHeader;
 use token_store_core::{KdfParams, KeySource};
@@ -363,6 +363,7 @@ async fn run(args: Args) -> BResult<()> {
             Ok(Ok(mut spec)) => {
                 if args.no_raw {
                     spec.raw = None;
+                    spec.raw_bytes = None;
                 }
                 spec
             }
@@ -461,7 +462,7 @@ async fn bench_backend(args: &Args, spec: &Spec, run_id: &str, report: &mut Repo
     let url = StoreUrl::parse(&spec.url)?.redacted();
     let ours = Arc::new(TypedTarget::new(store.clone(), &format!("{run_id}-{name}")));
     ours.setup().await?;
-    if let Some(raw) = &spec.raw {
+    for raw in spec.raw.iter().chain(&spec.raw_bytes) {
         raw.setup().await?;
     }
     // Every backend with a byte-level floor is also timed as bytes (`raw()` of the handle
@@ -492,7 +493,7 @@ async fn bench_backend(args: &Args, spec: &Spec, run_id: &str, report: &mut Repo
     }
     let outcome = bench_setup_done(args, spec, &variants, &store, &ours, &url, report).await;
     let mut cleaned = vec![ours.cleanup().await];
-    if let Some(raw) = &spec.raw {
+    for raw in spec.raw.iter().chain(&spec.raw_bytes) {
         cleaned.push(raw.cleanup().await);
     }
     if args.section("ops") {
@@ -571,6 +572,11 @@ async fn bench_setup_done(
             if let Some(raw) = &spec.raw {
                 targets.push(&**raw);
             }
+            // The byte floor, for ours as bytes (not for lists: ours as bytes is not listed).
+            let raw_bytes = spec.raw_bytes.as_ref().filter(|_| op != Op::List);
+            if let Some(raw_bytes) = raw_bytes {
+                targets.push(&**raw_bytes);
+            }
             let first_variant = targets.len();
             targets.extend(variants.iter().map(|v| &***v as &dyn Target));
             let s = measure(op, &targets, &p).await?;
@@ -580,6 +586,12 @@ async fn bench_setup_done(
                 .flatten()
                 .ok_or_else(|| fail("no samples"))?;
             let raw_s = spec.raw.as_ref().and_then(|_| s.get(1).copied().flatten());
+            let raw_bytes_s = raw_bytes.and_then(|_| s.get(first_variant - 1).copied().flatten());
+            let bytes_s = variants
+                .iter()
+                .zip(&s[first_variant..])
+                .find(|(v, _)| v.label().starts_with(BYTES_LABEL))
+                .and_then(|(_, vs)| *vs);
             for (v, vs) in variants.iter().zip(&s[first_variant..]) {
                 if let (Some(vs), Some(r)) = (vs, raw_s) {
                     eprintln!(
@@ -602,10 +614,19 @@ async fn bench_setup_done(
                 fmt_us(ours_s.p50_us),
                 raw_s.map_or("–".into(), |r| fmt_us(r.p50_us))
             );
+            if let (Some(b), Some(rb)) = (bytes_s, raw_bytes_s) {
+                eprintln!(
+                    "            as bytes {:>9}  byte floor {:>9}",
+                    fmt_us(b.p50_us),
+                    fmt_us(rb.p50_us)
+                );
+            }
             rows.push(OpRow {
                 op,
                 ours: ours_s,
                 raw: raw_s,
+                bytes: bytes_s,
+                raw_bytes: raw_bytes_s,
             });
         }
         report.ops.push(BackendOps {
@@ -1279,6 +1300,8 @@ fn full_markdown(r: &Report) -> String {
     );
     out.push_str("### Operations (one task)\n\n");
     out.push_str(&ops_table(&r.ops));
+    out.push_str("\n### Ours as bytes against the byte floor (same run, same blocks)\n\n");
+    out.push_str(&bytes_table(&r.ops));
     out.push_str("\nRaw clients:\n\n");
     for b in r.ops.iter().filter(|b| !b.rows.is_empty()) {
         let _ = writeln!(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use token_store_core::async_trait;
 use token_store_core::backend::Cipher;
 
+use super::Payload;
 use crate::fixture;
 use crate::ops::{BResult, LIST_SIZE, Op, SIDE_KEYS, Target, fail};
 
@@ -35,18 +36,30 @@ struct Inner {
     hit: Vec<String>,
     miss: Vec<String>,
     del: Vec<String>,
-    value: Vec<u8>,
+    payload: Payload,
 }
 
 impl RawFile {
     /// Uses (and creates) directory `dir`.
     pub fn new(dir: &Path) -> BResult<Self> {
+        Self::with(dir, Payload::bytes())
+    }
+
+    /// The typed floor (`Payload`) in directory `dir`: the record serialized on a write,
+    /// parsed on a read.
+    pub fn typed(dir: &Path) -> BResult<Self> {
+        Self::with(dir, Payload::bytes().typed())
+    }
+
+    fn with(dir: &Path, payload: Payload) -> BResult<Self> {
         std::fs::create_dir_all(dir)?;
         // Lock and header live beside the records directory, so a list sees only records.
         let lock = File::create(dir.with_extension("lock"))?;
         let header = dir.with_extension("header");
         std::fs::write(&header, b"{}")?;
-        let cipher = Cipher::from_master(&[7u8; 32]);
+        // Bound to a store id as the store's cipher is (a record cannot be moved between
+        // stores): the same associated data, so the same AEAD work.
+        let cipher = Cipher::from_master(&[7u8; 32]).bound_to_store(&[9u8; 16]);
         let enc = |user: &str, i: usize| fixture::key(user, i).storage_key().encode();
         Ok(RawFile {
             inner: Arc::new(Inner {
@@ -57,7 +70,7 @@ impl RawFile {
                 hit: (0..LIST_SIZE).map(|i| enc("rawfile-hit", i)).collect(),
                 miss: (0..SIDE_KEYS).map(|i| enc("rawfile-miss", i)).collect(),
                 del: (0..SIDE_KEYS).map(|i| enc("rawfile-del", i)).collect(),
-                value: fixture::record_bytes(1),
+                payload,
             }),
         })
     }
@@ -70,10 +83,11 @@ impl Inner {
 
     /// The plaintext of a record: its key (the name cannot be reversed) and its value.
     fn plaintext(&self, key: &str) -> Vec<u8> {
-        let mut p = Vec::with_capacity(key.len() + 1 + self.value.len());
+        let value = self.payload.value();
+        let mut p = Vec::with_capacity(key.len() + 1 + value.len());
         p.extend_from_slice(key.as_bytes());
         p.push(0);
-        p.extend_from_slice(&self.value);
+        p.extend_from_slice(&value);
         p
     }
 
@@ -86,13 +100,13 @@ impl Inner {
         };
         let plain = self
             .cipher
-            .open(name.as_bytes(), &sealed)
+            .open(&aad(name), &sealed)
             .map_err(|e| fail(format!("open: {e:?}")))?;
         Ok(Some(plain.to_vec()))
     }
 
     fn write(&self, key: &str, name: &str) -> BResult<()> {
-        let sealed = self.cipher.seal(name.as_bytes(), &self.plaintext(key))?;
+        let sealed = self.cipher.seal(&aad(name), &self.plaintext(key))?;
         let tmp = self.dir.join(format!(".tmp-{name}"));
         let mut f = File::create(&tmp)?;
         f.write_all(&sealed)?;
@@ -114,10 +128,20 @@ impl Inner {
     }
 }
 
+/// A record's associated data, as the store binds it: a format tag and the file name.
+fn aad(name: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(4 + name.len());
+    aad.extend_from_slice(b"TSF\x01");
+    aad.extend_from_slice(name.as_bytes());
+    aad
+}
+
 #[async_trait]
 impl Target for RawFile {
     fn label(&self) -> String {
-        "std::fs + XChaCha20-Poly1305, keyed names, flock'd writes on spawn_blocking".to_owned()
+        self.inner
+            .payload
+            .label("std::fs + XChaCha20-Poly1305, keyed names, flock'd writes on spawn_blocking")
     }
 
     async fn setup(&self) -> BResult<()> {
@@ -141,7 +165,9 @@ impl Target for RawFile {
         match op {
             Op::GetHit => {
                 let name = inner.name(&inner.hit[k]);
-                inner.read(&name)?.ok_or_else(|| fail("missing"))?;
+                let plain = inner.read(&name)?.ok_or_else(|| fail("missing"))?;
+                let start = plain.iter().position(|&b| b == 0).map_or(0, |end| end + 1);
+                inner.payload.take(plain, start)?;
             }
             Op::GetMiss => {
                 let name = inner.name(&inner.miss[i % SIDE_KEYS]);

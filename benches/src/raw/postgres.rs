@@ -1,8 +1,12 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, QueueMode, RecyclingMethod, Runtime,
+};
 use token_store_core::{StorageKey, async_trait};
 use tokio_postgres::{Client, NoTls, Statement};
 
+use super::Payload;
 use crate::fixture;
 use crate::ops::{BResult, LIST_SIZE, Op, SIDE_KEYS, Target, fail};
 
@@ -20,34 +24,97 @@ struct Row {
     parts: [String; 4],
 }
 
-/// One `tokio-postgres` connection (no pool) to the store's own table, one prepared
-/// statement per operation, each an autocommit statement, **the same statements the backend
-/// runs** (`storage-postgres/src/sql.rs`): the read bounded by the value limit and judged live
-/// by the server's clock, the upsert and the compare-and-swap setting the expiry, the delete
+/// The backend's statements, in [`Which`] order.
+const STATEMENTS: usize = 5;
+
+/// One of the floor's statements.
+#[derive(Clone, Copy)]
+enum Which {
+    Get,
+    Put,
+    Cas,
+    Delete,
+    List,
+}
+
+/// How the floor reaches the server.
+enum Clients {
+    /// A `deadpool-postgres` pool (LIFO, `Fast` recycling, as the backend's) and
+    /// `prepare_cached`: what a server that must replace a killed connection needs.
+    Pool(Pool),
+    /// One connection, its statements prepared once (the attribution variant): the least
+    /// work, but a killed connection would stay dead.
+    One(Client, [Statement; STATEMENTS]),
+}
+
+/// A connection for one call.
+// On the stack for one call, as the backend holds its pooled connection: boxing it would add
+// an allocation per call the backend does not make.
+#[allow(clippy::large_enum_variant)]
+enum Lease<'a> {
+    Pooled(Object),
+    One(&'a Client),
+}
+
+impl Lease<'_> {
+    fn client(&self) -> &Client {
+        match self {
+            Lease::Pooled(object) => object,
+            Lease::One(client) => client,
+        }
+    }
+}
+
+/// `tokio-postgres` on the store's own table, one prepared statement per operation, each an
+/// autocommit statement, **the same statements the backend runs**
+/// (`storage-postgres/src/sql.rs`): the read bounded by the value limit and judged live by
+/// the server's clock, the upsert and the compare-and-swap setting the expiry, the delete
 /// returning whether a live row went, the keyset listing of live rows on the user index.
-/// What the backend adds around them is left out: the pool checkout, the key's id computed
-/// per call, the conflict report, the typed layer's JSON.
+/// Connections come from a pool as the backend's do (a store must survive a killed
+/// connection); [`RawPostgres::one_connection`] is the same on one connection.
+/// What the backend adds around them is left out: the key's id computed per call, the
+/// conflict report, the layers.
 pub struct RawPostgres {
-    client: Client,
-    get: Statement,
-    put: Statement,
-    cas: Statement,
-    delete: Statement,
-    list: Statement,
+    clients: Clients,
+    sql: [String; STATEMENTS],
     user: String,
     hit: Vec<Row>,
     miss: Vec<Row>,
     del: Vec<Row>,
     versions: Vec<AtomicI64>,
     counter: AtomicI64,
-    value: Vec<u8>,
+    payload: Payload,
 }
 
 impl RawPostgres {
-    /// Connects to `url` (a libpq-style URL `tokio_postgres` parses, without the store's
-    /// own parameters) without TLS, and prepares the statements on `schema.table`, a table the
-    /// store created. Keys belong to users named after `run_id`.
+    /// A pool of connections to `url` (a libpq-style URL `tokio_postgres` parses, without
+    /// the store's own parameters), without TLS, on `schema.table`, a table the store
+    /// created. Keys belong to users named after `run_id`.
     pub async fn connect(url: &str, schema: &str, table: &str, run_id: &str) -> BResult<Self> {
+        let config = url.parse::<tokio_postgres::Config>()?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .queue_mode(QueueMode::Lifo)
+            .runtime(Runtime::Tokio1)
+            .build()?;
+        let keys = Keys::new(&**pool.get().await?, run_id).await?;
+        Ok(Self::with(Clients::Pool(pool), keys, schema, table))
+    }
+
+    /// The same floor on one connection, its statements prepared once (no pool).
+    pub async fn one_connection(
+        url: &str,
+        schema: &str,
+        table: &str,
+        run_id: &str,
+    ) -> BResult<Self> {
         let (client, connection) = url
             .parse::<tokio_postgres::Config>()?
             .connect(NoTls)
@@ -55,86 +122,128 @@ impl RawPostgres {
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        let t = format!("\"{schema}\".\"{table}\"");
-        // Parameters as the backend binds them ($1 the kind, $2 the id), with `LIVE`.
-        let live = "(expires_at IS NULL OR expires_at > now())";
-        let get = client
-            .prepare(&format!(
-                "SELECT CASE WHEN octet_length(value) <= $3 THEN value END, octet_length(value), version, expires_at
-                 FROM {t} WHERE kind = $1 AND id = $2 AND {live}"
-            ))
-            .await?;
-        let put = client
-            .prepare(&format!(
-                "INSERT INTO {t} AS t (kind, id, p1, p2, p3, p4, value, version, expires_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9::bigint * interval '1 millisecond', now())
-                 ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value, version = excluded.version,
-                     expires_at = excluded.expires_at, updated_at = excluded.updated_at"
-            ))
-            .await?;
-        let cas = client
-            .prepare(&format!(
-                "UPDATE {t} SET value = $3, version = $4,
-                     expires_at = now() + $5::bigint * interval '1 millisecond', updated_at = now()
-                 WHERE kind = $1 AND id = $2 AND version = $6 AND {live}"
-            ))
-            .await?;
-        let delete = client
-            .prepare(&format!(
-                "DELETE FROM {t} WHERE kind = $1 AND id = $2 RETURNING {live}"
-            ))
-            .await?;
-        let list = client
-            .prepare(&format!(
-                "SELECT id, p1, p2, p3, p4 FROM {t}
-                 WHERE kind = $1 AND left(p1, 200) = left($3, 200) AND p1 = $3 AND id > $2 AND {live}
-                 ORDER BY id LIMIT 1000"
-            ))
-            .await?;
-        let user = format!("{run_id}-rawhit");
-        let keys = |u: &str, n: usize| (0..n).map(|i| fixture::key(u, i).storage_key()).collect();
-        let hit = rows(&client, keys(&user, LIST_SIZE)).await?;
-        let miss = rows(&client, keys(&format!("{run_id}-rawmiss"), SIDE_KEYS)).await?;
-        let del = rows(&client, keys(&format!("{run_id}-rawdel"), SIDE_KEYS)).await?;
-        Ok(RawPostgres {
-            client,
-            get,
-            put,
-            cas,
-            delete,
-            list,
-            user,
-            hit,
-            miss,
-            del,
+        let sql = statements(schema, table);
+        let mut prepared = Vec::with_capacity(STATEMENTS);
+        for s in &sql {
+            prepared.push(client.prepare(s).await?);
+        }
+        let prepared: [Statement; STATEMENTS] = prepared
+            .try_into()
+            .map_err(|_| fail("not every statement prepared"))?;
+        let keys = Keys::new(&client, run_id).await?;
+        Ok(Self::with(
+            Clients::One(client, prepared),
+            keys,
+            schema,
+            table,
+        ))
+    }
+
+    /// The typed floor (`Payload`): the record serialized on a write, parsed on a read.
+    pub fn typed(mut self) -> Self {
+        self.payload = self.payload.typed();
+        self
+    }
+
+    fn with(clients: Clients, keys: Keys, schema: &str, table: &str) -> Self {
+        RawPostgres {
+            clients,
+            sql: statements(schema, table),
+            user: keys.user,
+            hit: keys.hit,
+            miss: keys.miss,
+            del: keys.del,
             versions: (0..LIST_SIZE).map(|_| AtomicI64::new(0)).collect(),
             // Raw rows have keys of their own; their versions need only differ among them.
             counter: AtomicI64::new(1 << 40),
-            value: fixture::record_bytes(1),
+            payload: Payload::bytes(),
+        }
+    }
+
+    async fn lease(&self) -> BResult<Lease<'_>> {
+        Ok(match &self.clients {
+            Clients::Pool(pool) => Lease::Pooled(pool.get().await?),
+            Clients::One(client, _) => Lease::One(client),
+        })
+    }
+
+    async fn statement(&self, lease: &Lease<'_>, which: Which) -> BResult<Statement> {
+        Ok(match (&self.clients, lease) {
+            (Clients::One(_, prepared), _) => prepared[which as usize].clone(),
+            (_, Lease::Pooled(object)) => object.prepare_cached(&self.sql[which as usize]).await?,
+            (_, Lease::One(client)) => client.prepare(&self.sql[which as usize]).await?,
         })
     }
 
     async fn put(&self, row: &Row) -> BResult<i64> {
         let v = self.counter.fetch_add(1, Ordering::Relaxed);
         let p = &row.parts;
-        self.client
+        let value = self.payload.value();
+        let lease = self.lease().await?;
+        let stmt = self.statement(&lease, Which::Put).await?;
+        lease
+            .client()
             .execute(
-                &self.put,
+                &stmt,
                 &[
-                    &KIND,
-                    &row.id,
-                    &p[0],
-                    &p[1],
-                    &p[2],
-                    &p[3],
-                    &self.value,
-                    &v,
-                    &NO_TTL,
+                    &KIND, &row.id, &p[0], &p[1], &p[2], &p[3], &&*value, &v, &NO_TTL,
                 ],
             )
             .await?;
         Ok(v)
     }
+}
+
+/// The floor's keys: the user whose records are read, written and listed, and the rows of
+/// its hits, misses and deletes.
+struct Keys {
+    user: String,
+    hit: Vec<Row>,
+    miss: Vec<Row>,
+    del: Vec<Row>,
+}
+
+impl Keys {
+    async fn new(client: &Client, run_id: &str) -> BResult<Keys> {
+        let user = format!("{run_id}-rawhit");
+        let keys = |u: &str, n: usize| (0..n).map(|i| fixture::key(u, i).storage_key()).collect();
+        Ok(Keys {
+            hit: rows(client, keys(&user, LIST_SIZE)).await?,
+            miss: rows(client, keys(&format!("{run_id}-rawmiss"), SIDE_KEYS)).await?,
+            del: rows(client, keys(&format!("{run_id}-rawdel"), SIDE_KEYS)).await?,
+            user,
+        })
+    }
+}
+
+/// The backend's statements on `schema.table`, parameters as it binds them ($1 the kind,
+/// $2 the id), in [`Which`] order.
+fn statements(schema: &str, table: &str) -> [String; STATEMENTS] {
+    let t = format!("\"{schema}\".\"{table}\"");
+    let live = "(expires_at IS NULL OR expires_at > now())";
+    [
+        format!(
+            "SELECT CASE WHEN octet_length(value) <= $3 THEN value END, octet_length(value), version, expires_at
+             FROM {t} WHERE kind = $1 AND id = $2 AND {live}"
+        ),
+        format!(
+            "INSERT INTO {t} AS t (kind, id, p1, p2, p3, p4, value, version, expires_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9::bigint * interval '1 millisecond', now())
+             ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value, version = excluded.version,
+                 expires_at = excluded.expires_at, updated_at = excluded.updated_at"
+        ),
+        format!(
+            "UPDATE {t} SET value = $3, version = $4,
+                 expires_at = now() + $5::bigint * interval '1 millisecond', updated_at = now()
+             WHERE kind = $1 AND id = $2 AND version = $6 AND {live}"
+        ),
+        format!("DELETE FROM {t} WHERE kind = $1 AND id = $2 RETURNING {live}"),
+        format!(
+            "SELECT id, p1, p2, p3, p4 FROM {t}
+             WHERE kind = $1 AND left(p1, 200) = left($3, 200) AND p1 = $3 AND id > $2 AND {live}
+             ORDER BY id LIMIT 1000"
+        ),
+    ]
 }
 
 /// The rows of `keys`, their ids computed by the server in one round trip (untimed).
@@ -162,7 +271,12 @@ async fn rows(client: &Client, keys: Vec<StorageKey>) -> BResult<Vec<Row>> {
 #[async_trait]
 impl Target for RawPostgres {
     fn label(&self) -> String {
-        "tokio-postgres, one connection, prepared statements".to_owned()
+        self.payload.label(match self.clients {
+            Clients::Pool(_) => {
+                "tokio-postgres + deadpool-postgres pool, prepare_cached statements"
+            }
+            Clients::One(..) => "tokio-postgres, one connection (no pool), prepared statements",
+        })
     }
 
     async fn setup(&self) -> BResult<()> {
@@ -184,21 +298,27 @@ impl Target for RawPostgres {
         let k = i % LIST_SIZE;
         match op {
             Op::GetHit => {
-                let row = self
-                    .client
-                    .query_opt(&self.get, &[&KIND, &self.hit[k].id, &MAX_VALUE])
+                let lease = self.lease().await?;
+                let stmt = self.statement(&lease, Which::Get).await?;
+                let row = lease
+                    .client()
+                    .query_opt(&stmt, &[&KIND, &self.hit[k].id, &MAX_VALUE])
                     .await?
                     .ok_or_else(|| fail("missing"))?;
+                drop(lease);
                 let value: Option<Vec<u8>> = row.try_get(0)?;
                 let (_, _, _): (i32, i64, Option<std::time::SystemTime>) =
                     (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
-                value.ok_or_else(|| fail("too large"))?;
+                self.payload
+                    .take(value.ok_or_else(|| fail("too large"))?, 0)?;
             }
             Op::GetMiss => {
                 let id = &self.miss[i % SIDE_KEYS].id;
-                if self
-                    .client
-                    .query_opt(&self.get, &[&KIND, id, &MAX_VALUE])
+                let lease = self.lease().await?;
+                let stmt = self.statement(&lease, Which::Get).await?;
+                if lease
+                    .client()
+                    .query_opt(&stmt, &[&KIND, id, &MAX_VALUE])
                     .await?
                     .is_some()
                 {
@@ -212,11 +332,14 @@ impl Target for RawPostgres {
             Op::CasPut => {
                 let expected = self.versions[k].load(Ordering::Relaxed);
                 let v = self.counter.fetch_add(1, Ordering::Relaxed);
-                let n = self
-                    .client
+                let value = self.payload.value();
+                let lease = self.lease().await?;
+                let stmt = self.statement(&lease, Which::Cas).await?;
+                let n = lease
+                    .client()
                     .execute(
-                        &self.cas,
-                        &[&KIND, &self.hit[k].id, &self.value, &v, &NO_TTL, &expected],
+                        &stmt,
+                        &[&KIND, &self.hit[k].id, &&*value, &v, &NO_TTL, &expected],
                     )
                     .await?;
                 if n != 1 {
@@ -226,16 +349,21 @@ impl Target for RawPostgres {
             }
             Op::Delete => {
                 let id = &self.del[i % SIDE_KEYS].id;
-                let row = self.client.query_opt(&self.delete, &[&KIND, id]).await?;
+                let lease = self.lease().await?;
+                let stmt = self.statement(&lease, Which::Delete).await?;
+                let row = lease.client().query_opt(&stmt, &[&KIND, id]).await?;
                 if row.is_none_or(|r| r.get::<_, Option<bool>>(0) != Some(true)) {
                     return Err(fail("nothing deleted"));
                 }
             }
             Op::List => {
-                let rows = self
-                    .client
-                    .query(&self.list, &[&KIND, &Vec::<u8>::new(), &self.user])
+                let lease = self.lease().await?;
+                let stmt = self.statement(&lease, Which::List).await?;
+                let rows = lease
+                    .client()
+                    .query(&stmt, &[&KIND, &Vec::<u8>::new(), &self.user])
                     .await?;
+                drop(lease);
                 let keys: Vec<(String, String, String, String)> = rows
                     .iter()
                     .map(|r| (r.get(1), r.get(2), r.get(3), r.get(4)))
@@ -249,10 +377,10 @@ impl Target for RawPostgres {
     }
 
     async fn cleanup(&self) -> BResult<()> {
+        let lease = self.lease().await?;
+        let stmt = self.statement(&lease, Which::Delete).await?;
         for row in self.hit.iter().chain(&self.del) {
-            self.client
-                .query_opt(&self.delete, &[&KIND, &row.id])
-                .await?;
+            lease.client().query_opt(&stmt, &[&KIND, &row.id]).await?;
         }
         Ok(())
     }

@@ -3,8 +3,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, TlsCertificates, Value, cmd};
 use token_store_core::async_trait;
 
-use super::RawKeys;
-use crate::fixture;
+use super::{Payload, RawKeys};
 use crate::ops::{BResult, LIST_SIZE, Op, SIDE_KEYS, Target, fail};
 
 /// The smallest atomic compare-and-set Redis offers without server-side versions: compare
@@ -72,7 +71,7 @@ pub struct RawRedis {
     conn: Conn,
     keys: RawKeys,
     prefix: String,
-    value: Vec<u8>,
+    payload: Payload,
     value_sha1: String,
     cas: Script,
     read_empty: Script,
@@ -107,23 +106,29 @@ impl RawRedis {
     }
 
     async fn with(mut conn: Conn, prefix: &str, run_id: &str) -> BResult<Self> {
-        let value = fixture::record_bytes(1);
+        let payload = Payload::bytes();
         let value_sha1: String = cmd("EVAL")
             .arg("return redis.sha1hex(ARGV[1])")
             .arg(0)
-            .arg(&value)
+            .arg(&*payload.value())
             .query_async(&mut conn)
             .await?;
         Ok(RawRedis {
             conn,
             keys: RawKeys::new(run_id),
             prefix: prefix.to_owned(),
-            value,
+            payload,
             value_sha1,
             cas: Script::new(CAS),
             read_empty: Script::new(READ_EMPTY),
             hash_read: false,
         })
+    }
+
+    /// The typed floor (`Payload`): the record serialized on a write, parsed on a read.
+    pub fn typed(mut self) -> Self {
+        self.payload = self.payload.typed();
+        self
     }
 
     /// The attribution variant: a GET plus the SHA-1 version of the value; only gets.
@@ -172,11 +177,11 @@ impl Target for RawRedis {
         if self.hash_read {
             return "redis crate GETRANGE + the SHA-1 version of the value".to_owned();
         }
-        if self.is_cluster() {
-            "redis crate, cluster connection".to_owned()
+        self.payload.label(if self.is_cluster() {
+            "redis crate, cluster connection"
         } else {
-            "redis crate, one multiplexed connection".to_owned()
-        }
+            "redis crate, one multiplexed connection"
+        })
     }
 
     fn supports(&self, op: Op) -> bool {
@@ -193,7 +198,7 @@ impl Target for RawRedis {
         for k in &self.keys.hit {
             cmd("SET")
                 .arg(self.key(k))
-                .arg(&self.value)
+                .arg(&*self.payload.value())
                 .query_async::<()>(&mut c)
                 .await?;
         }
@@ -205,7 +210,7 @@ impl Target for RawRedis {
             let mut c = self.conn.clone();
             cmd("SET")
                 .arg(self.key(&self.keys.del[i % SIDE_KEYS]))
-                .arg(&self.value)
+                .arg(&*self.payload.value())
                 .query_async::<()>(&mut c)
                 .await?;
         }
@@ -217,9 +222,11 @@ impl Target for RawRedis {
         let k = i % LIST_SIZE;
         match op {
             Op::GetHit => {
-                self.read(self.key(&self.keys.hit[k]))
+                let value = self
+                    .read(self.key(&self.keys.hit[k]))
                     .await?
                     .ok_or_else(|| fail("missing"))?;
+                self.payload.take(value, 0)?;
             }
             Op::GetMiss => {
                 if self
@@ -233,7 +240,7 @@ impl Target for RawRedis {
             Op::Put => {
                 cmd("SET")
                     .arg(self.key(&self.keys.hit[k]))
-                    .arg(&self.value)
+                    .arg(&*self.payload.value())
                     .query_async::<()>(&mut c)
                     .await?;
             }
@@ -242,7 +249,7 @@ impl Target for RawRedis {
                     .cas
                     .key(self.key(&self.keys.hit[k]))
                     .arg(&self.value_sha1)
-                    .arg(&self.value)
+                    .arg(&*self.payload.value())
                     .invoke_async(&mut c)
                     .await?;
                 if ok != 1 {

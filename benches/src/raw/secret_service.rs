@@ -3,8 +3,7 @@ use std::collections::HashMap;
 use secret_service::{EncryptionType, Item, SearchItemsResult, SecretService};
 use token_store_core::async_trait;
 
-use super::RawKeys;
-use crate::fixture;
+use super::{Payload, RawKeys};
 use crate::ops::{BResult, LIST_SIZE, Op, SIDE_KEYS, Target, fail};
 
 /// The `secret-service` crate on one D-Bus connection (session bus, Diffie-Hellman
@@ -21,7 +20,7 @@ pub struct RawSecretService {
     ss: SecretService<'static>,
     service: String,
     keys: RawKeys,
-    value: Vec<u8>,
+    payload: Payload,
     /// The default collection's path, looked up once (as the backend remembers it).
     backend_calls: Option<zbus::zvariant::OwnedObjectPath>,
 }
@@ -35,9 +34,15 @@ impl RawSecretService {
             ss,
             service: service.to_owned(),
             keys: RawKeys::new(run_id),
-            value: fixture::record_bytes(1),
+            payload: Payload::bytes(),
             backend_calls: Some(path),
         })
+    }
+
+    /// The typed floor (`Payload`): the record serialized on a write, parsed on a read.
+    pub fn typed(mut self) -> Self {
+        self.payload = self.payload.typed();
+        self
     }
 
     fn attrs<'a>(&'a self, key: &'a str) -> HashMap<&'a str, &'a str> {
@@ -54,7 +59,7 @@ impl RawSecretService {
         coll.create_item(
             "token-store-bench raw item",
             self.attrs(key),
-            &self.value,
+            &self.payload.value(),
             true,
             "application/octet-stream",
         )
@@ -111,7 +116,7 @@ impl RawSecretService {
 #[async_trait]
 impl Target for RawSecretService {
     fn label(&self) -> String {
-        "secret-service crate, one connection (get: search; secret on a hit, the collection's Locked on a miss)".to_owned()
+        self.payload.label("secret-service crate, one connection (get: search; secret on a hit, the collection's Locked on a miss)")
     }
 
     fn supports(&self, op: Op) -> bool {
@@ -136,9 +141,11 @@ impl Target for RawSecretService {
         let k = i % LIST_SIZE;
         match op {
             Op::GetHit => {
-                self.get(&self.keys.hit[k])
+                let value = self
+                    .get(&self.keys.hit[k])
                     .await?
                     .ok_or_else(|| fail("missing"))?;
+                self.payload.take(value, 0)?;
             }
             Op::GetMiss => {
                 if self.get(&self.keys.miss[i % SIDE_KEYS]).await?.is_some() {

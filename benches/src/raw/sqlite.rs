@@ -1,16 +1,21 @@
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use token_store_core::{StorageKey, async_trait};
+use tokio::sync::oneshot;
+use zeroize::Zeroizing;
 
+use super::Payload;
 use crate::fixture;
 use crate::ops::{BResult, LIST_SIZE, Op, SIDE_KEYS, Target, fail};
 
-const GET: &str = "SELECT value, version FROM records
-    WHERE kind = ?1 AND p1 = ?2 AND p2 = ?3 AND p3 = ?4 AND p4 = ?5";
+// The backend's read: a row is live until its expiry (a token store has TTLs).
+const GET: &str = "SELECT value, version, expires_at FROM records
+    WHERE kind = ?1 AND p1 = ?2 AND p2 = ?3 AND p3 = ?4 AND p4 = ?5
+      AND (expires_at IS NULL OR expires_at > ?6)";
 const PUT: &str = "INSERT INTO records(kind, p1, p2, p3, p4, value, version, updated_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
     ON CONFLICT(kind, p1, p2, p3, p4) DO UPDATE SET
@@ -33,16 +38,19 @@ pub enum Variant {
 
 /// One `rusqlite` connection to the same database file as the store, same table and
 /// settings (WAL, `synchronous=FULL`, `secure_delete`), one cached prepared statement per
-/// operation, each in autocommit, run directly on the calling thread.
+/// operation, each in autocommit. Reads run on the calling thread (the backend's do too);
+/// writes on a thread of their own with a write connection (`write_thread`): an fsync, or
+/// the busy timeout while another process writes, must not stall the caller's runtime.
 pub struct RawSqlite {
     conn: Mutex<Connection>,
+    writer: Mutex<mpsc::Sender<Job>>,
     user: String,
     hit: Vec<Cols>,
     miss: Vec<Cols>,
     del: Vec<Cols>,
     versions: Vec<AtomicI64>,
     counter: AtomicI64,
-    value: Vec<u8>,
+    payload: Payload,
     variant: Option<Variant>,
 }
 
@@ -59,6 +67,7 @@ impl RawSqlite {
         let user = format!("{run_id}-rawhit");
         Ok(RawSqlite {
             conn: Mutex::new(conn),
+            writer: Mutex::new(write_thread(path)?),
             hit: (0..LIST_SIZE).map(|i| key(&user, i)).collect(),
             miss: (0..SIDE_KEYS)
                 .map(|i| key(&format!("{run_id}-rawmiss"), i))
@@ -70,9 +79,17 @@ impl RawSqlite {
             versions: (0..LIST_SIZE).map(|_| AtomicI64::new(0)).collect(),
             // Raw rows have keys of their own; their versions need only differ among them.
             counter: AtomicI64::new(1 << 40),
-            value: fixture::record_bytes(1),
+            payload: Payload::bytes(),
             variant: None,
         })
+    }
+
+    /// The typed floor (`Payload`) on database `path`: the record serialized on a write,
+    /// parsed on a read.
+    pub fn typed(path: &Path, run_id: &str) -> BResult<Self> {
+        let mut me = Self::open(path, run_id)?;
+        me.payload = me.payload.typed();
+        Ok(me)
     }
 
     /// The attribution variant `variant` on database `path`.
@@ -82,39 +99,103 @@ impl RawSqlite {
         Ok(me)
     }
 
-    /// A write the way the backend makes it: BEGIN IMMEDIATE, the statement, COMMIT.
-    fn write_in_transaction(
-        &self,
-        sql: &str,
-        c: &Cols,
-        expected: Option<i64>,
-    ) -> BResult<(usize, i64)> {
-        let v = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let n = match expected {
-            Some(e) => tx.prepare_cached(sql)?.execute(params![
-                "token", c[0], c[1], c[2], c[3], self.value, v, 0, e
-            ])?,
-            None => tx
-                .prepare_cached(sql)?
-                .execute(params!["token", c[0], c[1], c[2], c[3], self.value, v, 0])?,
-        };
-        tx.commit()?;
-        Ok((n, v))
-    }
-
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.conn)
     }
 
     fn put(&self, c: &Cols) -> BResult<i64> {
         let v = self.counter.fetch_add(1, Ordering::Relaxed);
         let conn = self.conn();
-        conn.prepare_cached(PUT)?
-            .execute(params!["token", c[0], c[1], c[2], c[3], self.value, v, 0])?;
+        conn.prepare_cached(PUT)?.execute(params![
+            "token",
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            &*self.payload.value(),
+            v,
+            0
+        ])?;
         Ok(v)
     }
+
+    /// One write statement (in `BEGIN IMMEDIATE` … `COMMIT` for the transaction variant) on
+    /// the write thread: how many rows it changed, and the version written.
+    async fn write(
+        &self,
+        sql: &'static str,
+        c: &Cols,
+        expected: Option<i64>,
+        value: bool,
+    ) -> BResult<(usize, i64)> {
+        let v = self.counter.fetch_add(1, Ordering::Relaxed);
+        let c = c.clone();
+        // Copied for the thread, wiped after, as the backend's `SecretBytes` copy is.
+        let value = value.then(|| Zeroizing::new(self.payload.value().to_vec()));
+        let transaction = self.variant == Some(Variant::Transaction);
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn: &mut Connection| {
+            let run = |conn: &Connection| -> rusqlite::Result<usize> {
+                let mut stmt = conn.prepare_cached(sql)?;
+                match (&value, expected) {
+                    (Some(value), Some(e)) => stmt.execute(params![
+                        "token",
+                        c[0],
+                        c[1],
+                        c[2],
+                        c[3],
+                        &value[..],
+                        v,
+                        0,
+                        e
+                    ]),
+                    (Some(value), None) => {
+                        stmt.execute(params!["token", c[0], c[1], c[2], c[3], &value[..], v, 0])
+                    }
+                    (None, _) => stmt.execute(params!["token", c[0], c[1], c[2], c[3]]),
+                }
+            };
+            let n = if transaction {
+                conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .and_then(|t| {
+                        let n = run(&t)?;
+                        t.commit().map(|()| n)
+                    })
+            } else {
+                run(conn)
+            };
+            let _ = tx.send(n);
+        });
+        lock(&self.writer)
+            .send(job)
+            .map_err(|_| fail("the write thread is gone"))?;
+        Ok((rx.await??, v))
+    }
+}
+
+/// A write run on the write thread.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The thread that owns the floor's write connection, as the backend's connection thread
+/// owns its own: the cheapest way to keep an fsync (or another process's lock) off every
+/// kind of async runtime (`block_in_place` is cheaper but panics on a current-thread
+/// runtime and in a `LocalSet`; `spawn_blocking` costs more). It ends when the floor is
+/// dropped.
+fn write_thread(path: &Path) -> BResult<mpsc::Sender<Job>> {
+    let mut conn = connect(path)?;
+    let (jobs, queue) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("raw-sqlite-writer".into())
+        .spawn(move || {
+            for job in queue {
+                job(&mut conn);
+            }
+        })?;
+    Ok(jobs)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A connection to `path` (a database the store created) with the store's settings.
@@ -130,9 +211,13 @@ pub(crate) fn connect(path: &Path) -> BResult<Connection> {
 
 /// The floor's get: the value and version of token row `c`.
 pub(crate) fn get(conn: &Connection, c: &Cols) -> BResult<Option<(Vec<u8>, i64)>> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let mut stmt = conn.prepare_cached(GET)?;
     Ok(stmt
-        .query_row(params!["token", c[0], c[1], c[2], c[3]], |r| {
+        .query_row(params!["token", c[0], c[1], c[2], c[3], now], |r| {
+            std::hint::black_box(r.get::<_, Option<i64>>(2)?);
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?)
@@ -142,7 +227,9 @@ pub(crate) fn get(conn: &Connection, c: &Cols) -> BResult<Option<(Vec<u8>, i64)>
 impl Target for RawSqlite {
     fn label(&self) -> String {
         match self.variant {
-            None => "rusqlite, one prepared statement, autocommit".to_owned(),
+            None => self
+                .payload
+                .label("rusqlite, one prepared statement, autocommit, writes on a write thread"),
             Some(Variant::Transaction) => {
                 "rusqlite, BEGIN IMMEDIATE + statement + COMMIT".to_owned()
             }
@@ -173,21 +260,11 @@ impl Target for RawSqlite {
 
     async fn run(&self, op: Op, i: usize) -> BResult<()> {
         let k = i % LIST_SIZE;
-        if self.variant == Some(Variant::Transaction) {
-            let c = &self.hit[k];
-            let expected = (op == Op::CasPut).then(|| self.versions[k].load(Ordering::Relaxed));
-            let sql = if expected.is_some() { CAS } else { PUT };
-            let (n, v) = self.write_in_transaction(sql, c, expected)?;
-            if n != 1 {
-                return Err(fail("CAS mismatch"));
-            }
-            self.versions[k].store(v, Ordering::Relaxed);
-            return Ok(());
-        }
         let get = |c: &Cols| get(&self.conn(), c);
         match op {
             Op::GetHit => {
-                get(&self.hit[k])?.ok_or_else(|| fail("missing"))?;
+                let (value, _) = get(&self.hit[k])?.ok_or_else(|| fail("missing"))?;
+                self.payload.take(value, 0)?;
             }
             Op::GetMiss => {
                 if get(&self.miss[i % SIDE_KEYS])?.is_some() {
@@ -195,27 +272,21 @@ impl Target for RawSqlite {
                 }
             }
             Op::Put => {
-                let v = self.put(&self.hit[k])?;
+                let (_, v) = self.write(PUT, &self.hit[k], None, true).await?;
                 self.versions[k].store(v, Ordering::Relaxed);
             }
             Op::CasPut => {
-                let c = &self.hit[k];
                 let expected = self.versions[k].load(Ordering::Relaxed);
-                let v = self.counter.fetch_add(1, Ordering::Relaxed);
-                let n = self.conn().prepare_cached(CAS)?.execute(params![
-                    "token", c[0], c[1], c[2], c[3], self.value, v, 0, expected
-                ])?;
+                let (n, v) = self.write(CAS, &self.hit[k], Some(expected), true).await?;
                 if n != 1 {
                     return Err(fail("CAS mismatch"));
                 }
                 self.versions[k].store(v, Ordering::Relaxed);
             }
             Op::Delete => {
-                let c = &self.del[i % SIDE_KEYS];
-                let n = self
-                    .conn()
-                    .prepare_cached(DELETE)?
-                    .execute(params!["token", c[0], c[1], c[2], c[3]])?;
+                let (n, _) = self
+                    .write(DELETE, &self.del[i % SIDE_KEYS], None, false)
+                    .await?;
                 if n != 1 {
                     return Err(fail("nothing deleted"));
                 }

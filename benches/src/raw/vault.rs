@@ -6,8 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use token_store_core::async_trait;
 
-use super::RawKeys;
-use crate::fixture;
+use super::{Payload, RawKeys};
 use crate::ops::{BResult, LIST_SIZE, Op, SIDE_KEYS, Target, fail};
 
 /// Plain KV v2 HTTP calls with `reqwest`, as few as the backend's guarantees allow (the
@@ -29,7 +28,7 @@ pub struct RawVault {
     token: String,
     folder: String,
     keys: RawKeys,
-    value_b64: String,
+    payload: Payload,
     versions: Vec<AtomicU64>,
 }
 
@@ -45,9 +44,15 @@ impl RawVault {
             token: token.to_owned(),
             folder: prefix.to_owned(),
             keys: RawKeys::new(run_id),
-            value_b64: B64.encode(fixture::record_bytes(1)),
+            payload: Payload::bytes(),
             versions: (0..LIST_SIZE).map(|_| AtomicU64::new(0)).collect(),
         })
+    }
+
+    /// The typed floor (`Payload`): the record serialized on a write, parsed on a read.
+    pub fn typed(mut self) -> Self {
+        self.payload = self.payload.typed();
+        self
     }
 
     /// The current KV version of a key (0 when absent).
@@ -113,7 +118,9 @@ impl RawVault {
     }
 
     async fn write(&self, encoded: &str, cas: Option<u64>) -> BResult<u64> {
-        let mut body = json!({ "data": { "value": self.value_b64 } });
+        // Base64 of each write's value, as the backend must (values change).
+        let value = B64.encode(&*self.payload.value());
+        let mut body = json!({ "data": { "value": value } });
         if let Some(cas) = cas {
             body["options"] = json!({ "cas": cas });
         }
@@ -154,7 +161,7 @@ impl RawVault {
 #[async_trait]
 impl Target for RawVault {
     fn label(&self) -> String {
-        "reqwest: get 1 request, put 1, CAS put 2 (read + cas write), delete 3 (read, cas tombstone, destroy), list LIST + a read per key".to_owned()
+        self.payload.label("reqwest: get 1 request, put 1, CAS put 2 (read + cas write), delete 3 (read, cas tombstone, destroy), list LIST + a read per key")
     }
 
     async fn setup(&self) -> BResult<()> {
@@ -176,9 +183,11 @@ impl Target for RawVault {
         let k = i % LIST_SIZE;
         match op {
             Op::GetHit => {
-                self.read(&self.keys.hit[k])
+                let value = self
+                    .read(&self.keys.hit[k])
                     .await?
                     .ok_or_else(|| fail("missing"))?;
+                self.payload.take(value, 0)?;
             }
             Op::GetMiss => {
                 if self.read(&self.keys.miss[i % SIDE_KEYS]).await?.is_some() {
