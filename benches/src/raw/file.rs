@@ -32,6 +32,9 @@ struct Inner {
     dir: PathBuf,
     header: PathBuf,
     lock: File,
+    /// `flock` is held by the open file, which every thread here shares: it excludes other
+    /// processes, and this mutex the floor's own threads (as the store excludes its own).
+    threads: std::sync::Mutex<()>,
     cipher: Cipher,
     hit: Vec<String>,
     miss: Vec<String>,
@@ -66,6 +69,7 @@ impl RawFile {
                 dir: dir.to_owned(),
                 header,
                 lock,
+                threads: std::sync::Mutex::new(()),
                 cipher,
                 hit: (0..LIST_SIZE).map(|i| enc("rawfile-hit", i)).collect(),
                 miss: (0..SIDE_KEYS).map(|i| enc("rawfile-miss", i)).collect(),
@@ -119,6 +123,7 @@ impl Inner {
 
     /// `f` under the cross-process lock, after the header check.
     fn locked<T>(&self, f: impl FnOnce() -> BResult<T>) -> BResult<T> {
+        let _threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         self.lock.lock()?;
         let outcome = std::fs::metadata(&self.header)
             .map_err(Into::into)
