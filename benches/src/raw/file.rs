@@ -218,7 +218,7 @@ impl Target for RawFile {
                     };
                     let end = plain.iter().position(|&b| b == 0).unwrap_or(plain.len());
                     let key = std::str::from_utf8(&plain[..end])?;
-                    if key.starts_with("rawfile-hit:") {
+                    if key.starts_with("rawfile-hit:") && inner.payload.listed(key) {
                         n += 1;
                     }
                 }

@@ -41,7 +41,7 @@ pub use self::secret_service::RawSecretService;
 pub use self::sqlite::{RawSqlite, Variant as SqliteVariant};
 pub use self::vault::RawVault;
 
-use token_store_core::TokenRecord;
+use token_store_core::{KeyKind, StorageKey, TokenRecord};
 use zeroize::Zeroizing;
 
 use crate::fixture;
@@ -139,6 +139,21 @@ impl Payload {
             std::hint::black_box(&value);
         }
         Ok(())
+    }
+
+    /// Whether a listed key (encoded) counts: a typed floor decodes it into a `StorageKey`,
+    /// as the typed API hands back keys, not strings; a byte floor takes it as found.
+    pub(crate) fn listed(&self, encoded: &str) -> bool {
+        !self.typed || StorageKey::decode(encoded).is_some()
+    }
+
+    /// The same for a key listed as its parts (an SQL row): a typed floor builds and checks
+    /// the token key (`None` when it is not one); a byte floor takes the row as found.
+    pub(crate) fn listed_parts(&self, parts: [String; 4]) -> Option<Option<StorageKey>> {
+        if !self.typed {
+            return Some(None);
+        }
+        StorageKey::new(KeyKind::Token, parts.into()).ok().map(Some)
     }
 
     /// `label` of a byte floor, or of the typed floor built on it.

@@ -3,6 +3,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, QueueMode, RecyclingMethod, Runtime,
 };
+use sha2::{Digest, Sha256};
 use token_store_core::{StorageKey, async_trait};
 use tokio_postgres::{Client, NoTls, Statement};
 
@@ -364,12 +365,29 @@ impl Target for RawPostgres {
                     .query(&stmt, &[&KIND, &Vec::<u8>::new(), &self.user])
                     .await?;
                 drop(lease);
-                let keys: Vec<(String, String, String, String)> = rows
-                    .iter()
-                    .map(|r| (r.get(1), r.get(2), r.get(3), r.get(4)))
-                    .collect();
-                if keys.len() != LIST_SIZE {
-                    return Err(fail(format!("listed {}", keys.len())));
+                // A typed caller gets keys it can read: each row's parts as a token key whose
+                // SHA-256 is the row's id (what the backend checks; one buffer for them all).
+                let mut scratch = String::new();
+                let mut n = 0;
+                for r in &rows {
+                    let id: &[u8] = r.try_get(0)?;
+                    match self.payload.listed_parts([
+                        r.try_get(1)?,
+                        r.try_get(2)?,
+                        r.try_get(3)?,
+                        r.try_get(4)?,
+                    ]) {
+                        Some(None) => n += 1,
+                        Some(Some(key)) => {
+                            scratch.clear();
+                            key.encode_into(&mut scratch);
+                            n += usize::from(Sha256::digest(scratch.as_bytes())[..] == *id);
+                        }
+                        None => {}
+                    }
+                }
+                if n != LIST_SIZE {
+                    return Err(fail(format!("listed {n}")));
                 }
             }
         }

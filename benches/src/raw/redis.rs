@@ -278,7 +278,15 @@ impl Target for RawRedis {
                         .arg(1000)
                         .query_async(&mut c)
                         .await?;
-                    n += batch.len();
+                    let head = self.prefix.len() + 1;
+                    n += batch
+                        .iter()
+                        .filter(|k| {
+                            k.get(head..)
+                                .and_then(|e| std::str::from_utf8(e).ok())
+                                .is_some_and(|e| self.payload.listed(e))
+                        })
+                        .count();
                     if next == 0 {
                         break;
                     }

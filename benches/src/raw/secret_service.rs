@@ -171,7 +171,12 @@ impl Target for RawSecretService {
                 // SearchItems returns object paths: the keys are in each item's attributes.
                 let mut n = 0;
                 for item in &found.unlocked {
-                    if item.get_attributes().await?.contains_key("key") {
+                    if item
+                        .get_attributes()
+                        .await?
+                        .get("key")
+                        .is_some_and(|k| self.payload.listed(k))
+                    {
                         n += 1;
                     }
                 }

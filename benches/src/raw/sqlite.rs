@@ -302,7 +302,11 @@ impl Target for RawSqlite {
                         r.get::<_, String>(3)?,
                     ))
                 })?;
-                let n = rows.collect::<Result<Vec<_>, _>>()?.len();
+                let n = rows
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .filter_map(|(a, b, c, d)| self.payload.listed_parts([a, b, c, d]))
+                    .count();
                 if n != LIST_SIZE {
                     return Err(fail(format!("listed {n}")));
                 }
