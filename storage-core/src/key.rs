@@ -456,10 +456,11 @@ impl StorageKey {
         let last = self.parts.len().min(other.parts.len());
         for (i, (a, b)) in self.parts.iter().zip(&other.parts).enumerate() {
             let (a, b) = (a.as_bytes(), b.as_bytes());
-            if a == b {
+            // One pass finds both equality and where the parts differ.
+            let common = common_prefix(a, b);
+            if common == a.len() && common == b.len() {
                 continue;
             }
-            let common = common_prefix(a, b);
             return match (a.get(common), b.get(common)) {
                 (Some(&x), Some(&y)) => cmp_encoded_byte(x, y),
                 // `a` ends first: what follows it (the separator, or the end of the key)
@@ -575,19 +576,27 @@ const UNRESERVED: [bool; 256] = {
     t
 };
 
-/// The length of the longest common prefix, compared eight bytes at a time.
+/// The length of the longest common prefix, compared eight bytes at a time: a word's first
+/// differing byte is its lowest set bit of difference (little-endian), with no call out to
+/// `memcmp` per word.
 fn common_prefix(a: &[u8], b: &[u8]) -> usize {
-    let words = a
-        .chunks_exact(8)
-        .zip(b.chunks_exact(8))
-        .take_while(|(x, y)| x == y)
-        .count();
-    let start = words * 8;
-    let rest = match (a.get(start..), b.get(start..)) {
+    let mut same = 0;
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let (Ok(x), Ok(y)) = (<[u8; 8]>::try_from(x), <[u8; 8]>::try_from(y)) else {
+            break;
+        };
+        let diff = u64::from_le_bytes(x) ^ u64::from_le_bytes(y);
+        if diff != 0 {
+            // At most 7: the cast cannot truncate.
+            return same + (diff.trailing_zeros() / 8) as usize;
+        }
+        same += 8;
+    }
+    let rest = match (a.get(same..), b.get(same..)) {
         (Some(x), Some(y)) => x.iter().zip(y).take_while(|(x, y)| x == y).count(),
         _ => 0,
     };
-    start + rest
+    same + rest
 }
 
 /// The first character byte `b` encodes to: itself, or the `%` of its escape.
@@ -797,6 +806,42 @@ mod tests {
                 StorageKey { kind: KeyKind::Client, parts: b.parts[..2].to_vec() },
             );
             proptest::prop_assert_eq!(c.cmp_encoded(&d), c.encode().cmp(&d.encode()));
+        }
+
+        #[test]
+        fn long_parts_sharing_a_prefix_order_as_their_encodings(
+            prefix in "[a-c/%.\u{e9}]{0,20}",
+            a in proptest::collection::vec("[a-c:/%~ .\u{e9}-]{0,12}", 4),
+            b in proptest::collection::vec("[a-c:/%~ .\u{e9}-]{0,12}", 4),
+        ) {
+            // Parts longer than a word, equal for a while: where they differ falls in every
+            // position of an eight-byte word, or past the words.
+            let long = |parts: Vec<String>| StorageKey {
+                kind: KeyKind::Token,
+                parts: parts.into_iter().map(|p| format!("{prefix}{p}")).collect(),
+            };
+            let (a, b) = (long(a), long(b));
+            proptest::prop_assert_eq!(a.cmp_encoded(&b), a.encode().cmp(&b.encode()));
+            proptest::prop_assert_eq!(b.cmp_encoded(&a), b.encode().cmp(&a.encode()));
+            proptest::prop_assert_eq!(a.cmp_encoded(&a.clone()), std::cmp::Ordering::Equal);
+        }
+
+        #[test]
+        fn common_prefix_is_the_bytewise_one(
+            a in proptest::collection::vec(0u8..4, 0..40),
+            at in 0usize..40,
+            byte in 0u8..4,
+            cut in 0usize..40,
+        ) {
+            // `b` is `a` with one byte changed and cut short: differences anywhere.
+            let mut b = a.clone();
+            if let Some(x) = b.get_mut(at) {
+                *x = byte;
+            }
+            b.truncate(cut.max(at));
+            let expected = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+            proptest::prop_assert_eq!(common_prefix(&a, &b), expected);
+            proptest::prop_assert_eq!(common_prefix(&a, &a), a.len());
         }
 
         #[test]
