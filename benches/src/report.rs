@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::ops::OpRow;
-use crate::stats::{fmt_rate, fmt_us};
+use crate::stats::{fmt_rate, fmt_ratio, fmt_us};
 
 /// The operations measured on one backend, beside its raw client.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -68,13 +68,6 @@ pub fn bytes_table(backends: &[BackendOps]) -> String {
     let mut out = String::new();
     out.push_str("| backend | operation | ours (typed) | typed floor | ours/typed floor | ours as bytes | byte floor | bytes/byte floor |\n");
     out.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-    let ratio = |a: f64, b: f64| {
-        if b > 0.0 {
-            format!("{:.2}", a / b)
-        } else {
-            "–".to_owned()
-        }
-    };
     for b in backends {
         let mut first = true;
         for row in &b.rows {
@@ -90,10 +83,10 @@ pub fn bytes_table(backends: &[BackendOps]) -> String {
                 row.op,
                 fmt_us(row.ours.p50_us),
                 fmt_us(raw.p50_us),
-                ratio(row.ours.p50_us, raw.p50_us),
+                fmt_ratio(row.ours.p50_us, raw.p50_us),
                 fmt_us(bytes.p50_us),
                 fmt_us(raw_bytes.p50_us),
-                ratio(bytes.p50_us, raw_bytes.p50_us),
+                fmt_ratio(bytes.p50_us, raw_bytes.p50_us),
             );
         }
     }

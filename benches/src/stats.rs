@@ -57,6 +57,15 @@ pub fn fmt_us(us: f64) -> String {
     }
 }
 
+/// Formats the ratio `a / b` for a table (`1.05`), or `–` when `b` is not positive.
+pub fn fmt_ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "–".to_owned()
+    }
+}
+
 /// Formats a rate: `1234`, `12.3k`, `1.23M`.
 pub fn fmt_rate(r: f64) -> String {
     if r >= 1e6 {

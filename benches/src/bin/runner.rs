@@ -24,7 +24,7 @@ use token_store_bench::backends::{ALL, BYTES_LABEL, Spec, open_ours, open_store,
 use token_store_bench::ops::{Throughput, fail, throughput};
 use token_store_bench::raw::{RecordMap, ScaleFloor};
 use token_store_bench::rmcp_load::RmcpLoad;
-use token_store_bench::stats::{fmt_rate, fmt_us};
+use token_store_bench::stats::{fmt_rate, fmt_ratio, fmt_us};
 use token_store_bench::{
     BResult, BackendOps, BenchError, BytesTarget, Memory, Op, OpRow, Plan, Summary, Target,
     TypedTarget, bytes_table, fixture, measure, ops_table,
@@ -1376,15 +1376,8 @@ fn full_markdown(r: &Report) -> String {
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         );
         for s in &r.scale {
-            let ratio = |a: f64, b: f64| {
-                if b > 0.0 {
-                    format!("{:.2}", a / b)
-                } else {
-                    "–".to_owned()
-                }
-            };
             let (floor, floor_ratio) = match (s.floor_get, s.floor_base_get) {
-                (Some(f), Some(b)) => (fmt_us(f.p50_us), ratio(f.p50_us, b.p50_us)),
+                (Some(f), Some(b)) => (fmt_us(f.p50_us), fmt_ratio(f.p50_us, b.p50_us)),
                 _ => ("–".to_owned(), "–".to_owned()),
             };
             let _ = writeln!(
@@ -1399,8 +1392,8 @@ fn full_markdown(r: &Report) -> String {
                 fmt_us(s.put.p99_us),
                 fmt_us(s.cas_put.p50_us),
                 fmt_us(s.cas_put.p99_us),
-                ratio(s.get.p50_us, s.base_get.p50_us),
-                ratio(s.cas_put.p50_us, s.base_cas_put.p50_us),
+                fmt_ratio(s.get.p50_us, s.base_get.p50_us),
+                fmt_ratio(s.cas_put.p50_us, s.base_cas_put.p50_us),
                 floor,
                 floor_ratio,
             );
