@@ -43,7 +43,7 @@ pub enum Variant {
 /// the busy timeout while another process writes, must not stall the caller's runtime.
 pub struct RawSqlite {
     conn: Mutex<Connection>,
-    writer: Mutex<mpsc::Sender<Job>>,
+    writer: mpsc::Sender<Job>,
     user: String,
     hit: Vec<Cols>,
     miss: Vec<Cols>,
@@ -67,7 +67,7 @@ impl RawSqlite {
         let user = format!("{run_id}-rawhit");
         Ok(RawSqlite {
             conn: Mutex::new(conn),
-            writer: Mutex::new(write_thread(path)?),
+            writer: write_thread(path)?,
             hit: (0..LIST_SIZE).map(|i| key(&user, i)).collect(),
             miss: (0..SIDE_KEYS)
                 .map(|i| key(&format!("{run_id}-rawmiss"), i))
@@ -166,7 +166,7 @@ impl RawSqlite {
             };
             let _ = tx.send(n);
         });
-        lock(&self.writer)
+        self.writer
             .send(job)
             .map_err(|_| fail("the write thread is gone"))?;
         Ok((rx.await??, v))
