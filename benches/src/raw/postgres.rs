@@ -53,16 +53,25 @@ enum Clients {
 // an allocation per call the backend does not make.
 #[allow(clippy::large_enum_variant)]
 enum Lease<'a> {
-    Pooled(Object),
-    One(&'a Client),
+    /// A pooled connection, which prepares (and caches) the statement text it is given.
+    Pooled(Object, &'a [String; STATEMENTS]),
+    /// The one connection and its statements, prepared when it was made.
+    One(&'a Client, &'a [Statement; STATEMENTS]),
 }
 
 impl Lease<'_> {
     fn client(&self) -> &Client {
         match self {
-            Lease::Pooled(object) => object,
-            Lease::One(client) => client,
+            Lease::Pooled(object, _) => object,
+            Lease::One(client, _) => client,
         }
+    }
+
+    async fn statement(&self, which: Which) -> BResult<Statement> {
+        Ok(match self {
+            Lease::Pooled(object, sql) => object.prepare_cached(&sql[which as usize]).await?,
+            Lease::One(_, prepared) => prepared[which as usize].clone(),
+        })
     }
 }
 
@@ -106,7 +115,11 @@ impl RawPostgres {
             .runtime(Runtime::Tokio1)
             .build()?;
         let keys = Keys::new(&**pool.get().await?, run_id).await?;
-        Ok(Self::with(Clients::Pool(pool), keys, schema, table))
+        Ok(Self::with(
+            Clients::Pool(pool),
+            keys,
+            statements(schema, table),
+        ))
     }
 
     /// The same floor on one connection, its statements prepared once (no pool).
@@ -132,12 +145,7 @@ impl RawPostgres {
             .try_into()
             .map_err(|_| fail("not every statement prepared"))?;
         let keys = Keys::new(&client, run_id).await?;
-        Ok(Self::with(
-            Clients::One(client, prepared),
-            keys,
-            schema,
-            table,
-        ))
+        Ok(Self::with(Clients::One(client, prepared), keys, sql))
     }
 
     /// The typed floor (`Payload`): the record serialized on a write, parsed on a read.
@@ -146,10 +154,10 @@ impl RawPostgres {
         self
     }
 
-    fn with(clients: Clients, keys: Keys, schema: &str, table: &str) -> Self {
+    fn with(clients: Clients, keys: Keys, sql: [String; STATEMENTS]) -> Self {
         RawPostgres {
             clients,
-            sql: statements(schema, table),
+            sql,
             user: keys.user,
             hit: keys.hit,
             miss: keys.miss,
@@ -163,16 +171,8 @@ impl RawPostgres {
 
     async fn lease(&self) -> BResult<Lease<'_>> {
         Ok(match &self.clients {
-            Clients::Pool(pool) => Lease::Pooled(pool.get().await?),
-            Clients::One(client, _) => Lease::One(client),
-        })
-    }
-
-    async fn statement(&self, lease: &Lease<'_>, which: Which) -> BResult<Statement> {
-        Ok(match (&self.clients, lease) {
-            (Clients::One(_, prepared), _) => prepared[which as usize].clone(),
-            (_, Lease::Pooled(object)) => object.prepare_cached(&self.sql[which as usize]).await?,
-            (_, Lease::One(client)) => client.prepare(&self.sql[which as usize]).await?,
+            Clients::Pool(pool) => Lease::Pooled(pool.get().await?, &self.sql),
+            Clients::One(client, prepared) => Lease::One(client, prepared),
         })
     }
 
@@ -181,7 +181,7 @@ impl RawPostgres {
         let p = &row.parts;
         let value = self.payload.value();
         let lease = self.lease().await?;
-        let stmt = self.statement(&lease, Which::Put).await?;
+        let stmt = lease.statement(Which::Put).await?;
         lease
             .client()
             .execute(
@@ -300,7 +300,7 @@ impl Target for RawPostgres {
         match op {
             Op::GetHit => {
                 let lease = self.lease().await?;
-                let stmt = self.statement(&lease, Which::Get).await?;
+                let stmt = lease.statement(Which::Get).await?;
                 let row = lease
                     .client()
                     .query_opt(&stmt, &[&KIND, &self.hit[k].id, &MAX_VALUE])
@@ -316,7 +316,7 @@ impl Target for RawPostgres {
             Op::GetMiss => {
                 let id = &self.miss[i % SIDE_KEYS].id;
                 let lease = self.lease().await?;
-                let stmt = self.statement(&lease, Which::Get).await?;
+                let stmt = lease.statement(Which::Get).await?;
                 if lease
                     .client()
                     .query_opt(&stmt, &[&KIND, id, &MAX_VALUE])
@@ -335,7 +335,7 @@ impl Target for RawPostgres {
                 let v = self.counter.fetch_add(1, Ordering::Relaxed);
                 let value = self.payload.value();
                 let lease = self.lease().await?;
-                let stmt = self.statement(&lease, Which::Cas).await?;
+                let stmt = lease.statement(Which::Cas).await?;
                 let n = lease
                     .client()
                     .execute(
@@ -351,7 +351,7 @@ impl Target for RawPostgres {
             Op::Delete => {
                 let id = &self.del[i % SIDE_KEYS].id;
                 let lease = self.lease().await?;
-                let stmt = self.statement(&lease, Which::Delete).await?;
+                let stmt = lease.statement(Which::Delete).await?;
                 let row = lease.client().query_opt(&stmt, &[&KIND, id]).await?;
                 if row.is_none_or(|r| r.get::<_, Option<bool>>(0) != Some(true)) {
                     return Err(fail("nothing deleted"));
@@ -359,7 +359,7 @@ impl Target for RawPostgres {
             }
             Op::List => {
                 let lease = self.lease().await?;
-                let stmt = self.statement(&lease, Which::List).await?;
+                let stmt = lease.statement(Which::List).await?;
                 let rows = lease
                     .client()
                     .query(&stmt, &[&KIND, &Vec::<u8>::new(), &self.user])
@@ -396,7 +396,7 @@ impl Target for RawPostgres {
 
     async fn cleanup(&self) -> BResult<()> {
         let lease = self.lease().await?;
-        let stmt = self.statement(&lease, Which::Delete).await?;
+        let stmt = lease.statement(Which::Delete).await?;
         for row in self.hit.iter().chain(&self.del) {
             lease.client().query_opt(&stmt, &[&KIND, &row.id]).await?;
         }
