@@ -573,10 +573,14 @@ async fn bench_setup_done(
                 targets.push(&**raw);
             }
             // The byte floor, for ours as bytes (not for lists: ours as bytes is not listed).
-            let raw_bytes = spec.raw_bytes.as_ref().filter(|_| op != Op::List);
-            if let Some(raw_bytes) = raw_bytes {
-                targets.push(&**raw_bytes);
-            }
+            let raw_bytes_at =
+                spec.raw_bytes
+                    .as_ref()
+                    .filter(|_| op != Op::List)
+                    .map(|raw_bytes| {
+                        targets.push(&**raw_bytes);
+                        targets.len() - 1
+                    });
             let first_variant = targets.len();
             targets.extend(variants.iter().map(|v| &***v as &dyn Target));
             let s = measure(op, &targets, &p).await?;
@@ -586,7 +590,7 @@ async fn bench_setup_done(
                 .flatten()
                 .ok_or_else(|| fail("no samples"))?;
             let raw_s = spec.raw.as_ref().and_then(|_| s.get(1).copied().flatten());
-            let raw_bytes_s = raw_bytes.and_then(|_| s.get(first_variant - 1).copied().flatten());
+            let raw_bytes_s = raw_bytes_at.and_then(|at| s.get(at).copied().flatten());
             let bytes_s = variants
                 .iter()
                 .zip(&s[first_variant..])
